@@ -1,0 +1,359 @@
+/*
+ * zjuchat.h - client library for the ZJU Chat API (OpenAI-compatible chat
+ * completions at https://chat.zju.edu.cn/api/ai/v1).
+ *
+ * Two front doors over one code path:
+ *   - blocking calls (zjuchat_complete, zjuchat_stream, zjuchat_list_models)
+ *     for programs and scripts;
+ *   - an evented interface (zjuchat_call_start) that runs on the caller's
+ *     libevent event_base, for servers holding thousands of streams.
+ * Both build requests, parse SSE and map errors the same way.
+ *
+ * Conventions
+ *   - Functions that can fail return a zjuchat_code (ZJUCHAT_OK == 0) or NULL,
+ *     and fill the caller's zjuchat_error when one is passed (it may be NULL).
+ *     Out of memory is an error like any other. The library never prints and
+ *     never exits.
+ *   - "new" results are owned by the caller and freed with the matching _free
+ *     function; "borrowed" pointers stay valid only as long as stated.
+ *   - The API key never appears in an error message, a chunk or a response
+ *     handed out by the library: every byte coming from upstream is redacted
+ *     (each character of an echoed key replaced by '*') before it is seen.
+ *
+ * Thread safety
+ *   A zjuchat_client and everything started from it belong to one thread at a
+ *   time. Different clients may be used from different threads at once.
+ *   zjuchat_global_init() must have run once before threads are started
+ *   (zjuchat_client_new calls it, which is enough for single-threaded use).
+ */
+#ifndef ZJUCHAT_H
+#define ZJUCHAT_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ZJUCHAT_DEFAULT_BASE_URL "https://chat.zju.edu.cn/api/ai/v1"
+#define ZJUCHAT_DEFAULT_MODEL "deepseek-r1-671b"
+
+struct event_base;
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Error classes. Stable numbers: programs may store and compare them. */
+typedef enum zjuchat_code {
+    ZJUCHAT_OK = 0,
+    ZJUCHAT_ERR_CONFIG = 1,    /* missing key, bad base URL, bad option */
+    ZJUCHAT_ERR_NETWORK = 2,   /* DNS, connect, TLS, connection reset */
+    ZJUCHAT_ERR_TIMEOUT = 3,   /* connect, first byte, idle or total */
+    ZJUCHAT_ERR_API = 4,       /* upstream answered an HTTP error status */
+    ZJUCHAT_ERR_PROTOCOL = 5,  /* malformed or truncated reply */
+    ZJUCHAT_ERR_CANCELLED = 6, /* cancelled by the caller */
+    ZJUCHAT_ERR_NOMEM = 7,     /* out of memory */
+    ZJUCHAT_ERR_INVALID = 8    /* invalid argument from the caller */
+} zjuchat_code;
+
+/* Finer detail for ZJUCHAT_ERR_NETWORK and ZJUCHAT_ERR_TIMEOUT. */
+typedef enum zjuchat_detail {
+    ZJUCHAT_DETAIL_NONE = 0,
+    ZJUCHAT_NET_DNS = 1,
+    ZJUCHAT_NET_CONNECT = 2,
+    ZJUCHAT_NET_TLS = 3,
+    ZJUCHAT_NET_RESET = 4, /* connection closed or reset mid-reply */
+    ZJUCHAT_TIMEOUT_CONNECT = 10,
+    ZJUCHAT_TIMEOUT_FIRST_BYTE = 11, /* no response status in time */
+    ZJUCHAT_TIMEOUT_IDLE = 12,       /* no byte of the body in time */
+    ZJUCHAT_TIMEOUT_TOTAL = 13
+} zjuchat_detail;
+
+/* Caller-allocated error report, like jansson's json_error_t. */
+typedef struct zjuchat_error {
+    zjuchat_code code;
+    zjuchat_detail detail;
+    long http_status;       /* upstream status for ZJUCHAT_ERR_API, else 0 */
+    long retry_after_ms;    /* upstream Retry-After for 429/503, else -1 */
+    char message[512];      /* human readable, NUL-terminated, key redacted */
+} zjuchat_error;
+
+/* Static name of an error class, e.g. "network error". Never NULL. */
+const char *zjuchat_strerror(zjuchat_code code);
+
+/* Static name of a detail, e.g. "tls", "first-byte". Never NULL. */
+const char *zjuchat_detail_name(zjuchat_detail detail);
+
+/*
+ * Replace, in place, every occurrence of `secret` in buf[0..len) by the
+ * same number of '*'. Returns how many occurrences were replaced. A NULL or
+ * empty secret replaces nothing. Sizes are unchanged, so framing built on
+ * lengths stays valid.
+ */
+size_t zjuchat_redact(char *buf, size_t len, const char *secret);
+
+/* ------------------------------------------------------------------ */
+/* Client                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct zjuchat_client zjuchat_client;
+
+/* Process-wide setup (libcurl). Idempotent. Returns ZJUCHAT_OK or an error. */
+zjuchat_code zjuchat_global_init(void);
+
+/*
+ * Create a client.
+ *   api_key   borrowed; copied. NULL or "" falls back to env ZJU_API_KEY;
+ *             if that is empty too: NULL and ZJUCHAT_ERR_CONFIG saying to
+ *             set ZJU_API_KEY.
+ *   base_url  borrowed; copied. NULL falls back to env ZJU_BASE_URL, then
+ *             ZJUCHAT_DEFAULT_BASE_URL. A trailing '/' is tolerated. Must
+ *             start with http:// or https://, else ZJUCHAT_ERR_CONFIG.
+ * Returns a new client, or NULL with err filled.
+ */
+zjuchat_client *zjuchat_client_new(const char *api_key, const char *base_url,
+                                   zjuchat_error *err);
+
+/* Same as zjuchat_client_new(NULL, NULL, err): key and URL from env. */
+zjuchat_client *zjuchat_client_new_from_env(zjuchat_error *err);
+
+/*
+ * Free a client. Calls still running on it are cancelled first (their
+ * on_done runs with ZJUCHAT_ERR_CANCELLED). NULL is a no-op.
+ */
+void zjuchat_client_free(zjuchat_client *client);
+
+/* Base URL in use, without trailing '/'. Borrowed, valid while client lives. */
+const char *zjuchat_client_base_url(const zjuchat_client *client);
+
+/*
+ * Timeouts, in milliseconds; 0 disables one. Defaults: connect 10000,
+ * first byte (until the response status arrives) 60000, idle (longest
+ * silence between body bytes) 300000, total 0 (none). The total timeout
+ * is enforced by the library's own timer, never CURLOPT_TIMEOUT.
+ */
+typedef enum zjuchat_timeout {
+    ZJUCHAT_TIMEOUT_OPT_CONNECT = 0,
+    ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE = 1,
+    ZJUCHAT_TIMEOUT_OPT_IDLE = 2,
+    ZJUCHAT_TIMEOUT_OPT_TOTAL = 3
+} zjuchat_timeout;
+zjuchat_code zjuchat_client_set_timeout(zjuchat_client *client,
+                                        zjuchat_timeout which, long ms);
+
+/*
+ * Retries for connect failures, 429 and 5xx, only while nothing of the
+ * answer has reached the caller. Exponential backoff from base_delay_ms
+ * (doubling, capped at 8 s) with full jitter; a Retry-After header wins
+ * when it asks for at most 30 s (longer: no retry, the error is returned).
+ * Defaults: 2 retries, 200 ms.
+ */
+zjuchat_code zjuchat_client_set_retries(zjuchat_client *client, int max_retries,
+                                        long base_delay_ms);
+
+/* CA bundle file for TLS verification (borrowed, copied); NULL: system. */
+zjuchat_code zjuchat_client_set_ca_file(zjuchat_client *client, const char *path);
+
+/* Turn TLS peer verification off (tests only). On by default. */
+zjuchat_code zjuchat_client_set_insecure(zjuchat_client *client, int insecure);
+
+/* Largest accepted non-stream body or error body; default 8 MiB. */
+zjuchat_code zjuchat_client_set_max_body(zjuchat_client *client, size_t bytes);
+
+/*
+ * Blocking calls poll *flag every 50 ms and stop with ZJUCHAT_ERR_CANCELLED
+ * once it is non-zero (set it from a SIGINT handler). Borrowed; NULL clears.
+ */
+void zjuchat_client_set_cancel_flag(zjuchat_client *client,
+                                    volatile sig_atomic_t *flag);
+
+/*
+ * Bind the client to the caller's event loop for zjuchat_call_start. Must be
+ * called before the first call; afterwards the blocking functions return
+ * ZJUCHAT_ERR_INVALID. `base` is borrowed and must outlive the client.
+ */
+zjuchat_code zjuchat_client_use_event_base(zjuchat_client *client,
+                                           struct event_base *base);
+
+/* Number of upstream connections libcurl opened so far on this client. */
+long zjuchat_client_connections_opened(const zjuchat_client *client);
+
+/* ------------------------------------------------------------------ */
+/* Requests                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct zjuchat_request zjuchat_request;
+
+/* New empty request (model defaults to ZJUCHAT_DEFAULT_MODEL); NULL on OOM. */
+zjuchat_request *zjuchat_request_new(void);
+
+/*
+ * The original client's convenience form: optional system message (omitted
+ * when system_content is NULL or ""), then the user message. model NULL or
+ * "" means the default. Returns a new request, NULL on OOM or NULL user.
+ */
+zjuchat_request *zjuchat_request_new_simple(const char *model,
+                                            const char *user_content,
+                                            const char *system_content);
+
+void zjuchat_request_free(zjuchat_request *req);
+
+/* All strings are borrowed and copied; they must be valid UTF-8, else
+ * ZJUCHAT_ERR_INVALID. */
+zjuchat_code zjuchat_request_set_model(zjuchat_request *req, const char *model);
+/* Append a turn; role is "system", "user", "assistant" or "tool". */
+zjuchat_code zjuchat_request_add_message(zjuchat_request *req, const char *role,
+                                         const char *content);
+zjuchat_code zjuchat_request_set_temperature(zjuchat_request *req, double t);
+zjuchat_code zjuchat_request_set_top_p(zjuchat_request *req, double p);
+zjuchat_code zjuchat_request_set_max_tokens(zjuchat_request *req, long n);
+zjuchat_code zjuchat_request_add_stop(zjuchat_request *req, const char *stop);
+/*
+ * Raw escape hatch: `json_object` must be a JSON object; its members are
+ * merged into the request body last (overriding). "messages" and "stream"
+ * cannot be overridden (ZJUCHAT_ERR_INVALID).
+ */
+zjuchat_code zjuchat_request_set_extra(zjuchat_request *req,
+                                       const char *json_object,
+                                       zjuchat_error *err);
+
+/* Model of the request; borrowed, valid until the request changes. */
+const char *zjuchat_request_model(const zjuchat_request *req);
+
+/* Body as sent upstream; new string (free()), NULL on OOM. */
+char *zjuchat_request_to_json(const zjuchat_request *req, int stream);
+
+/* ------------------------------------------------------------------ */
+/* Responses and chunks                                               */
+/* ------------------------------------------------------------------ */
+
+typedef struct zjuchat_response zjuchat_response;
+typedef struct zjuchat_chunk zjuchat_chunk;
+
+void zjuchat_response_free(zjuchat_response *resp);
+/* Raw body bytes exactly as upstream sent them (key redacted). Borrowed. */
+const char *zjuchat_response_body(const zjuchat_response *resp, size_t *len);
+long zjuchat_response_status(const zjuchat_response *resp);
+/* choices[0].message.content / .reasoning_content / finish_reason, or NULL.
+ * Borrowed, valid while resp lives. len may be NULL. */
+const char *zjuchat_response_content(const zjuchat_response *resp, size_t *len);
+const char *zjuchat_response_reasoning(const zjuchat_response *resp, size_t *len);
+const char *zjuchat_response_finish_reason(const zjuchat_response *resp);
+/* usage.*_tokens; returns 0 when present, -1 when absent (outputs untouched). */
+int zjuchat_response_usage(const zjuchat_response *resp, long *prompt,
+                           long *completion, long *total);
+/* For GET /models: number of entries in data[] and the i-th id (borrowed). */
+size_t zjuchat_response_model_count(const zjuchat_response *resp);
+const char *zjuchat_response_model_id(const zjuchat_response *resp, size_t i);
+
+/* A stream chunk; borrowed, valid only during the callback that gets it. */
+/* The event's data bytes (a JSON object), not NUL-terminated. */
+const char *zjuchat_chunk_data(const zjuchat_chunk *chunk, size_t *len);
+/* choices[0].delta.content / .reasoning_content / finish_reason, or NULL. */
+const char *zjuchat_chunk_content(const zjuchat_chunk *chunk, size_t *len);
+const char *zjuchat_chunk_reasoning(const zjuchat_chunk *chunk, size_t *len);
+const char *zjuchat_chunk_finish_reason(const zjuchat_chunk *chunk);
+/* usage, when the chunk carries one (0), else -1. */
+int zjuchat_chunk_usage(const zjuchat_chunk *chunk, long *prompt,
+                        long *completion, long *total);
+
+/* ------------------------------------------------------------------ */
+/* Blocking calls                                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Non-stream chat completion. On success *out is a new response (2xx, body
+ * is JSON). On failure *out is NULL and err says why; for ZJUCHAT_ERR_API
+ * err->message holds the upstream's error message.
+ */
+zjuchat_code zjuchat_complete(zjuchat_client *client, const zjuchat_request *req,
+                              zjuchat_response **out, zjuchat_error *err);
+
+/* Return 0 to go on, non-zero to stop the stream (the call then returns
+ * ZJUCHAT_ERR_CANCELLED). */
+typedef int (*zjuchat_chunk_fn)(const zjuchat_chunk *chunk, void *userdata);
+
+/*
+ * Streaming chat completion: fn runs once per JSON event as it arrives,
+ * until the upstream's [DONE]. Events whose data is not JSON are skipped.
+ */
+zjuchat_code zjuchat_stream(zjuchat_client *client, const zjuchat_request *req,
+                            zjuchat_chunk_fn fn, void *userdata,
+                            zjuchat_error *err);
+
+/* GET {base}/models. *out: new response; see zjuchat_response_model_*. */
+zjuchat_code zjuchat_list_models(zjuchat_client *client, zjuchat_response **out,
+                                 zjuchat_error *err);
+
+/* ------------------------------------------------------------------ */
+/* Evented interface (for servers)                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct zjuchat_call zjuchat_call;
+
+/* Returned by on_chunk to end the call early (on_done: CANCELLED). */
+#define ZJUCHAT_STOP 1
+
+typedef struct zjuchat_callbacks {
+    /*
+     * Optional. The upstream accepted the request: 2xx status and, for a
+     * stream, an event-stream content type. Runs once, before any on_chunk.
+     * Retries are over by then.
+     */
+    void (*on_accepted)(zjuchat_call *call, void *userdata);
+    /* Stream only: one JSON event. Return 0 or ZJUCHAT_STOP. */
+    int (*on_chunk)(zjuchat_call *call, const zjuchat_chunk *chunk,
+                    void *userdata);
+    /*
+     * Required. Runs exactly once when the call ends. err is borrowed (code
+     * ZJUCHAT_OK on success). resp is the non-stream response on success,
+     * borrowed for the duration of the callback, else NULL. The call is
+     * freed right after on_done returns.
+     */
+    void (*on_done)(zjuchat_call *call, const zjuchat_error *err,
+                    const zjuchat_response *resp, void *userdata);
+} zjuchat_callbacks;
+
+/*
+ * Start a call on the client's event base (see zjuchat_client_use_event_base).
+ * req and cb are copied/serialised: they may be freed on return. On failure
+ * returns NULL, fills err, and no callback ever runs.
+ */
+zjuchat_call *zjuchat_call_start(zjuchat_client *client,
+                                 const zjuchat_request *req, int stream,
+                                 const zjuchat_callbacks *cb, void *userdata,
+                                 zjuchat_error *err);
+
+/*
+ * Cancel: the upstream transfer is dropped at once and on_done runs with
+ * ZJUCHAT_ERR_CANCELLED before this returns (or, when called from inside
+ * one of the call's own callbacks, as soon as that callback returns).
+ */
+void zjuchat_call_cancel(zjuchat_call *call);
+
+/*
+ * Backpressure: stop reading from upstream until resumed. Events already
+ * received in the current network read are still delivered (at most one
+ * read, 16 KiB). Safe to call from on_chunk.
+ */
+void zjuchat_call_pause(zjuchat_call *call);
+void zjuchat_call_resume(zjuchat_call *call);
+
+typedef struct zjuchat_call_stats {
+    long http_status;      /* upstream status, 0 before it arrived */
+    long first_byte_ms;    /* start to upstream status, -1 before */
+    long events;           /* JSON events delivered */
+    long skipped;          /* events whose data was not JSON */
+    long retries;          /* attempts beyond the first */
+    int saw_done;          /* upstream sent [DONE] */
+} zjuchat_call_stats;
+
+void zjuchat_call_get_stats(const zjuchat_call *call, zjuchat_call_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ZJUCHAT_H */

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs the whole suite against the sanitizer build (build-asan/) and ends with
+# one line "N passed, N failed" that CI reads.
+#   scripts/test.sh          everything
+#   scripts/test.sh unit     cmocka unit tests only
+#   scripts/test.sh e2e      end-to-end tests only (tests/e2e/test_*.py)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+passed=0
+failed=0
+failures=()
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export ZJU_BUILD_DIR=${ZJU_BUILD_DIR:-build-asan}
+
+if [ "$what" = all ]; then
+    make -s asan -j"$(nproc)" || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
+    if bash scripts/format-check.sh; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1)); failures+=("format-check")
+    fi
+fi
+
+if [ "$what" = all ] || [ "$what" = unit ]; then
+    for t in "$ZJU_BUILD_DIR"/tests/test_*; do
+        [ -x "$t" ] || continue
+        out=$("$t" 2>&1); rc=$?
+        echo "$out"
+        p=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+        f=$(echo "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+        passed=$((passed + ${p:-0}))
+        failed=$((failed + ${f:-0}))
+        if [ $rc -ne 0 ] && [ "${f:-0}" = 0 ]; then
+            failed=$((failed + 1)); failures+=("$t (exit $rc)")
+        elif [ "${f:-0}" != 0 ]; then
+            failures+=("$t")
+        fi
+    done
+fi
+
+if [ "$what" = all ] || [ "$what" = e2e ]; then
+    out=$(python3 tests/e2e/run.py 2>&1); rc=$?
+    echo "$out"
+    p=$(echo "$out" | sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' | tail -1)
+    f=$(echo "$out" | sed -n 's/^e2e: \([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' | tail -1)
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    if [ -z "$p" ]; then failed=$((failed + 1)); failures+=("e2e runner (exit $rc)"); fi
+fi
+
+echo
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
