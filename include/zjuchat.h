@@ -75,9 +75,9 @@ typedef enum zjuchat_detail {
 typedef struct zjuchat_error {
     zjuchat_code code;
     zjuchat_detail detail;
-    long http_status;       /* upstream status for ZJUCHAT_ERR_API, else 0 */
-    long retry_after_ms;    /* upstream Retry-After for 429/503, else -1 */
-    char message[512];      /* human readable, NUL-terminated, key redacted */
+    long http_status;    /* upstream status for ZJUCHAT_ERR_API, else 0 */
+    long retry_after_ms; /* upstream Retry-After for 429/503, else -1 */
+    char message[512];   /* human readable, NUL-terminated, key redacted */
 } zjuchat_error;
 
 /* Static name of an error class, e.g. "network error". Never NULL. */
@@ -140,8 +140,8 @@ typedef enum zjuchat_timeout {
     ZJUCHAT_TIMEOUT_OPT_IDLE = 2,
     ZJUCHAT_TIMEOUT_OPT_TOTAL = 3
 } zjuchat_timeout;
-zjuchat_code zjuchat_client_set_timeout(zjuchat_client *client,
-                                        zjuchat_timeout which, long ms);
+zjuchat_code zjuchat_client_set_timeout(zjuchat_client *client, zjuchat_timeout which,
+                                        long ms);
 
 /*
  * Retries for connect failures, 429 and 5xx, only while nothing of the
@@ -166,8 +166,7 @@ zjuchat_code zjuchat_client_set_max_body(zjuchat_client *client, size_t bytes);
  * Blocking calls poll *flag every 50 ms and stop with ZJUCHAT_ERR_CANCELLED
  * once it is non-zero (set it from a SIGINT handler). Borrowed; NULL clears.
  */
-void zjuchat_client_set_cancel_flag(zjuchat_client *client,
-                                    volatile sig_atomic_t *flag);
+void zjuchat_client_set_cancel_flag(zjuchat_client *client, volatile sig_atomic_t *flag);
 
 /*
  * Bind the client to the caller's event loop for zjuchat_call_start. Must be
@@ -194,8 +193,7 @@ zjuchat_request *zjuchat_request_new(void);
  * when system_content is NULL or ""), then the user message. model NULL or
  * "" means the default. Returns a new request, NULL on OOM or NULL user.
  */
-zjuchat_request *zjuchat_request_new_simple(const char *model,
-                                            const char *user_content,
+zjuchat_request *zjuchat_request_new_simple(const char *model, const char *user_content,
                                             const char *system_content);
 
 void zjuchat_request_free(zjuchat_request *req);
@@ -215,8 +213,7 @@ zjuchat_code zjuchat_request_add_stop(zjuchat_request *req, const char *stop);
  * merged into the request body last (overriding). "messages" and "stream"
  * cannot be overridden (ZJUCHAT_ERR_INVALID).
  */
-zjuchat_code zjuchat_request_set_extra(zjuchat_request *req,
-                                       const char *json_object,
+zjuchat_code zjuchat_request_set_extra(zjuchat_request *req, const char *json_object,
                                        zjuchat_error *err);
 
 /* Model of the request; borrowed, valid until the request changes. */
@@ -242,8 +239,8 @@ const char *zjuchat_response_content(const zjuchat_response *resp, size_t *len);
 const char *zjuchat_response_reasoning(const zjuchat_response *resp, size_t *len);
 const char *zjuchat_response_finish_reason(const zjuchat_response *resp);
 /* usage.*_tokens; returns 0 when present, -1 when absent (outputs untouched). */
-int zjuchat_response_usage(const zjuchat_response *resp, long *prompt,
-                           long *completion, long *total);
+int zjuchat_response_usage(const zjuchat_response *resp, long *prompt, long *completion,
+                           long *total);
 /* For GET /models: number of entries in data[] and the i-th id (borrowed). */
 size_t zjuchat_response_model_count(const zjuchat_response *resp);
 const char *zjuchat_response_model_id(const zjuchat_response *resp, size_t i);
@@ -256,8 +253,8 @@ const char *zjuchat_chunk_content(const zjuchat_chunk *chunk, size_t *len);
 const char *zjuchat_chunk_reasoning(const zjuchat_chunk *chunk, size_t *len);
 const char *zjuchat_chunk_finish_reason(const zjuchat_chunk *chunk);
 /* usage, when the chunk carries one (0), else -1. */
-int zjuchat_chunk_usage(const zjuchat_chunk *chunk, long *prompt,
-                        long *completion, long *total);
+int zjuchat_chunk_usage(const zjuchat_chunk *chunk, long *prompt, long *completion,
+                        long *total);
 
 /* ------------------------------------------------------------------ */
 /* Blocking calls                                                     */
@@ -280,8 +277,7 @@ typedef int (*zjuchat_chunk_fn)(const zjuchat_chunk *chunk, void *userdata);
  * until the upstream's [DONE]. Events whose data is not JSON are skipped.
  */
 zjuchat_code zjuchat_stream(zjuchat_client *client, const zjuchat_request *req,
-                            zjuchat_chunk_fn fn, void *userdata,
-                            zjuchat_error *err);
+                            zjuchat_chunk_fn fn, void *userdata, zjuchat_error *err);
 
 /* GET {base}/models. *out: new response; see zjuchat_response_model_*. */
 zjuchat_code zjuchat_list_models(zjuchat_client *client, zjuchat_response **out,
@@ -304,8 +300,7 @@ typedef struct zjuchat_callbacks {
      */
     void (*on_accepted)(zjuchat_call *call, void *userdata);
     /* Stream only: one JSON event. Return 0 or ZJUCHAT_STOP. */
-    int (*on_chunk)(zjuchat_call *call, const zjuchat_chunk *chunk,
-                    void *userdata);
+    int (*on_chunk)(zjuchat_call *call, const zjuchat_chunk *chunk, void *userdata);
     /*
      * Required. Runs exactly once when the call ends. err is borrowed (code
      * ZJUCHAT_OK on success). resp is the non-stream response on success,
@@ -321,9 +316,8 @@ typedef struct zjuchat_callbacks {
  * req and cb are copied/serialised: they may be freed on return. On failure
  * returns NULL, fills err, and no callback ever runs.
  */
-zjuchat_call *zjuchat_call_start(zjuchat_client *client,
-                                 const zjuchat_request *req, int stream,
-                                 const zjuchat_callbacks *cb, void *userdata,
+zjuchat_call *zjuchat_call_start(zjuchat_client *client, const zjuchat_request *req,
+                                 int stream, const zjuchat_callbacks *cb, void *userdata,
                                  zjuchat_error *err);
 
 /*
@@ -342,12 +336,12 @@ void zjuchat_call_pause(zjuchat_call *call);
 void zjuchat_call_resume(zjuchat_call *call);
 
 typedef struct zjuchat_call_stats {
-    long http_status;      /* upstream status, 0 before it arrived */
-    long first_byte_ms;    /* start to upstream status, -1 before */
-    long events;           /* JSON events delivered */
-    long skipped;          /* events whose data was not JSON */
-    long retries;          /* attempts beyond the first */
-    int saw_done;          /* upstream sent [DONE] */
+    long http_status;   /* upstream status, 0 before it arrived */
+    long first_byte_ms; /* start to upstream status, -1 before */
+    long events;        /* JSON events delivered */
+    long skipped;       /* events whose data was not JSON */
+    long retries;       /* attempts beyond the first */
+    int saw_done;       /* upstream sent [DONE] */
 } zjuchat_call_stats;
 
 void zjuchat_call_get_stats(const zjuchat_call *call, zjuchat_call_stats *out);

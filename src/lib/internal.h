@@ -1,0 +1,84 @@
+/*
+ * internal.h - structures shared by the library's files (never installed).
+ * Names with the zjuchat__ prefix are internal and may change at any time.
+ */
+#ifndef ZJUCHAT_INTERNAL_H
+#define ZJUCHAT_INTERNAL_H
+
+#include "zjuchat.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdarg.h>
+
+struct event;
+
+struct zjuchat_client {
+    char *api_key;
+    char *base_url; /* no trailing '/' */
+    char *ca_file;
+    int insecure;
+    long timeouts_ms[4]; /* indexed by zjuchat_timeout */
+    int max_retries;
+    long retry_base_ms;
+    size_t max_body;
+    volatile sig_atomic_t *cancel_flag;
+
+    struct event_base *base;
+    int owns_base; /* created for the blocking calls */
+    int evented;   /* bound to the caller's loop */
+    CURLM *multi;
+    CURLSH *share;
+    struct event *curl_timer;
+    struct curl_slist *headers_json;   /* Accept: application/json */
+    struct curl_slist *headers_stream; /* Accept: text/event-stream */
+    int in_curl;                       /* depth of curl_multi_* calls on the stack */
+    long connections_opened;
+    struct zjuchat_call *calls; /* active calls, doubly linked */
+};
+
+struct zjuchat_response {
+    char *body;
+    size_t len;
+    long status;
+    json_t *json; /* parsed body, may be NULL for non-JSON bodies */
+};
+
+struct zjuchat_chunk {
+    const char *data;
+    size_t len;
+    json_t *json;
+};
+
+/* error.c */
+void zjuchat__error_set(zjuchat_error *err, zjuchat_code code, zjuchat_detail detail,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+zjuchat_code zjuchat__nomem(zjuchat_error *err);
+/* Pull a human message out of an upstream error body into out (redacted). */
+void zjuchat__api_message(const char *body, size_t len, const char *content_type,
+                          long status, const char *secret, char *out, size_t cap);
+
+/* response.c */
+zjuchat_response *zjuchat__response_new(char *body, size_t len, long status,
+                                        json_t *json);
+/* Accessors on a chat object: choices[0].<container>.<field> as string. */
+const char *zjuchat__choice_string(json_t *root, const char *container, const char *field,
+                                   size_t *len);
+const char *zjuchat__choice_finish(json_t *root);
+int zjuchat__usage(json_t *root, long *prompt, long *completion, long *total);
+
+/* transport.c */
+zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err);
+void zjuchat__transport_free(zjuchat_client *client);
+/* Start a GET (body NULL) or POST; path is appended to the base URL. */
+zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
+                                  char *body_steal, int stream,
+                                  const zjuchat_callbacks *cb, void *userdata,
+                                  zjuchat_error *err);
+/* Take ownership of the response handed to on_done (blocking wrappers). */
+zjuchat_response *zjuchat__call_take_response(zjuchat_call *call);
+
+/* request.c */
+char *zjuchat__request_body(const zjuchat_request *req, int stream);
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * request.c - the chat request: model, messages, sampling options and the
+ * raw escape hatch, serialised to the JSON body sent upstream.
+ * jansson does the escaping, so any valid UTF-8 (Chinese, emoji, U+2028,
+ * control characters) round-trips; invalid UTF-8 is refused up front.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct zjuchat_request {
+    json_t *root; /* model + sampling fields + extra members */
+    json_t *messages;
+};
+
+zjuchat_request *zjuchat_request_new(void)
+{
+    zjuchat_request *req = calloc(1, sizeof *req);
+    if (!req)
+        return NULL;
+    req->root = json_object();
+    req->messages = json_array();
+    if (!req->root || !req->messages ||
+        json_object_set_new(req->root, "model", json_string(ZJUCHAT_DEFAULT_MODEL))) {
+        zjuchat_request_free(req);
+        return NULL;
+    }
+    return req;
+}
+
+void zjuchat_request_free(zjuchat_request *req)
+{
+    if (!req)
+        return;
+    json_decref(req->root);
+    json_decref(req->messages);
+    free(req);
+}
+
+zjuchat_request *zjuchat_request_new_simple(const char *model, const char *user_content,
+                                            const char *system_content)
+{
+    if (!user_content)
+        return NULL;
+    zjuchat_request *req = zjuchat_request_new();
+    if (!req)
+        return NULL;
+    if ((model && *model && zjuchat_request_set_model(req, model)) ||
+        (system_content && *system_content &&
+         zjuchat_request_add_message(req, "system", system_content)) ||
+        zjuchat_request_add_message(req, "user", user_content)) {
+        zjuchat_request_free(req);
+        return NULL;
+    }
+    return req;
+}
+
+static zjuchat_code set_member(zjuchat_request *req, const char *key, json_t *value)
+{
+    if (!value)
+        return ZJUCHAT_ERR_NOMEM;
+    return json_object_set_new(req->root, key, value) ? ZJUCHAT_ERR_NOMEM : ZJUCHAT_OK;
+}
+
+zjuchat_code zjuchat_request_set_model(zjuchat_request *req, const char *model)
+{
+    if (!req || !model || !*model)
+        return ZJUCHAT_ERR_INVALID;
+    json_t *s = json_string(model);
+    if (!s) /* NULL also for invalid UTF-8 */
+        return ZJUCHAT_ERR_INVALID;
+    return set_member(req, "model", s);
+}
+
+const char *zjuchat_request_model(const zjuchat_request *req)
+{
+    return req ? json_string_value(json_object_get(req->root, "model")) : NULL;
+}
+
+zjuchat_code zjuchat_request_add_message(zjuchat_request *req, const char *role,
+                                         const char *content)
+{
+    if (!req || !role || !content)
+        return ZJUCHAT_ERR_INVALID;
+    if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant") &&
+        strcmp(role, "tool"))
+        return ZJUCHAT_ERR_INVALID;
+    json_t *text = json_string(content);
+    if (!text)
+        return ZJUCHAT_ERR_INVALID;
+    json_t *msg = json_pack("{s:s, s:o}", "role", role, "content", text);
+    if (!msg)
+        return ZJUCHAT_ERR_NOMEM;
+    return json_array_append_new(req->messages, msg) ? ZJUCHAT_ERR_NOMEM : ZJUCHAT_OK;
+}
+
+zjuchat_code zjuchat_request_set_temperature(zjuchat_request *req, double t)
+{
+    if (!req || !(t >= 0.0 && t <= 2.0))
+        return ZJUCHAT_ERR_INVALID;
+    return set_member(req, "temperature", json_real(t));
+}
+
+zjuchat_code zjuchat_request_set_top_p(zjuchat_request *req, double p)
+{
+    if (!req || !(p >= 0.0 && p <= 1.0))
+        return ZJUCHAT_ERR_INVALID;
+    return set_member(req, "top_p", json_real(p));
+}
+
+zjuchat_code zjuchat_request_set_max_tokens(zjuchat_request *req, long n)
+{
+    if (!req || n <= 0)
+        return ZJUCHAT_ERR_INVALID;
+    return set_member(req, "max_tokens", json_integer(n));
+}
+
+zjuchat_code zjuchat_request_add_stop(zjuchat_request *req, const char *stop)
+{
+    if (!req || !stop || !*stop)
+        return ZJUCHAT_ERR_INVALID;
+    json_t *list = json_object_get(req->root, "stop");
+    if (!json_is_array(list)) {
+        list = json_array();
+        if (set_member(req, "stop", list))
+            return ZJUCHAT_ERR_NOMEM;
+    }
+    json_t *s = json_string(stop);
+    if (!s)
+        return ZJUCHAT_ERR_INVALID;
+    return json_array_append_new(list, s) ? ZJUCHAT_ERR_NOMEM : ZJUCHAT_OK;
+}
+
+zjuchat_code zjuchat_request_set_extra(zjuchat_request *req, const char *json_object,
+                                       zjuchat_error *err)
+{
+    if (!req || !json_object) {
+        zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                           "extra fields: NULL argument");
+        return ZJUCHAT_ERR_INVALID;
+    }
+    json_error_t jerr;
+    json_t *extra = json_loads(json_object, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(extra)) {
+        zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                           "extra fields must be a JSON object%s%s", extra ? "" : ": ",
+                           extra ? "" : jerr.text);
+        json_decref(extra);
+        return ZJUCHAT_ERR_INVALID;
+    }
+    if (json_object_get(extra, "messages") || json_object_get(extra, "stream")) {
+        json_decref(extra);
+        zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                           "extra fields may not set \"messages\" or \"stream\"");
+        return ZJUCHAT_ERR_INVALID;
+    }
+    int rc = json_object_update(req->root, extra);
+    json_decref(extra);
+    return rc ? zjuchat__nomem(err) : ZJUCHAT_OK;
+}
+
+char *zjuchat__request_body(const zjuchat_request *req, int stream)
+{
+    /* A shallow copy keeps the request reusable: messages and stream are
+     * added to the copy only. */
+    json_t *body = json_copy(req->root);
+    if (!body)
+        return NULL;
+    char *out = NULL;
+    if (!json_object_set(body, "messages", req->messages) &&
+        !json_object_set_new(body, "stream", json_boolean(stream)))
+        out = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(body);
+    return out;
+}
+
+char *zjuchat_request_to_json(const zjuchat_request *req, int stream)
+{
+    return req ? zjuchat__request_body(req, stream) : NULL;
+}

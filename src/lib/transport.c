@@ -1,0 +1,923 @@
+/*
+ * transport.c - upstream calls: libcurl's multi-socket API driven by a
+ * libevent event_base, with the library's own timers, retries, SSE parsing,
+ * backpressure and error mapping. Both the blocking and the evented front
+ * doors end up here, so there is one code path for every call.
+ *
+ * Re-entrancy rule: libcurl forbids curl_multi_* calls from inside its own
+ * callbacks, and user callbacks (on_chunk, on_accepted) run inside them. So a
+ * call never ends while libcurl or a user callback is on the stack: the end
+ * is recorded in call->pending, libcurl is told to abort (a write or header
+ * callback returning 0), and the call is finished from the event loop.
+ */
+#include "internal.h"
+#include "sse.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ERROR_BODY_CAP (64 * 1024) /* an error page needs no more */
+#define RETRY_AFTER_CAP_MS 30000
+#define BACKOFF_CAP_MS 8000
+
+enum wake_kind { WAKE_NONE, WAKE_START, WAKE_RETRY, WAKE_FINISH };
+enum phase { PHASE_FIRST_BYTE, PHASE_IDLE };
+
+struct zjuchat_call {
+    zjuchat_client *client;
+    zjuchat_call *prev, *next;
+    zjuchat_callbacks cb;
+    void *userdata;
+    int stream;
+    char *url;
+    char *body; /* NULL for GET */
+    CURL *easy;
+    int in_multi;
+    char errbuf[CURL_ERROR_SIZE];
+
+    /* State of the current attempt. */
+    long status;
+    int headers_done;
+    int accepted;
+    char content_type[96];
+    long retry_after_ms;
+    char *buf; /* non-stream body, or an error body */
+    size_t buf_len, buf_cap;
+    zjuchat__sse *sse;
+    int saw_done, saw_finish;
+
+    /* Control. */
+    int abort;       /* make libcurl's callbacks stop the transfer */
+    int in_callback; /* a user callback is running */
+    int finished;
+    int paused;
+    int has_pending;
+    zjuchat_error pending;
+    enum phase phase;
+    struct event *phase_timer; /* first byte, then idle */
+    struct event *total_timer;
+    struct event *wake; /* start, retry delay, or deferred finish */
+    enum wake_kind wake_kind;
+    struct timespec start, attempt_start;
+    zjuchat_call_stats stats;
+    zjuchat_response *resp;
+    unsigned rng;
+};
+
+/* ---------------------------------------------------------------- */
+/* small helpers                                                    */
+/* ---------------------------------------------------------------- */
+
+static long ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)((now.tv_sec - t0->tv_sec) * 1000 +
+                  (now.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+static void add_timer_ms(struct event *ev, long ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(ev, &tv);
+}
+
+static void set_pending(zjuchat_call *call, zjuchat_code code, zjuchat_detail detail,
+                        const char *msg)
+{
+    if (call->has_pending)
+        return; /* the first reason wins */
+    zjuchat__error_set(&call->pending, code, detail, "%s", msg);
+    call->has_pending = 1;
+    call->abort = 1;
+}
+
+static void process_done(zjuchat_client *client);
+
+/* Bracket every libcurl call that may run callbacks. */
+static void curl_enter(zjuchat_client *client)
+{
+    client->in_curl++;
+}
+
+static void curl_leave(zjuchat_client *client)
+{
+    if (--client->in_curl == 0)
+        process_done(client);
+}
+
+/* ---------------------------------------------------------------- */
+/* ending a call                                                    */
+/* ---------------------------------------------------------------- */
+
+static void detach_easy(zjuchat_call *call)
+{
+    if (call->in_multi) {
+        long n = 0;
+        if (curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
+            call->client->connections_opened += n;
+        curl_multi_remove_handle(call->client->multi, call->easy);
+        call->in_multi = 0;
+    }
+}
+
+static void call_free(zjuchat_call *call)
+{
+    zjuchat_client *client = call->client;
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        client->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    detach_easy(call);
+    if (call->easy)
+        curl_easy_cleanup(call->easy);
+    if (call->phase_timer)
+        event_free(call->phase_timer);
+    if (call->total_timer)
+        event_free(call->total_timer);
+    if (call->wake)
+        event_free(call->wake);
+    zjuchat__sse_free(call->sse);
+    zjuchat_response_free(call->resp);
+    free(call->buf);
+    free(call->body);
+    free(call->url);
+    free(call);
+}
+
+/* End the call with err (copied). Deferred while libcurl or a user callback
+ * is on the stack; then on_done runs from the loop. */
+static void call_finish(zjuchat_call *call, const zjuchat_error *err)
+{
+    if (call->finished)
+        return;
+    if (call->client->in_curl || call->in_callback) {
+        if (!call->has_pending) {
+            call->pending = *err;
+            call->has_pending = 1;
+        }
+        call->abort = 1;
+        call->wake_kind = WAKE_FINISH;
+        event_active(call->wake, EV_TIMEOUT, 0);
+        return;
+    }
+    call->finished = 1;
+    zjuchat_error final = *err;
+    detach_easy(call);
+    evtimer_del(call->phase_timer);
+    evtimer_del(call->total_timer);
+    evtimer_del(call->wake);
+    call->stats.http_status = call->status;
+    call->cb.on_done(call, &final, final.code == ZJUCHAT_OK ? call->resp : NULL,
+                     call->userdata);
+    call_free(call);
+}
+
+static void finish_code(zjuchat_call *call, zjuchat_code code, zjuchat_detail detail,
+                        const char *msg)
+{
+    zjuchat_error e;
+    zjuchat__error_set(&e, code, detail, "%s", msg);
+    call_finish(call, &e);
+}
+
+/* ---------------------------------------------------------------- */
+/* attempts and retries                                             */
+/* ---------------------------------------------------------------- */
+
+static void reset_attempt(zjuchat_call *call)
+{
+    call->status = 0;
+    call->headers_done = 0;
+    call->accepted = 0;
+    call->content_type[0] = '\0';
+    call->retry_after_ms = -1;
+    call->buf_len = 0;
+    call->saw_done = call->saw_finish = 0;
+    call->abort = 0;
+    if (call->sse)
+        zjuchat__sse_reset(call->sse);
+}
+
+static int start_attempt(zjuchat_call *call, zjuchat_error *err)
+{
+    zjuchat_client *client = call->client;
+    reset_attempt(call);
+    clock_gettime(CLOCK_MONOTONIC, &call->attempt_start);
+    call->phase = PHASE_FIRST_BYTE;
+    if (client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE] > 0)
+        add_timer_ms(call->phase_timer,
+                     client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE]);
+    CURLMcode mc = curl_multi_add_handle(client->multi, call->easy);
+    if (mc != CURLM_OK) {
+        evtimer_del(call->phase_timer);
+        zjuchat__error_set(
+            err, mc == CURLM_OUT_OF_MEMORY ? ZJUCHAT_ERR_NOMEM : ZJUCHAT_ERR_INVALID,
+            ZJUCHAT_DETAIL_NONE, "cannot start transfer: %s", curl_multi_strerror(mc));
+        return -1;
+    }
+    call->in_multi = 1;
+    return 0;
+}
+
+static int retryable(const zjuchat_error *e)
+{
+    if (e->code == ZJUCHAT_ERR_NETWORK && e->detail == ZJUCHAT_NET_CONNECT)
+        return 1;
+    if (e->code == ZJUCHAT_ERR_TIMEOUT && e->detail == ZJUCHAT_TIMEOUT_CONNECT)
+        return 1;
+    if (e->code == ZJUCHAT_ERR_API)
+        return e->http_status == 429 || (e->http_status >= 500 && e->http_status <= 599);
+    return 0;
+}
+
+/* Delay before the next attempt, or -1 when Retry-After asks too much. */
+static long retry_delay_ms(zjuchat_call *call, const zjuchat_error *e)
+{
+    if (e->retry_after_ms >= 0)
+        return e->retry_after_ms <= RETRY_AFTER_CAP_MS ? e->retry_after_ms : -1;
+    long cap = call->client->retry_base_ms
+               << (call->stats.retries < 16 ? call->stats.retries : 16);
+    if (cap > BACKOFF_CAP_MS || cap <= 0)
+        cap = BACKOFF_CAP_MS;
+    /* "Equal jitter": half fixed, half random, so attempts still back off. */
+    return cap / 2 + (long)(rand_r(&call->rng) % (unsigned)(cap / 2 + 1));
+}
+
+static void attempt_failed(zjuchat_call *call, const zjuchat_error *e)
+{
+    zjuchat_client *client = call->client;
+    if (!call->accepted && retryable(e) && call->stats.retries < client->max_retries) {
+        long delay = retry_delay_ms(call, e);
+        if (delay >= 0) {
+            detach_easy(call);
+            evtimer_del(call->phase_timer);
+            call->stats.retries++;
+            call->wake_kind = WAKE_RETRY;
+            add_timer_ms(call->wake, delay);
+            return;
+        }
+    }
+    call_finish(call, e);
+}
+
+static void map_curl_error(zjuchat_call *call, CURLcode rc, zjuchat_error *e)
+{
+    zjuchat_code code = ZJUCHAT_ERR_NETWORK;
+    zjuchat_detail detail = ZJUCHAT_DETAIL_NONE;
+    const char *what = "upstream transfer failed";
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        detail = ZJUCHAT_NET_DNS;
+        what = "cannot resolve upstream host";
+        break;
+    case CURLE_COULDNT_CONNECT:
+        detail = ZJUCHAT_NET_CONNECT;
+        what = "cannot connect to upstream";
+        break;
+    case CURLE_OPERATION_TIMEDOUT:
+        /* No CURLOPT_TIMEOUT is ever set, so curl only times out connects. */
+        code = ZJUCHAT_ERR_TIMEOUT;
+        detail = ZJUCHAT_TIMEOUT_CONNECT;
+        what = "connecting to upstream timed out";
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_USE_SSL_FAILED:
+        detail = ZJUCHAT_NET_TLS;
+        what = "TLS with upstream failed";
+        break;
+    case CURLE_GOT_NOTHING:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+        detail = ZJUCHAT_NET_RESET;
+        what = call->accepted ? "upstream connection closed mid-reply"
+                              : "upstream closed the connection";
+        break;
+    case CURLE_OUT_OF_MEMORY:
+        code = ZJUCHAT_ERR_NOMEM;
+        what = "out of memory";
+        break;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        code = ZJUCHAT_ERR_CONFIG;
+        what = "bad upstream URL";
+        break;
+    default:
+        break;
+    }
+    zjuchat__error_set(e, code, detail, "%s: %s", what,
+                       call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc));
+    zjuchat_redact(e->message, strlen(e->message), call->client->api_key);
+}
+
+static void api_error(zjuchat_call *call, zjuchat_error *e)
+{
+    zjuchat_redact(call->buf, call->buf_len, call->client->api_key);
+    zjuchat__error_set(e, ZJUCHAT_ERR_API, ZJUCHAT_DETAIL_NONE, "%s", "");
+    zjuchat__api_message(call->buf, call->buf_len, call->content_type, call->status,
+                         call->client->api_key, e->message, sizeof e->message);
+    e->http_status = call->status;
+    e->retry_after_ms = call->retry_after_ms;
+}
+
+/* libcurl says the attempt is over (outside every callback). */
+static void attempt_done(zjuchat_call *call, CURLcode rc)
+{
+    zjuchat_error e;
+    if (call->has_pending) {
+        call_finish(call, &call->pending);
+        return;
+    }
+    if (rc != CURLE_OK) {
+        map_curl_error(call, rc, &e);
+        attempt_failed(call, &e);
+        return;
+    }
+    if (!call->accepted) {
+        api_error(call, &e);
+        attempt_failed(call, &e);
+        return;
+    }
+    if (call->stream) {
+        if (!call->saw_done && !call->saw_finish) {
+            finish_code(call, ZJUCHAT_ERR_PROTOCOL, ZJUCHAT_DETAIL_NONE,
+                        "upstream stream ended before [DONE]");
+            return;
+        }
+        finish_code(call, ZJUCHAT_OK, ZJUCHAT_DETAIL_NONE, "success");
+        return;
+    }
+    zjuchat_redact(call->buf, call->buf_len, call->client->api_key);
+    json_t *json = json_loadb(call->buf ? call->buf : "", call->buf_len, 0, NULL);
+    if (!json_is_object(json)) {
+        json_decref(json);
+        finish_code(call, ZJUCHAT_ERR_PROTOCOL, ZJUCHAT_DETAIL_NONE,
+                    "upstream answered 2xx with a body that is not a JSON object");
+        return;
+    }
+    call->resp = zjuchat__response_new(call->buf, call->buf_len, call->status, json);
+    if (!call->resp) {
+        json_decref(json);
+        finish_code(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE, "out of memory");
+        return;
+    }
+    call->buf = NULL; /* now owned by the response */
+    call->buf_len = call->buf_cap = 0;
+    finish_code(call, ZJUCHAT_OK, ZJUCHAT_DETAIL_NONE, "success");
+}
+
+static void process_done(zjuchat_client *client)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(client->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        zjuchat_call *call = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
+        CURLcode rc = msg->data.result;
+        if (call && !call->finished)
+            attempt_done(call, rc);
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* libcurl callbacks (no curl_multi_* calls in here)                */
+/* ---------------------------------------------------------------- */
+
+static int append(zjuchat_call *call, const char *p, size_t len, size_t cap)
+{
+    if (call->buf_len + len > cap)
+        return -1;
+    if (call->buf_len + len + 1 > call->buf_cap) {
+        size_t want = call->buf_cap ? call->buf_cap * 2 : 4096;
+        while (want < call->buf_len + len + 1)
+            want *= 2;
+        if (want > cap + 1)
+            want = cap + 1;
+        char *nb = realloc(call->buf, want);
+        if (!nb)
+            return -2;
+        call->buf = nb;
+        call->buf_cap = want;
+    }
+    memcpy(call->buf + call->buf_len, p, len);
+    call->buf_len += len;
+    call->buf[call->buf_len] = '\0';
+    return 0;
+}
+
+static int on_sse_event(void *userdata, const char *event, const char *data, size_t len)
+{
+    zjuchat_call *call = userdata;
+    if (call->saw_done)
+        return 0; /* nothing after [DONE] counts */
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        call->saw_done = 1;
+        return 0;
+    }
+    /* The parser hands out its own buffer or libcurl's receive buffer, both
+     * writable: redact in place so no copy of the event is needed. */
+    zjuchat_redact((char *)data, len, call->client->api_key);
+    json_t *json = json_loadb(data, len, JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(json)) {
+        json_decref(json);
+        call->stats.skipped++;
+        return 0;
+    }
+    if (zjuchat__choice_finish(json))
+        call->saw_finish = 1;
+    call->stats.events++;
+    int r = 0;
+    if (call->cb.on_chunk) {
+        zjuchat_chunk chunk = {data, len, json};
+        call->in_callback++;
+        r = call->cb.on_chunk(call, &chunk, call->userdata);
+        call->in_callback--;
+    }
+    json_decref(json);
+    if (r == ZJUCHAT_STOP)
+        set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
+                    "stream stopped by the caller");
+    return call->abort ? 1 : 0;
+}
+
+static void headers_complete(zjuchat_call *call)
+{
+    zjuchat_client *client = call->client;
+    call->headers_done = 1;
+    call->stats.http_status = call->status;
+    call->stats.first_byte_ms = ms_since(&call->attempt_start);
+    evtimer_del(call->phase_timer);
+    call->phase = PHASE_IDLE;
+    if (client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE] > 0 && !call->paused)
+        add_timer_ms(call->phase_timer, client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE]);
+    if (call->status < 200 || call->status > 299)
+        return; /* an error: its body is collected, then reported */
+    if (call->stream && strncasecmp(call->content_type, "text/event-stream", 17) != 0) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "upstream answered a stream request with Content-Type \"%s\", "
+                 "not text/event-stream",
+                 call->content_type);
+        set_pending(call, ZJUCHAT_ERR_PROTOCOL, ZJUCHAT_DETAIL_NONE, msg);
+        return;
+    }
+    call->accepted = 1;
+    if (call->cb.on_accepted) {
+        call->in_callback++;
+        call->cb.on_accepted(call, call->userdata);
+        call->in_callback--;
+    }
+}
+
+static long parse_retry_after(const char *v)
+{
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v >= '0' && *v <= '9') {
+        char *end;
+        long s = strtol(v, &end, 10);
+        return s > 86400 ? 86400L * 1000 : s * 1000;
+    }
+    time_t when = curl_getdate(v, NULL);
+    if (when < 0)
+        return -1;
+    time_t now = time(NULL);
+    return when > now ? (long)(when - now) * 1000 : 0;
+}
+
+static size_t header_cb(char *ptr, size_t size, size_t n, void *userdata)
+{
+    zjuchat_call *call = userdata;
+    size_t len = size * n;
+    if (call->abort)
+        return 0;
+    if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
+        /* A new status line: an interim 1xx may come before the real one. */
+        const char *sp = memchr(ptr, ' ', len);
+        call->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+        call->content_type[0] = '\0';
+        call->retry_after_ms = -1;
+        return len;
+    }
+    if (len <= 2 && (ptr[0] == '\r' || ptr[0] == '\n')) {
+        if (call->status >= 200 || call->status == 0)
+            headers_complete(call);
+        return call->abort ? 0 : len;
+    }
+    char line[256];
+    size_t l = len < sizeof line - 1 ? len : sizeof line - 1;
+    memcpy(line, ptr, l);
+    while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == '\n'))
+        l--;
+    line[l] = '\0';
+    if (strncasecmp(line, "content-type:", 13) == 0) {
+        const char *v = line + 13;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        snprintf(call->content_type, sizeof call->content_type, "%s", v);
+    } else if (strncasecmp(line, "retry-after:", 12) == 0) {
+        call->retry_after_ms = parse_retry_after(line + 12);
+    }
+    return len;
+}
+
+static size_t write_cb(char *ptr, size_t size, size_t n, void *userdata)
+{
+    zjuchat_call *call = userdata;
+    zjuchat_client *client = call->client;
+    size_t len = size * n;
+    if (call->abort)
+        return 0;
+    if (call->phase == PHASE_IDLE && !call->paused &&
+        client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE] > 0)
+        add_timer_ms(call->phase_timer, client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE]);
+    if (!call->accepted) {
+        /* Error body: keep the head, stop reading once it is capped. */
+        size_t room = call->buf_len < ERROR_BODY_CAP ? ERROR_BODY_CAP - call->buf_len : 0;
+        if (append(call, ptr, len < room ? len : room, ERROR_BODY_CAP) == -2) {
+            set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE, "out of memory");
+            return 0;
+        }
+        if (len > room) {
+            zjuchat_error e;
+            api_error(call, &e);
+            call->pending = e;
+            call->has_pending = 1;
+            call->abort = 1;
+            return 0;
+        }
+        return len;
+    }
+    if (!call->stream) {
+        int r = append(call, ptr, len, client->max_body);
+        if (r) {
+            char msg[120];
+            snprintf(msg, sizeof msg, "upstream response exceeds %zu bytes",
+                     client->max_body);
+            set_pending(call, r == -2 ? ZJUCHAT_ERR_NOMEM : ZJUCHAT_ERR_PROTOCOL,
+                        ZJUCHAT_DETAIL_NONE, r == -2 ? "out of memory" : msg);
+            return 0;
+        }
+        return len;
+    }
+    int r = zjuchat__sse_feed(call->sse, ptr, len);
+    if (r == ZJUCHAT__SSE_TOO_LONG)
+        set_pending(call, ZJUCHAT_ERR_PROTOCOL, ZJUCHAT_DETAIL_NONE,
+                    "upstream event or line exceeds the size limit");
+    else if (r == ZJUCHAT__SSE_NOMEM)
+        set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE, "out of memory");
+    return call->abort ? 0 : len;
+}
+
+/* ---------------------------------------------------------------- */
+/* libevent side of the multi-socket API                            */
+/* ---------------------------------------------------------------- */
+
+struct sock_ctx {
+    struct event *ev;
+};
+
+static void on_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    zjuchat_client *client = arg;
+    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+                ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_enter(client);
+    curl_multi_socket_action(client->multi, fd, flags, &running);
+    curl_leave(client);
+}
+
+static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
+{
+    zjuchat_client *client = arg;
+    int running;
+    curl_enter(client);
+    curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    curl_leave(client);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    zjuchat_client *client = userp;
+    struct sock_ctx *sc = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (sc) {
+            event_free(sc->ev);
+            free(sc);
+            curl_multi_assign(client->multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+                 ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    if (!sc) {
+        sc = calloc(1, sizeof *sc);
+        if (!sc)
+            return -1;
+        sc->ev = event_new(client->base, s, kind, on_socket_event, client);
+        if (!sc->ev) {
+            free(sc);
+            return -1;
+        }
+        curl_multi_assign(client->multi, s, sc);
+    } else {
+        event_del(sc->ev);
+        event_assign(sc->ev, client->base, s, kind, on_socket_event, client);
+    }
+    event_add(sc->ev, NULL);
+    return 0;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    zjuchat_client *client = userp;
+    if (timeout_ms < 0)
+        evtimer_del(client->curl_timer);
+    else
+        add_timer_ms(client->curl_timer, timeout_ms);
+    return 0;
+}
+
+/* Per-call timers. */
+static void on_phase_timer(evutil_socket_t fd, short what, void *arg)
+{
+    zjuchat_call *call = arg;
+    if (call->phase == PHASE_FIRST_BYTE) {
+        finish_code(call, ZJUCHAT_ERR_TIMEOUT, ZJUCHAT_TIMEOUT_FIRST_BYTE,
+                    "upstream sent no response status in time");
+    } else if (call->saw_done) {
+        /* The answer is complete; the upstream only failed to end the body. */
+        finish_code(call, ZJUCHAT_OK, ZJUCHAT_DETAIL_NONE, "success");
+    } else if (!call->accepted && call->headers_done) {
+        zjuchat_error e;
+        api_error(call, &e);
+        call_finish(call, &e);
+    } else {
+        finish_code(call, ZJUCHAT_ERR_TIMEOUT, ZJUCHAT_TIMEOUT_IDLE,
+                    "upstream went silent mid-reply");
+    }
+}
+
+static void on_total_timer(evutil_socket_t fd, short what, void *arg)
+{
+    finish_code(arg, ZJUCHAT_ERR_TIMEOUT, ZJUCHAT_TIMEOUT_TOTAL,
+                "upstream call exceeded the total time limit");
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    zjuchat_call *call = arg;
+    zjuchat_error e;
+    switch (call->wake_kind) {
+    case WAKE_START:
+    case WAKE_RETRY:
+        call->wake_kind = WAKE_NONE;
+        if (start_attempt(call, &e))
+            call_finish(call, &e);
+        break;
+    case WAKE_FINISH:
+        call_finish(call, &call->pending);
+        break;
+    case WAKE_NONE:
+        break;
+    }
+}
+
+/* ---------------------------------------------------------------- */
+/* public and internal entry points                                 */
+/* ---------------------------------------------------------------- */
+
+zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
+{
+    client->multi = curl_multi_init();
+    client->share = curl_share_init();
+    client->curl_timer = evtimer_new(client->base, on_curl_timer, client);
+    if (!client->multi || !client->share || !client->curl_timer)
+        return zjuchat__nomem(err);
+    curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_multi_setopt(client->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(client->multi, CURLMOPT_SOCKETDATA, client);
+    curl_multi_setopt(client->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(client->multi, CURLMOPT_TIMERDATA, client);
+    curl_multi_setopt(client->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+    /* Keep enough idle connections for a burst of streams to come back to. */
+    curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    return ZJUCHAT_OK;
+}
+
+void zjuchat__transport_free(zjuchat_client *client)
+{
+    zjuchat_error e;
+    zjuchat__error_set(&e, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
+                       "client freed while the call was running");
+    client->in_curl = 0;
+    while (client->calls) {
+        zjuchat_call *call = client->calls;
+        call->in_callback = 0;
+        call_finish(call, &e);
+    }
+    if (client->multi)
+        curl_multi_cleanup(client->multi);
+    if (client->share)
+        curl_share_cleanup(client->share);
+    if (client->curl_timer)
+        event_free(client->curl_timer);
+    client->multi = NULL;
+    client->share = NULL;
+    client->curl_timer = NULL;
+}
+
+static int setup_easy(zjuchat_call *call)
+{
+    zjuchat_client *client = call->client;
+    CURL *e = call->easy;
+    int bad = 0;
+    bad |= curl_easy_setopt(e, CURLOPT_URL, call->url);
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)call);
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER,
+                            call->stream ? client->headers_stream : client->headers_json);
+    if (call->body) {
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                                (curl_off_t)strlen(call->body));
+    }
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, call);
+    bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, call->errbuf);
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "libzjuchat/0.1");
+    bad |= curl_easy_setopt(e, CURLOPT_SHARE, client->share);
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    long connect_ms = client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_CONNECT];
+    bad |=
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 0L);
+    /* Debian's libcurl has a CA path compiled in, which disables the CA store
+     * cache: every handshake would reload the store (STACK.md pitfall 7). */
+    curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    if (client->ca_file)
+        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, client->ca_file);
+    if (client->insecure) {
+        bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    return bad ? -1 : 0;
+}
+
+zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
+                                  char *body_steal, int stream,
+                                  const zjuchat_callbacks *cb, void *userdata,
+                                  zjuchat_error *err)
+{
+    if (!cb || !cb->on_done) {
+        free(body_steal);
+        zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                           "on_done callback is required");
+        return NULL;
+    }
+    zjuchat_call *call = calloc(1, sizeof *call);
+    if (!call) {
+        free(body_steal);
+        zjuchat__nomem(err);
+        return NULL;
+    }
+    call->client = client;
+    call->cb = *cb;
+    call->userdata = userdata;
+    call->stream = stream;
+    call->body = body_steal;
+    call->stats.first_byte_ms = -1;
+    call->rng = (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)call;
+    size_t ulen = strlen(client->base_url) + strlen(path) + 1;
+    call->url = malloc(ulen);
+    call->easy = curl_easy_init();
+    call->phase_timer = evtimer_new(client->base, on_phase_timer, call);
+    call->total_timer = evtimer_new(client->base, on_total_timer, call);
+    call->wake = evtimer_new(client->base, on_wake, call);
+    if (stream)
+        call->sse = zjuchat__sse_new(0, 0, on_sse_event, call);
+    /* Link first so call_free can unlink. */
+    call->next = client->calls;
+    if (client->calls)
+        client->calls->prev = call;
+    client->calls = call;
+    if (!call->url || !call->easy || !call->phase_timer || !call->total_timer ||
+        !call->wake || (stream && !call->sse)) {
+        call_free(call);
+        zjuchat__nomem(err);
+        return NULL;
+    }
+    snprintf(call->url, ulen, "%s%s", client->base_url, path);
+    if (setup_easy(call)) {
+        call_free(call);
+        zjuchat__error_set(err, ZJUCHAT_ERR_CONFIG, ZJUCHAT_DETAIL_NONE,
+                           "libcurl refused an option (is it built with HTTPS?)");
+        return NULL;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &call->start);
+    if (client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_TOTAL] > 0)
+        add_timer_ms(call->total_timer, client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_TOTAL]);
+    if (client->in_curl) {
+        /* Started from inside a callback: libcurl may not be re-entered. */
+        call->wake_kind = WAKE_START;
+        event_active(call->wake, EV_TIMEOUT, 0);
+        return call;
+    }
+    if (start_attempt(call, err)) {
+        call_free(call);
+        return NULL;
+    }
+    return call;
+}
+
+zjuchat_call *zjuchat_call_start(zjuchat_client *client, const zjuchat_request *req,
+                                 int stream, const zjuchat_callbacks *cb, void *userdata,
+                                 zjuchat_error *err)
+{
+    if (!client || !req || !client->evented) {
+        zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                           "zjuchat_call_start needs a client bound to an event base "
+                           "(zjuchat_client_use_event_base) and a request");
+        return NULL;
+    }
+    char *body = zjuchat__request_body(req, stream);
+    if (!body) {
+        zjuchat__nomem(err);
+        return NULL;
+    }
+    return zjuchat__call_start(client, "/chat/completions", body, stream, cb, userdata,
+                               err);
+}
+
+zjuchat_response *zjuchat__call_take_response(zjuchat_call *call)
+{
+    zjuchat_response *r = call->resp;
+    call->resp = NULL;
+    return r;
+}
+
+void zjuchat_call_cancel(zjuchat_call *call)
+{
+    if (!call || call->finished)
+        return;
+    finish_code(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
+                "call cancelled by the caller");
+}
+
+void zjuchat_call_pause(zjuchat_call *call)
+{
+    if (!call || call->finished || call->paused)
+        return;
+    call->paused = 1;
+    /* A paused transfer is our choice, not upstream silence. */
+    if (call->phase == PHASE_IDLE)
+        evtimer_del(call->phase_timer);
+    curl_easy_pause(call->easy, CURLPAUSE_RECV);
+}
+
+void zjuchat_call_resume(zjuchat_call *call)
+{
+    if (!call || call->finished || !call->paused)
+        return;
+    zjuchat_client *client = call->client;
+    call->paused = 0;
+    if (call->phase == PHASE_IDLE && client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE] > 0)
+        add_timer_ms(call->phase_timer, client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE]);
+    /* Unpausing may deliver buffered data right away, through write_cb. */
+    curl_enter(client);
+    curl_easy_pause(call->easy, CURLPAUSE_CONT);
+    curl_leave(client);
+}
+
+void zjuchat_call_get_stats(const zjuchat_call *call, zjuchat_call_stats *out)
+{
+    if (call && out)
+        *out = call->stats;
+}

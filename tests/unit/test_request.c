@@ -1,0 +1,187 @@
+/*
+ * test_request.c - request JSON building, error texts and key redaction.
+ * Pure unit tests: nothing leaves the process.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "zjuchat.h"
+
+static json_t *body_of(const zjuchat_request *req, int stream)
+{
+    char *s = zjuchat_request_to_json(req, stream);
+    assert_non_null(s);
+    json_error_t e;
+    json_t *j = json_loads(s, JSON_REJECT_DUPLICATES, &e);
+    free(s);
+    assert_non_null(j);
+    return j;
+}
+
+static void simple_without_system_has_one_message(void **state)
+{
+    zjuchat_request *req = zjuchat_request_new_simple(NULL, "hello", NULL);
+    json_t *j = body_of(req, 0);
+    assert_string_equal(json_string_value(json_object_get(j, "model")),
+                        "deepseek-r1-671b");
+    json_t *msgs = json_object_get(j, "messages");
+    assert_int_equal(json_array_size(msgs), 1);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(msgs, 0), "role")), "user");
+    assert_true(json_is_false(json_object_get(j, "stream")));
+    json_decref(j);
+    zjuchat_request_free(req);
+
+    /* An empty system content also means no system message. */
+    req = zjuchat_request_new_simple("", "hi", "");
+    j = body_of(req, 1);
+    assert_int_equal(json_array_size(json_object_get(j, "messages")), 1);
+    assert_true(json_is_true(json_object_get(j, "stream")));
+    json_decref(j);
+    zjuchat_request_free(req);
+}
+
+static void simple_with_system_puts_it_first(void **state)
+{
+    zjuchat_request *req =
+        zjuchat_request_new_simple("deepseek-v3-671b", "q", "be brief");
+    json_t *j = body_of(req, 0);
+    json_t *msgs = json_object_get(j, "messages");
+    assert_int_equal(json_array_size(msgs), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(msgs, 0), "role")), "system");
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(msgs, 0), "content")),
+        "be brief");
+    assert_string_equal(json_string_value(json_object_get(j, "model")),
+                        "deepseek-v3-671b");
+    json_decref(j);
+    zjuchat_request_free(req);
+}
+
+static void escaping_and_unicode_round_trip(void **state)
+{
+    const char *text = "引号\"反斜杠\\ 换行\n制表\t 🌍 U+2028:\xe2\x80\xa8 ctl:\x01";
+    zjuchat_request *req = zjuchat_request_new();
+    assert_int_equal(zjuchat_request_add_message(req, "user", text), ZJUCHAT_OK);
+    char *s = zjuchat_request_to_json(req, 0);
+    /* Raw control characters never reach the wire. */
+    assert_null(strchr(s, '\n'));
+    assert_null(strchr(s, '\t'));
+    assert_null(strchr(s, '\x01'));
+    json_t *j = json_loads(s, 0, NULL);
+    free(s);
+    const char *back = json_string_value(
+        json_object_get(json_array_get(json_object_get(j, "messages"), 0), "content"));
+    assert_string_equal(back, text);
+    json_decref(j);
+    zjuchat_request_free(req);
+}
+
+static void invalid_utf8_and_roles_are_refused(void **state)
+{
+    zjuchat_request *req = zjuchat_request_new();
+    assert_int_equal(zjuchat_request_add_message(req, "user", "bad \xff\xfe"),
+                     ZJUCHAT_ERR_INVALID);
+    assert_int_equal(zjuchat_request_add_message(req, "wizard", "x"),
+                     ZJUCHAT_ERR_INVALID);
+    assert_int_equal(zjuchat_request_set_model(req, ""), ZJUCHAT_ERR_INVALID);
+    assert_int_equal(zjuchat_request_set_temperature(req, 3.0), ZJUCHAT_ERR_INVALID);
+    assert_int_equal(zjuchat_request_set_max_tokens(req, 0), ZJUCHAT_ERR_INVALID);
+    zjuchat_request_free(req);
+}
+
+static void sampling_and_extra_fields(void **state)
+{
+    zjuchat_request *req = zjuchat_request_new_simple(NULL, "q", NULL);
+    assert_int_equal(zjuchat_request_set_temperature(req, 0.5), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_request_set_top_p(req, 0.9), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_request_set_max_tokens(req, 128), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_request_add_stop(req, "END"), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_request_add_stop(req, "停"), ZJUCHAT_OK);
+    zjuchat_error err;
+    assert_int_equal(
+        zjuchat_request_set_extra(req, "{\"seed\": 7, \"temperature\": 0.1}", &err),
+        ZJUCHAT_OK);
+    assert_int_equal(zjuchat_request_set_extra(req, "[1]", &err), ZJUCHAT_ERR_INVALID);
+    assert_int_equal(zjuchat_request_set_extra(req, "{\"stream\": true}", &err),
+                     ZJUCHAT_ERR_INVALID);
+    assert_non_null(strstr(err.message, "stream"));
+    assert_int_equal(zjuchat_request_set_extra(req, "{bad json", &err),
+                     ZJUCHAT_ERR_INVALID);
+    json_t *j = body_of(req, 0);
+    assert_true(json_real_value(json_object_get(j, "temperature")) == 0.1);
+    assert_true(json_real_value(json_object_get(j, "top_p")) == 0.9);
+    assert_int_equal(json_integer_value(json_object_get(j, "max_tokens")), 128);
+    assert_int_equal(json_integer_value(json_object_get(j, "seed")), 7);
+    assert_int_equal(json_array_size(json_object_get(j, "stop")), 2);
+    json_decref(j);
+    /* The request is reusable: serialising twice gives the same bytes. */
+    char *a = zjuchat_request_to_json(req, 1), *b = zjuchat_request_to_json(req, 1);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    zjuchat_request_free(req);
+}
+
+static void redact_replaces_every_occurrence_in_place(void **state)
+{
+    char buf[] = "key=sk-SECRET and again sk-SECRETsk-SECRET end";
+    size_t len = strlen(buf);
+    assert_int_equal(zjuchat_redact(buf, len, "sk-SECRET"), 3);
+    assert_int_equal(strlen(buf), len);
+    assert_null(strstr(buf, "SECRET"));
+    assert_string_equal(buf, "key=********* and again ****************** end");
+    assert_int_equal(zjuchat_redact(buf, len, ""), 0);
+    assert_int_equal(zjuchat_redact(buf, len, NULL), 0);
+}
+
+static void api_message_extracts_and_redacts(void **state)
+{
+    char out[256];
+    const char *json =
+        "{\"error\":{\"message\":\"Invalid key sk-abc123\",\"type\":\"x\"}}";
+    zjuchat__api_message(json, strlen(json), "application/json", 401, "sk-abc123", out,
+                         sizeof out);
+    assert_non_null(strstr(out, "401"));
+    assert_non_null(strstr(out, "Invalid key"));
+    assert_null(strstr(out, "abc123"));
+
+    const char *html = "<html><body><h1>502 Bad Gateway</h1></body></html>";
+    zjuchat__api_message(html, strlen(html), "text/html", 502, "k", out, sizeof out);
+    assert_non_null(strstr(out, "502"));
+    assert_non_null(strstr(out, "text/html"));
+    assert_null(strchr(out, '<')); /* no markup relayed */
+}
+
+static void error_names_are_stable(void **state)
+{
+    assert_string_equal(zjuchat_strerror(ZJUCHAT_ERR_NETWORK), "network error");
+    assert_string_equal(zjuchat_strerror(ZJUCHAT_ERR_TIMEOUT), "timeout");
+    assert_string_equal(zjuchat_detail_name(ZJUCHAT_TIMEOUT_FIRST_BYTE), "first-byte");
+    assert_string_equal(zjuchat_detail_name(ZJUCHAT_NET_TLS), "tls");
+    assert_non_null(zjuchat_strerror((zjuchat_code)99));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(simple_without_system_has_one_message),
+        cmocka_unit_test(simple_with_system_puts_it_first),
+        cmocka_unit_test(escaping_and_unicode_round_trip),
+        cmocka_unit_test(invalid_utf8_and_roles_are_refused),
+        cmocka_unit_test(sampling_and_extra_fields),
+        cmocka_unit_test(redact_replaces_every_occurrence_in_place),
+        cmocka_unit_test(api_message_extracts_and_redacts),
+        cmocka_unit_test(error_names_are_stable),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
