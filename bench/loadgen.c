@@ -63,13 +63,6 @@ static double cpu_seconds(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static long max_rss_kb(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
-}
-
 enum {
     OPT_HOST = 256,
     OPT_PORT,
@@ -245,7 +238,7 @@ static void report(const struct lg_opts *o, const struct lg_stats *st, double el
            "\"events\":%llu,\"events_per_s\":%.1f,\"ttfe_p50_ms\":%.3f,"
            "\"ttfe_p99_ms\":%.3f,\"ttfe_max_ms\":%.3f,\"first_ttfe_ms\":%.3f,"
            "\"dur_p50_ms\":%.3f,\"dur_p99_ms\":%.3f,\"peak_active\":%llu,"
-           "\"reached_first\":%llu,\"cpu_s\":%.3f,\"cpu_pct\":%.1f,\"maxrss_kb\":%ld}\n",
+           "\"reached_first\":%llu,\"cpu_s\":%.3f,\"cpu_pct\":%.1f}\n",
            (unsigned long long)st->connections, elapsed,
            elapsed > 0 ? (double)st->completed / elapsed : 0.0,
            (unsigned long long)st->events,
@@ -254,7 +247,7 @@ static void report(const struct lg_opts *o, const struct lg_stats *st, double el
            ms(st->ttfe.max), ms(st->first_ttfe_us), ms(lg_hist_pct(&st->dur, 50)),
            ms(lg_hist_pct(&st->dur, 99)), (unsigned long long)st->peak_active,
            (unsigned long long)st->reached_first, cpu,
-           elapsed > 0 ? 100.0 * cpu / elapsed : 0.0, max_rss_kb());
+           elapsed > 0 ? 100.0 * cpu / elapsed : 0.0);
     if (o->slow_readers)
         printf("# %s: %llu of %d slow readers reached their first event and were held "
                "%.1f s; loadgen cpu %.2f s\n",

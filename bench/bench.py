@@ -1,0 +1,800 @@
+#!/usr/bin/env python3
+"""The benchmark suite of issue 4, run by bench/run.sh (`make bench`).
+
+Starts the project's mock upstream once, then each contender in turn against
+it -- the mock itself (the floor), nginx as a plain reverse proxy (the
+ceiling for a proxy that does no work), zju-chat-server with 1 worker and with
+its default workers -- and runs scenarios S1-S6 on each. For every run it
+samples the contender's and the mock's process trees (peak summed RSS, CPU
+seconds from /proc/PID/stat) and takes the load generator's own CPU from its
+report, so that a number limited by the harness is flagged, not believed.
+Prints a Markdown report and writes it to bench/results/YYYY-MM-DD-<host>.md.
+
+`--smoke` runs the load generator for a few seconds against the mock and the
+server instead, and exits non-zero if a stream failed its checks or if a
+deliberately broken stream was not caught.
+
+Sizes come from a table below; BENCH_QUICK=1 picks small ones, and any entry
+can be overridden by env BENCH_<KEY> (e.g. BENCH_S2_DUR=5, BENCH_S3_SIZES=100,200).
+BENCH_CONTENDERS and BENCH_SCENARIOS pick subsets (comma-separated).
+Stdlib only; loopback only; every child process is bounded in time.
+"""
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(ROOT, os.environ.get("BUILD", "build"))
+LOADGEN = os.path.join(BUILD, "zju-loadgen")
+MOCK = os.path.join(BUILD, "zju-mock-upstream")
+SERVER = os.path.join(BUILD, "zju-chat-server")
+KEY = "bench-key"
+MODEL = "deepseek-v3-671b"
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+FULL = {
+    "mock_workers": 2,
+    "s1_dur": 10, "s1_conns": 32,
+    "s2_dur": 15, "s2_conc": 64, "s2_events": 20, "s2_delay": 10,
+    "s3_sizes": [1000, 4000], "s3_events": 50, "s3_delay": 100,
+    "s4_streams": 10000, "s4_events": 30, "s4_delay": 1000, "s4_rate": 2000,
+    "s5_clients": 100, "s5_hold": 10, "s5_events": 1000000,
+    "s6_n": 20,
+}
+QUICK = dict(FULL, s1_dur=3, s2_dur=3, s3_sizes=[200, 500], s3_events=10,
+             s4_streams=1000, s4_events=4, s5_hold=3, s6_n=10)
+
+COMMANDS = []  # every command run, for the report
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def config():
+    cfg = dict(QUICK if os.environ.get("BENCH_QUICK") == "1" else FULL)
+    for k, v in list(cfg.items()):
+        env = os.environ.get("BENCH_" + k.upper())
+        if env is None:
+            continue
+        cfg[k] = [int(x) for x in env.split(",")] if isinstance(v, list) else int(env)
+    return cfg
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, secs=10):
+    end = time.time() + secs
+    while time.time() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# ---- /proc sampling -------------------------------------------------------
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    return s.rsplit(")", 1)[1].split()
+
+
+def proc_tree(roots):
+    """PIDs of roots and all their descendants."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            kids.setdefault(int(_stat_fields(d)[1]), []).append(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    out, stack = [], list(roots)
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack.extend(kids.get(p, []))
+    return out
+
+
+def tree_cpu(pids):
+    """utime+stime of the processes plus their waited-for children, seconds."""
+    t = 0
+    for p in pids:
+        try:
+            f = _stat_fields(p)
+            t += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        except (OSError, IndexError, ValueError):
+            pass
+    return t / TICK
+
+
+def tree_rss_kb(pids):
+    kb = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                kb += int(f.read().split()[1]) * PAGE_KB
+        except (OSError, IndexError, ValueError):
+            pass
+    return kb
+
+
+class Sampler(threading.Thread):
+    """Peak summed RSS of a process tree, sampled every 0.1 s (the tree is
+    rescanned every second so that new workers are seen)."""
+
+    def __init__(self, roots):
+        super().__init__(daemon=True)
+        self.roots = roots
+        self.stop_ev = threading.Event()
+        self.pids = proc_tree(roots)
+        self.base_kb = tree_rss_kb(self.pids)
+        self.peak_kb = self.base_kb
+        self.cpu0 = tree_cpu(self.pids)
+        self.cpu = 0.0
+
+    def run(self):
+        n = 0
+        while not self.stop_ev.wait(0.1):
+            n += 1
+            if n % 10 == 0:
+                self.pids = proc_tree(self.roots)
+            self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pids))
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join()
+        self.pids = proc_tree(self.roots)
+        self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pids))
+        self.cpu = tree_cpu(self.pids) - self.cpu0
+        return self
+
+
+# ---- processes ------------------------------------------------------------
+
+class Proc:
+    def __init__(self, name, cmd, logpath, env=None):
+        self.name, self.cmd = name, cmd
+        self.logf = open(logpath, "wb")
+        self.logpath = logpath
+        COMMANDS.append(("" if not env else " ".join(
+            f"{k}={v}" for k, v in env.items()) + " ") + shlex.join(cmd))
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  env=full_env, start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)  # our own session only
+                self.p.wait()
+        self.logf.close()
+
+
+def start_mock(tmp, cfg):
+    port = free_port()
+    m = Proc("mock", [MOCK, "--port", str(port), "--workers", str(cfg["mock_workers"]),
+                      "--events", "20", "--delay-ms", "0", "--quiet"],
+             os.path.join(tmp, "mock.log"))
+    if not wait_port(port, m.p):
+        m.stop()
+        # --quiet may not exist in every build of the mock: retry without it
+        m = Proc("mock", [MOCK, "--port", str(port), "--workers", str(cfg["mock_workers"]),
+                          "--events", "20", "--delay-ms", "0"],
+                 os.path.join(tmp, "mock.log"))
+        if not wait_port(port, m.p):
+            raise SystemExit("bench: the mock did not start; see " + m.logpath)
+    return m, port
+
+
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile 20000;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 20000; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/ngx-body;
+    proxy_temp_path {tmp}/ngx-proxy;
+    fastcgi_temp_path {tmp}/ngx-fcgi;
+    uwsgi_temp_path {tmp}/ngx-uwsgi;
+    scgi_temp_path {tmp}/ngx-scgi;
+    keepalive_requests 1000000;
+    upstream mock {{ server 127.0.0.1:{mport}; keepalive 1024; keepalive_requests 1000000; }}
+    log_format conn '$connection $connection_requests $ssl_session_reused';
+    server {{
+        listen 127.0.0.1:{port} backlog=8192 reuseport;
+        location = /api/chat {{
+            proxy_pass http://mock/v1/chat/completions;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer {key}";
+            proxy_buffering off;
+            proxy_read_timeout 120s;
+        }}
+        location /v1/ {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{tport} ssl;
+        ssl_certificate {tmp}/cert.pem;
+        ssl_certificate_key {tmp}/key.pem;
+        access_log {tmp}/tls-access.log conn;
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def make_cert(tmp):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", os.path.join(tmp, "key.pem"),
+                    "-out", os.path.join(tmp, "cert.pem")],
+                   check=True, capture_output=True, timeout=30)
+
+
+def start_nginx(tmp, mport, workers=2):
+    port, tport = free_port(), free_port()
+    for d in ("ngx-body", "ngx-proxy", "ngx-fcgi", "ngx-uwsgi", "ngx-scgi"):
+        os.makedirs(os.path.join(tmp, d), exist_ok=True)
+        os.chmod(os.path.join(tmp, d), 0o1777)  # workers may run as nobody
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(workers=workers, tmp=tmp, mport=mport, port=port,
+                                  tport=tport, key=KEY))
+    n = Proc("nginx", ["nginx", "-e", os.path.join(tmp, "nginx-error.log"), "-p", tmp,
+                       "-c", conf], os.path.join(tmp, "nginx.log"))
+    if not wait_port(port, n.p):
+        raise SystemExit("bench: nginx did not start; see " + tmp + "/nginx-error.log")
+    return n, port, tport
+
+
+def start_server(tmp, base_url, workers, tag, extra_env=None):
+    port = free_port()
+    cmd = [SERVER, "-b", f"127.0.0.1:{port}"]
+    if workers:
+        cmd += ["-w", str(workers)]
+    env = {"ZJU_API_KEY": KEY, "ZJU_BASE_URL": base_url}
+    env.update(extra_env or {})
+    s = Proc(tag, cmd, os.path.join(tmp, tag + ".log"), env)
+    if not wait_port(port, s.p):
+        raise SystemExit(f"bench: {tag} did not start; see {s.logpath}")
+    time.sleep(0.3)  # let every worker reach accept()
+    return s, port
+
+
+# ---- load -----------------------------------------------------------------
+
+def count_events(port, path, body, headers):
+    """Data events (without [DONE]) in one stream: the exact number every
+    stream of a run must carry."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}",
+                                 data=json.dumps(body).encode(),
+                                 headers=dict(headers, **{"Content-Type": "application/json"}))
+    with urllib.request.urlopen(req, timeout=60) as r:
+        text = r.read().decode()
+    n = 0
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        data = [ln for ln in block.split("\n") if ln.startswith("data:")]
+        if data and data[0][5:].strip() != "[DONE]":
+            n += 1
+    return n
+
+
+def loadgen(target, label, args, wall):
+    cmd = [LOADGEN, "--port", str(target["port"]), "--path", target["path"],
+           "--label", label] + target["lgflags"] + args
+    COMMANDS.append(shlex.join(cmd))
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=wall)
+    except subprocess.TimeoutExpired:
+        return {"label": label, "error": "loadgen timed out"}
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            res = json.loads(line)
+            res["rc"] = out.returncode
+            return res
+    return {"label": label, "error": "no report: " + out.stderr[-300:]}
+
+
+def wrk(target, label, conns, dur, model):
+    body = ({"model": model, "messages": [{"role": "user", "content": "Hello, benchmark"}],
+             "stream": False} if target["openai"] else
+            {"user_content": "Hello, benchmark", "model": model, "stream": False})
+    env = dict(os.environ, BENCH_BODY=json.dumps(body),
+               BENCH_AUTH=f"Bearer {KEY}" if target["auth"] else "")
+    timef = tempfile.mktemp(prefix="wrk-time-")
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{dur}s", "--latency", "-s",
+           os.path.join(ROOT, "bench", "post.lua"),
+           f"http://127.0.0.1:{target['port']}{target['path']}"]
+    COMMANDS.append(f"BENCH_BODY='{json.dumps(body)}' " + shlex.join(cmd))
+    t0 = time.time()
+    out = subprocess.run(["/usr/bin/time", "-f", "%U %S", "-o", timef] + cmd,
+                         capture_output=True, text=True, env=env, timeout=dur + 60)
+    elapsed = time.time() - t0
+    res = {"label": label, "error": "no wrk report"}
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            res = json.loads(line)
+    try:
+        with open(timef) as f:
+            u, s = f.read().split()[-2:]
+        res["cpu_s"] = float(u) + float(s)
+        res["cpu_pct"] = 100 * res["cpu_s"] / elapsed
+        os.unlink(timef)
+    except (OSError, ValueError):
+        pass
+    res["elapsed_s"] = elapsed
+    return res
+
+
+def measured(contender_roots, mock_roots, fn):
+    """Runs fn() while sampling the contender's and the mock's trees."""
+    cs = Sampler(contender_roots)
+    ms = Sampler(mock_roots) if mock_roots != contender_roots else None
+    cs.start()
+    if ms:
+        ms.start()
+    t0 = time.time()
+    res = fn()
+    res["wall_s"] = time.time() - t0
+    cs.finish()
+    res["rss_base_kb"] = cs.base_kb
+    res["rss_peak_kb"] = cs.peak_kb
+    res["cpu_contender_s"] = cs.cpu
+    res["cpu_mock_s"] = ms.finish().cpu if ms else cs.cpu
+    return res
+
+
+def flags(res, ncpu):
+    f = []
+    wall = res.get("wall_s") or 1
+    if res.get("cpu_pct", 0) >= 85:
+        f.append("loadgen-bound")
+    if res["cpu_mock_s"] / wall >= 0.85 * ncpu:
+        f.append("mock-bound")
+    total = res["cpu_mock_s"] + res.get("cpu_s", 0) + (
+        res["cpu_contender_s"] if res["cpu_mock_s"] is not res["cpu_contender_s"] else 0)
+    if total / wall >= 0.9 * ncpu:
+        f.append("machine-saturated")
+    if res.get("error"):
+        f.append(res["error"])
+    return f
+
+
+# ---- scenarios ------------------------------------------------------------
+
+def model_with(events, delay):
+    return f"{MODEL}#events={events},delay={delay}"
+
+
+def run_contender(name, target, roots, mock_roots, mock_port, cfg, scen, results, ncpu):
+    def rec(sc, res):
+        res["contender"] = name
+        res["scenario"] = sc
+        res["flags"] = flags(res, ncpu)
+        results.append(res)
+        log(f"  {sc:4} {name:10} {json.dumps(res)}")
+
+    expect = {}
+
+    def exp(events, delay):
+        m = model_with(events, delay)
+        if m not in expect:
+            body = ({"model": m, "messages": [{"role": "user", "content": "x"}],
+                     "stream": True})
+            expect[m] = count_events(mock_port, "/v1/chat/completions", body,
+                                     {"Authorization": f"Bearer {KEY}"})
+        return ["--model", m, "--expect-events", str(expect[m])]
+
+    if "S1" in scen:
+        rec("S1", measured(roots, mock_roots, lambda: wrk(
+            target, "S1", cfg["s1_conns"], cfg["s1_dur"], model_with(20, 0))))
+    if "S2" in scen:
+        a = exp(cfg["s2_events"], cfg["s2_delay"]) + [
+            "-c", str(cfg["s2_conc"]), "-d", str(cfg["s2_dur"])]
+        rec("S2", measured(roots, mock_roots, lambda: loadgen(
+            target, "S2", a, cfg["s2_dur"] + 60)))
+    if "S3" in scen:
+        for n in cfg["s3_sizes"]:
+            a = exp(cfg["s3_events"], cfg["s3_delay"]) + [
+                "-c", str(n), "-n", str(n), "--connect-rate", str(cfg["s4_rate"]),
+                "--src-addrs", "4"]
+            wall = cfg["s3_events"] * cfg["s3_delay"] / 1000 + n / cfg["s4_rate"] + 90
+            rec(f"S3-{n}", measured(roots, mock_roots, lambda: loadgen(
+                target, f"S3-{n}", a, wall)))
+    if "S4" in scen:
+        n = cfg["s4_streams"]
+        a = exp(cfg["s4_events"], cfg["s4_delay"]) + [
+            "-c", str(n), "-n", str(n), "--connect-rate", str(cfg["s4_rate"]),
+            "--src-addrs", "8", "--timeout", "20"]
+        wall = cfg["s4_events"] * cfg["s4_delay"] / 1000 + n / cfg["s4_rate"] + 90
+        rec("S4", measured(roots, mock_roots, lambda: loadgen(target, "S4", a, wall)))
+    if "S5" in scen:
+        a = ["--model", model_with(cfg["s5_events"], 0), "--slow-readers",
+             "-c", str(cfg["s5_clients"]), "-d", str(cfg["s5_hold"]), "--rcvbuf", "4096"]
+        rec("S5", measured(roots, mock_roots, lambda: loadgen(
+            target, "S5", a, cfg["s5_hold"] + 60)))
+
+
+def run_s6(tmp, cfg, mock, nginx_plain, tls_port, results):
+    """Sequential streams through the server with a TLS upstream (nginx with a
+    self-signed certificate in front of the mock) versus the same path in
+    plaintext: with the upstream connection reused, requests 2..N cost no
+    handshake."""
+    cert = os.path.join(tmp, "cert.pem")
+    ca_env = {"ZJU_CA_FILE": cert, "ZJU_CA_BUNDLE": cert, "CURL_CA_BUNDLE": cert,
+              "SSL_CERT_FILE": cert}
+    n = cfg["s6_n"]
+    out = {}
+    for tag, url in (("plain", f"http://127.0.0.1:{nginx_plain}/v1"),
+                     ("tls", f"https://127.0.0.1:{tls_port}/v1")):
+        s, port = start_server(tmp, url, 1, f"server-s6-{tag}", ca_env)
+        target = {"port": port, "path": "/api/chat", "lgflags": []}
+        a = ["--model", model_with(5, 0), "-c", "1", "-n", str(n), "--warmup", "1"]
+        res = loadgen(target, f"S6-{tag}", a, 60)
+        s.stop()
+        out[tag] = res
+    conns = None
+    try:
+        with open(os.path.join(tmp, "tls-access.log")) as f:
+            conns = len({ln.split()[0] for ln in f if ln.strip()})
+    except OSError:
+        pass
+    res = {"contender": "server-w1", "scenario": "S6", "plain": out["plain"],
+           "tls": out["tls"], "tls_connections": conns, "requests": n, "flags": []}
+    results.append(res)
+    log(f"  S6   server-w1  {json.dumps(res)}")
+
+
+# ---- report ---------------------------------------------------------------
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True,
+                              timeout=10).stdout.strip() + ""
+    except subprocess.SubprocessError:
+        return "?"
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    cpu = ln.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "host": socket.gethostname(), "nproc": os.cpu_count(), "cpu": cpu,
+        "kernel": platform.release(),
+        "nginx": sh("nginx -v 2>&1"), "wrk": sh("wrk -v 2>&1 | head -1"),
+        "libevent": sh("pkg-config --modversion libevent"),
+        "libcurl": sh("pkg-config --modversion libcurl"),
+        "git": sh(f"git -C {shlex.quote(ROOT)} rev-parse --short HEAD"),
+        "load": sh("cat /proc/loadavg"),
+    }
+
+
+def fmt(x, nd=1):
+    return "-" if x is None else f"{x:.{nd}f}"
+
+
+def table(results, scen):
+    rows = [r for r in results if r["scenario"] == scen]
+    if not rows:
+        return []
+    if scen == "S1":
+        head = ("| contender | req/s | p50 ms | p99 ms | errors | peak RSS MB | CPU s |"
+                " mock CPU s | wrk CPU s | flags |")
+        lines = [head, "|" + "---|" * 10]
+        for r in rows:
+            errs = sum(r.get(k, 0) for k in ("err_status", "err_connect", "err_read",
+                                             "err_write", "err_timeout"))
+            lines.append(f"| {r['contender']} | {fmt(r.get('rps'))} | {fmt(r.get('p50_ms'), 2)}"
+                         f" | {fmt(r.get('p99_ms'), 2)} | {errs} | {r['rss_peak_kb']/1024:.1f}"
+                         f" | {r['cpu_contender_s']:.2f} | {r['cpu_mock_s']:.2f}"
+                         f" | {fmt(r.get('cpu_s'), 2)} | {', '.join(r['flags'])} |")
+        return lines
+    if scen == "S5":
+        lines = ["| contender | slow readers held | held s | base RSS MB | peak RSS MB |"
+                 " growth MB | CPU s | mock CPU s | flags |", "|" + "---|" * 9]
+        for r in rows:
+            lines.append(f"| {r['contender']} | {r.get('reached_first', 0)}/{r.get('concurrency', '?')}"
+                         f" | {fmt(r.get('elapsed_s'))} | {r['rss_base_kb']/1024:.1f}"
+                         f" | {r['rss_peak_kb']/1024:.1f}"
+                         f" | {(r['rss_peak_kb']-r['rss_base_kb'])/1024:.1f}"
+                         f" | {r['cpu_contender_s']:.2f} | {r['cpu_mock_s']:.2f}"
+                         f" | {', '.join(r['flags'])} |")
+        return lines
+    lines = ["| contender | ok | failed | streams/s | events/s | TTFE p50 ms | TTFE p99 ms |"
+             " peak open | peak RSS MB | RSS growth KB/stream | CPU s | mock CPU s |"
+             " loadgen CPU s (%) | flags |", "|" + "---|" * 14]
+    for r in rows:
+        grow = (r["rss_peak_kb"] - r["rss_base_kb"]) / max(1, r.get("peak_active", 0) or 1)
+        fails = r.get("failed", "-")
+        if r.get("fail_reasons"):
+            fails = f"{fails} {json.dumps(r['fail_reasons'])}"
+        lines.append(f"| {r['contender']} | {r.get('completed', '-')} | {fails}"
+                     f" | {fmt(r.get('streams_per_s'))} | {fmt(r.get('events_per_s'), 0)}"
+                     f" | {fmt(r.get('ttfe_p50_ms'), 2)} | {fmt(r.get('ttfe_p99_ms'), 2)}"
+                     f" | {r.get('peak_active', '-')} | {r['rss_peak_kb']/1024:.1f}"
+                     f" | {grow:.1f} | {r['cpu_contender_s']:.2f} | {r['cpu_mock_s']:.2f}"
+                     f" | {fmt(r.get('cpu_s'), 2)} ({fmt(r.get('cpu_pct'), 0)}%)"
+                     f" | {', '.join(r['flags'])} |")
+    return lines
+
+
+def get(results, scen, who):
+    for r in results:
+        if r["scenario"] == scen and r["contender"] == who:
+            return r
+    return None
+
+
+def verdicts(results, cfg):
+    """One line per target of issue 4, for each server variant."""
+    out = []
+
+    def v(ok):
+        return "PASS" if ok else "FAIL"
+
+    for who in ("server-w1", "server"):
+        ng = lambda sc: get(results, sc, "nginx")  # noqa: E731
+        me = lambda sc: get(results, sc, who)  # noqa: E731
+        if me("S1") and ng("S1") and me("S1").get("rps") and ng("S1").get("rps"):
+            a, b = me("S1"), ng("S1")
+            out.append(f"- {who} S1: {a['rps']:.0f} vs nginx {b['rps']:.0f} req/s "
+                       f"({a['rps']/b['rps']:.2f}x, target >= 1), p99 {a['p99_ms']:.2f} vs "
+                       f"{b['p99_ms']:.2f} ms: "
+                       f"{v(a['rps'] >= b['rps'] and a['p99_ms'] <= b['p99_ms'])}")
+        if me("S2") and ng("S2") and "streams_per_s" in me("S2") and "streams_per_s" in ng("S2"):
+            a, b = me("S2"), ng("S2")
+            ok = (a["failed"] == 0 and a["streams_per_s"] >= 0.99 * b["streams_per_s"]
+                  and a["ttfe_p99_ms"] <= 1.2 * b["ttfe_p99_ms"])
+            out.append(f"- {who} S2: {a['streams_per_s']:.1f} vs nginx "
+                       f"{b['streams_per_s']:.1f} streams/s, TTFE p99 {a['ttfe_p99_ms']:.2f}"
+                       f" vs {b['ttfe_p99_ms']:.2f} ms "
+                       f"({a['ttfe_p99_ms']/max(b['ttfe_p99_ms'], 1e-9):.2f}x, target <= 1.2x), "
+                       f"{a['failed']} failed: {v(ok)}")
+        for n in cfg["s3_sizes"]:
+            a, b = me(f"S3-{n}"), ng(f"S3-{n}")
+            if a and b and "completed" in a:
+                ok = (a["completed"] == n and a["rss_peak_kb"] <= b["rss_peak_kb"]
+                      and a["cpu_contender_s"] <= b["cpu_contender_s"])
+                out.append(f"- {who} S3-{n}: {a['completed']}/{n} complete, peak RSS "
+                           f"{a['rss_peak_kb']/1024:.1f} vs nginx {b['rss_peak_kb']/1024:.1f} MB, "
+                           f"CPU {a['cpu_contender_s']:.2f} vs {b['cpu_contender_s']:.2f} s: {v(ok)}")
+        a = me("S4")
+        if a and "completed" in a:
+            n = cfg["s4_streams"]
+            per = (a["rss_peak_kb"] - a["rss_base_kb"]) / max(1, a.get("peak_active") or 1)
+            ok = a["completed"] == n and per <= 16
+            out.append(f"- {who} S4: {a['completed']}/{n} complete, peak {a.get('peak_active')} "
+                       f"open, {per:.1f} KB RSS per open stream (target <= 16): {v(ok)}")
+        a = me("S5")
+        if a and "reached_first" in a:
+            grow = (a["rss_peak_kb"] - a["rss_base_kb"]) / 1024
+            out.append(f"- {who} S5: {a['reached_first']} slow readers held "
+                       f"{a.get('elapsed_s', 0):.0f} s; RSS grew {grow:.1f} MB "
+                       f"({grow*1024/max(1, a['reached_first']):.0f} KB per slow reader)")
+    s6 = get(results, "S6", "server-w1")
+    if s6 and "ttfe_p50_ms" in s6["tls"] and "ttfe_p50_ms" in s6["plain"]:
+        t, p = s6["tls"], s6["plain"]
+        ratio = t["ttfe_p50_ms"] / max(p["ttfe_p50_ms"], 1e-9)
+        ok = (t.get("failed", 1) == 0 and ratio <= 1.10 and s6["tls_connections"] == 1)
+        out.append(f"- server-w1 S6: TLS upstream, requests 2..{s6['requests']} TTFE p50 "
+                   f"{t['ttfe_p50_ms']:.3f} ms vs plaintext {p['ttfe_p50_ms']:.3f} ms "
+                   f"({ratio:.2f}x, target <= 1.10); first (cold) {t['first_ttfe_ms']:.2f} ms; "
+                   f"{s6['tls_connections']} TLS connection(s) for {s6['requests']} requests: "
+                   f"{v(ok)}")
+    elif s6:
+        out.append(f"- server-w1 S6: not measured: {json.dumps(s6)[:400]}")
+    return out
+
+
+def report(results, cfg, m, started, quick):
+    lines = [f"# Benchmark {started:%Y-%m-%d %H:%M} on {m['host']}", "",
+             f"- machine: {m['nproc']} cores, {m['cpu']}, Linux {m['kernel']}; "
+             f"load average at start: {m['load']}",
+             f"- versions: commit {m['git']}, {m['nginx']}, {m['wrk']}, "
+             f"libevent {m['libevent']}, libcurl {m['libcurl']}",
+             f"- sizes: {'BENCH_QUICK=1 ' if quick else ''}{json.dumps(cfg)}",
+             "- every contender runs against the same mock upstream; TTFE = time from "
+             "sending the request to the first data event; RSS = peak of the summed "
+             "VmRSS of the contender's process tree, sampled every 0.1 s; CPU = utime+stime "
+             "from /proc/PID/stat over the run; flags name a result whose harness side "
+             "(mock, load generator, or the whole 2-core machine) was saturated.", ""]
+    names = {"S1": "S1 non-stream, wrk", "S2": "S2 short streams",
+             "S4": "S4 held streams, 1 event/s", "S5": "S5 slow readers"}
+    scens = []
+    for r in results:
+        if r["scenario"] not in scens and r["scenario"] != "S6":
+            scens.append(r["scenario"])
+    for sc in scens:
+        title = names.get(sc, f"S3 held streams x{sc[3:]}" if sc.startswith("S3") else sc)
+        lines += [f"## {title}", ""] + table(results, sc) + [""]
+    lines += ["## Targets of issue 4", ""] + (verdicts(results, cfg) or ["- (no server run)"])
+    lines += ["", "## Commands", "", "```"] + COMMANDS + ["```", ""]
+    return "\n".join(lines)
+
+
+# ---- main -----------------------------------------------------------------
+
+def main_bench():
+    cfg = config()
+    quick = os.environ.get("BENCH_QUICK") == "1"
+    contenders = os.environ.get("BENCH_CONTENDERS", "mock,nginx,server-w1,server").split(",")
+    scen = os.environ.get("BENCH_SCENARIOS", "S1,S2,S3,S4,S5,S6").split(",")
+    ncpu = os.cpu_count() or 1
+    started = datetime.datetime.now()
+    m = machine()
+    tmp = tempfile.mkdtemp(prefix="zju-bench-")
+    os.chmod(tmp, 0o755)
+    make_cert(tmp)
+    results = []
+    mock, mport = start_mock(tmp, cfg)
+    procs = [mock]
+    try:
+        have_server = os.access(SERVER, os.X_OK)
+        for name in contenders:
+            log(f"bench: contender {name}")
+            if name == "mock":
+                target = {"port": mport, "path": "/v1/chat/completions", "openai": True,
+                          "auth": True, "lgflags": ["--openai-body", "--allow-done", "-H",
+                                                    f"Authorization: Bearer {KEY}"]}
+                run_contender(name, target, [mock.pid], [mock.pid], mport, cfg, scen,
+                              results, ncpu)
+                continue
+            if name == "nginx":
+                ng, port, _ = start_nginx(tmp, mport)
+                target = {"port": port, "path": "/api/chat", "openai": True, "auth": False,
+                          "lgflags": ["--openai-body", "--allow-done"]}
+                try:
+                    run_contender(name, target, [ng.pid], [mock.pid], mport, cfg, scen,
+                                  results, ncpu)
+                finally:
+                    ng.stop()
+                continue
+            if not have_server:
+                log(f"bench: {SERVER} not built: skipping {name}")
+                continue
+            workers = 1 if name == "server-w1" else None
+            s, port = start_server(tmp, f"http://127.0.0.1:{mport}/v1", workers, name)
+            target = {"port": port, "path": "/api/chat", "openai": False, "auth": False,
+                      "lgflags": []}
+            try:
+                run_contender(name, target, [s.pid], [mock.pid], mport, cfg, scen, results,
+                              ncpu)
+            finally:
+                s.stop()
+        if "S6" in scen and have_server:
+            log("bench: S6 (TLS upstream)")
+            ng, nport, tport = start_nginx(tmp, mport, workers=1)
+            try:
+                run_s6(tmp, cfg, mock, nport, tport, results)
+            finally:
+                ng.stop()
+    finally:
+        for p in procs:
+            p.stop()
+    text = report(results, cfg, m, started, quick)
+    print(text)
+    outdir = os.path.join(ROOT, "bench", "results")
+    os.makedirs(outdir, exist_ok=True)
+    suffix = "-quick" if quick else ""
+    path = os.path.join(outdir, f"{started:%Y-%m-%d}-{m['host']}{suffix}.md")
+    with open(path, "w") as f:
+        f.write(text)
+    with open(os.path.join(tmp, "results.json"), "w") as f:
+        json.dump(results, f)
+    log(f"bench: report written to {path}; raw results and logs in {tmp}")
+    return 0
+
+
+def main_smoke():
+    """A few seconds of load against the mock and the server: every stream
+    must pass its checks, and a stream broken on purpose must be caught."""
+    cfg = dict(FULL, mock_workers=1)
+    tmp = tempfile.mkdtemp(prefix="zju-bench-smoke-")
+    mock, mport = start_mock(tmp, cfg)
+    bad = []
+    model = model_with(5, 10)
+    try:
+        body = {"model": model, "messages": [{"role": "user", "content": "x"}], "stream": True}
+        n = count_events(mport, "/v1/chat/completions", body,
+                         {"Authorization": f"Bearer {KEY}"})
+        direct = {"port": mport, "path": "/v1/chat/completions",
+                  "lgflags": ["--openai-body", "--allow-done", "-H",
+                              f"Authorization: Bearer {KEY}"]}
+        common = ["--model", model, "--expect-events", str(n), "-c", "8", "-d", "3",
+                  "--timeout", "10"]
+        r = loadgen(direct, "smoke-mock", common, 30)
+        print(json.dumps(r))
+        if r.get("rc") != 0 or r.get("completed", 0) == 0:
+            bad.append("mock: streams failed their checks")
+        # The checks must be able to fail: a stream cut after 2 events, one
+        # with [DONE] where none is allowed, one event too many expected.
+        for label, args in (
+                ("smoke-broken", ["--model", model_with(5, 10) + ",fault=drop_mid,after=2",
+                                  "--expect-events", str(n)]),
+                ("smoke-done", ["--model", model, "--expect-events", str(n)]),
+                ("smoke-count", ["--model", model, "--expect-events", str(n + 1)])):
+            t = dict(direct)
+            if label == "smoke-done":
+                t["lgflags"] = ["--openai-body", "-H", f"Authorization: Bearer {KEY}"]
+            r = loadgen(t, label, args + ["-c", "2", "-n", "4", "--timeout", "10"], 30)
+            print(json.dumps(r))
+            if r.get("rc") != 1 or r.get("failed", 0) != 4:
+                bad.append(f"{label}: a broken stream was not caught")
+        if os.access(SERVER, os.X_OK):
+            s, sport = start_server(tmp, f"http://127.0.0.1:{mport}/v1", 1, "server-smoke")
+            try:
+                r = loadgen({"port": sport, "path": "/api/chat", "lgflags": []},
+                            "smoke-server", common, 30)
+                print(json.dumps(r))
+                if r.get("rc") != 0 or r.get("completed", 0) == 0:
+                    bad.append("server: streams failed their checks")
+            finally:
+                s.stop()
+        else:
+            print(f"smoke: {SERVER} not built: server part skipped")
+    finally:
+        mock.stop()
+    for b in bad:
+        print("smoke FAILED: " + b)
+    print("smoke: " + ("ok" if not bad else "FAILED") + f" (logs in {tmp})")
+    if not bad:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_smoke() if "--smoke" in sys.argv[1:] else main_bench())
