@@ -1,0 +1,38 @@
+/*
+ * accesslog.h - one line per request on stderr, and the server's other log
+ * lines. Every line is scrubbed of the API key before it is written.
+ */
+#ifndef SRV_ACCESSLOG_H
+#define SRV_ACCESSLOG_H
+
+#include <stddef.h>
+#include <sys/time.h>
+
+struct evhttp_request;
+
+typedef struct srv_access {
+    struct timeval start;
+    char client[64];
+    char method[16];
+    char path[256];
+    int status;
+    size_t bytes; /* body bytes sent to the client */
+    char model[128];
+    int stream;   /* -1: not a chat request */
+    long ttfb_ms; /* upstream time to first byte, -1 unknown */
+    long prompt_tokens, completion_tokens, total_tokens; /* -1 unknown */
+} srv_access;
+
+/* Key to scrub from every log line (borrowed; must outlive logging). */
+void srv_log_set_secret(const char *key);
+
+/* printf-like log line with a timestamp and the pid; a newline is added. */
+void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Start an access record for req: time, client address, method, path. */
+void srv_access_begin(srv_access *a, struct evhttp_request *req);
+
+/* Write the access line. */
+void srv_access_write(const srv_access *a);
+
+#endif

@@ -1,0 +1,19 @@
+/*
+ * chat.h - POST /api/chat: validation, the upstream call and the relay.
+ */
+#ifndef SRV_CHAT_H
+#define SRV_CHAT_H
+
+#include "accesslog.h"
+#include "worker.h"
+
+struct evhttp_request;
+
+/*
+ * Handle one POST /api/chat. `acc` is the request's access record (begun).
+ * Returns 0 when the reply was sent already (the caller writes acc), 1 when
+ * the request went asynchronous (the relay writes its own access line).
+ */
+int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc);
+
+#endif

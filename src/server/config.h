@@ -1,0 +1,55 @@
+/*
+ * config.h - the server's settings: defaults, the process environment and an
+ * optional .env file (the process environment wins over the file).
+ */
+#ifndef SRV_CONFIG_H
+#define SRV_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct srv_config {
+    char host[256];      /* bind address, default 0.0.0.0 */
+    int port;            /* PORT, default 5001 */
+    int workers;         /* -w, default: number of cores */
+    char *api_key;       /* ZJU_API_KEY, NULL when unset or empty */
+    char *base_url;      /* ZJU_BASE_URL, NULL: the library default */
+    char *default_model; /* DEFAULT_MODEL */
+    char *cors_origins;  /* CORS_ORIGINS, default "*" */
+    int debug;           /* FLASK_DEBUG or DEBUG truthy */
+    long connect_ms;     /* ZJU_*_TIMEOUT_MS, -1: library default */
+    long first_byte_ms;
+    long idle_ms;
+    long total_ms;
+    long heartbeat_ms;      /* HEARTBEAT_MS, default 15000, 0 disables */
+    size_t max_body;        /* MAX_BODY_BYTES, default 1 MiB */
+    size_t max_headers;     /* MAX_HEADER_BYTES, default 16 KiB */
+    long max_connections;   /* MAX_CONNECTIONS: in-flight requests per worker */
+    long drain_timeout_s;   /* DRAIN_TIMEOUT, default 30 */
+    long request_timeout_s; /* REQUEST_TIMEOUT, default 30 */
+} srv_config;
+
+/*
+ * Read `env_file` (KEY=VALUE lines, '#' comments, optional quotes, optional
+ * "export " prefix) into the environment without overriding variables that
+ * are already set. A missing file is fine unless `required`. Returns 0, or -1
+ * with a message in errbuf.
+ */
+int srv_config_load_env_file(const char *env_file, int required, char *errbuf,
+                             size_t errlen);
+
+/*
+ * Fill cfg from the environment (after srv_config_load_env_file). Returns 0,
+ * or -1 with a message in errbuf for a malformed value.
+ */
+int srv_config_from_env(srv_config *cfg, char *errbuf, size_t errlen);
+
+/* Parse "HOST:PORT", ":PORT" or "PORT" into cfg. Returns 0 or -1. */
+int srv_config_parse_bind(srv_config *cfg, const char *spec);
+
+/* Free what srv_config_from_env allocated. */
+void srv_config_free(srv_config *cfg);
+
+/* 1 for "1", "true", "yes", "on" (any case), else 0. */
+int srv_config_truthy(const char *v);
+
+#endif

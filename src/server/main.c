@@ -1,0 +1,333 @@
+/*
+ * main.c - zju-chat-server: flags, configuration, the startup report, and
+ * the supervisor. The supervisor reserves the port, forks -w worker
+ * processes (each with its own SO_REUSEPORT listener), restarts a worker
+ * that dies abnormally (with a growing backoff when it keeps crashing), and
+ * turns SIGTERM/SIGINT into a graceful drain of every worker; a second
+ * signal kills them at once. Even -w 1 runs under the supervisor, so a
+ * crash is always survived.
+ */
+#include "accesslog.h"
+#include "config.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zjuchat.h>
+
+#define MAX_WORKERS 256
+#define RESTART_MIN_MS 100
+#define RESTART_MAX_MS 5000
+#define KILL_GRACE_S 5 /* after DRAIN_TIMEOUT, before SIGKILL */
+
+typedef struct slot {
+    pid_t pid;
+    long started_ms;
+    long backoff_ms;
+    long restart_at_ms; /* 0: not waiting for a restart */
+} slot;
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: zju-chat-server [-b HOST:PORT] [-w WORKERS] [--env-file PATH]\n"
+        "\n"
+        "Serves POST /api/chat (the ZJU Chat API relay) and GET /healthz.\n"
+        "\n"
+        "  -b, --bind HOST:PORT  listen address (default 0.0.0.0:$PORT, PORT=5001)\n"
+        "  -w, --workers N       worker processes (default: number of cores)\n"
+        "      --env-file PATH   read KEY=VALUE settings (default ./.env if present);\n"
+        "                        variables already in the environment win\n"
+        "  -h, --help            this help\n"
+        "\n"
+        "Environment: ZJU_API_KEY, ZJU_BASE_URL, PORT, DEFAULT_MODEL, CORS_ORIGINS,\n"
+        "FLASK_DEBUG/DEBUG, ZJU_CONNECT_TIMEOUT_MS, ZJU_FIRST_BYTE_TIMEOUT_MS,\n"
+        "ZJU_IDLE_TIMEOUT_MS, ZJU_TOTAL_TIMEOUT_MS, HEARTBEAT_MS, MAX_BODY_BYTES,\n"
+        "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT.\n"
+        "See zju-chat-server(1).\n");
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Bind (without listening) a SO_REUSEPORT socket on the address: it fails
+ * early when the port is taken, resolves port 0 to a real port shared by
+ * all workers, and keeps the port reserved while a worker restarts.
+ */
+static int reserve_port(srv_config *cfg)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(cfg->host, port, &hints, &ai);
+    if (rc != 0) {
+        srv_log("cannot resolve %s: %s", cfg->host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        srv_log("cannot bind %s:%d: %s", cfg->host, cfg->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char h[NI_MAXHOST], p[NI_MAXSERV];
+        if (getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, p, sizeof p,
+                        NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+            cfg->port = atoi(p);
+    }
+    return fd;
+}
+
+/* Streams hold two descriptors each; use all the process may have. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void startup_report(const srv_config *cfg)
+{
+    srv_log("zju-chat-server: upstream %s, default model %s, %d worker(s)",
+            cfg->base_url ? cfg->base_url : ZJUCHAT_DEFAULT_BASE_URL,
+            cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL,
+            cfg->workers);
+    if (!cfg->api_key)
+        srv_log("WARNING: ZJU_API_KEY is not set: every POST /api/chat will answer 500 "
+                "and the upstream is never called. Set ZJU_API_KEY (environment or "
+                ".env).");
+    if (strcmp(cfg->cors_origins, "*") == 0)
+        srv_log("WARNING: CORS_ORIGINS is '*': any web site may call this server from "
+                "a browser. Set CORS_ORIGINS to your frontend's origin(s) in "
+                "production.");
+    if (cfg->debug)
+        srv_log("debug logging on (FLASK_DEBUG/DEBUG); the API key is never logged");
+}
+
+static pid_t spawn(const srv_config *cfg, int reserve_fd, const sigset_t *old)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    close(reserve_fd);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    sigprocmask(SIG_SETMASK, old, NULL);
+    _exit(srv_worker_run(cfg));
+}
+
+static void signal_all(slot *s, int n, int sig)
+{
+    for (int i = 0; i < n; i++)
+        if (s[i].pid > 0)
+            kill(s[i].pid, sig);
+}
+
+static int supervise(const srv_config *cfg, int reserve_fd)
+{
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, &old);
+
+    slot slots[MAX_WORKERS];
+    int n = cfg->workers;
+    memset(slots, 0, sizeof slots);
+    for (int i = 0; i < n; i++) {
+        slots[i].backoff_ms = RESTART_MIN_MS;
+        slots[i].started_ms = now_ms();
+        slots[i].pid = spawn(cfg, reserve_fd, &old);
+    }
+    int stopping = 0, exit_code = 0;
+    long kill_at = 0;
+    for (;;) {
+        struct timespec ts = {0, 100 * 1000000};
+        siginfo_t si;
+        int sig = sigtimedwait(&set, &si, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            if (!stopping) {
+                srv_log("%s: draining workers (up to %lds)",
+                        sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->drain_timeout_s);
+                stopping = 1;
+                kill_at = now_ms() + (cfg->drain_timeout_s + KILL_GRACE_S) * 1000;
+                signal_all(slots, n, SIGTERM);
+            } else {
+                srv_log("second signal: stopping workers now");
+                signal_all(slots, n, SIGKILL);
+            }
+        }
+        int st;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+            for (int i = 0; i < n; i++) {
+                if (slots[i].pid != pid)
+                    continue;
+                slots[i].pid = 0;
+                int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+                if (stopping || clean)
+                    break;
+                if (WIFEXITED(st) && WEXITSTATUS(st) == 2) {
+                    srv_log("worker %ld could not start; shutting down", (long)pid);
+                    stopping = 1;
+                    exit_code = 1;
+                    kill_at = now_ms() + KILL_GRACE_S * 1000;
+                    signal_all(slots, n, SIGTERM);
+                    break;
+                }
+                long alive = now_ms() - slots[i].started_ms;
+                /* a worker that keeps dying right away backs off, up to 5 s */
+                if (alive < 1000)
+                    slots[i].backoff_ms = slots[i].backoff_ms * 2 > RESTART_MAX_MS
+                                              ? RESTART_MAX_MS
+                                              : slots[i].backoff_ms * 2;
+                else
+                    slots[i].backoff_ms = RESTART_MIN_MS;
+                slots[i].restart_at_ms = now_ms() + slots[i].backoff_ms;
+                if (WIFSIGNALED(st))
+                    srv_log("worker %ld killed by signal %d; restarting in %ldms",
+                            (long)pid, WTERMSIG(st), slots[i].backoff_ms);
+                else
+                    srv_log("worker %ld exited with status %d; restarting in %ldms",
+                            (long)pid, WEXITSTATUS(st), slots[i].backoff_ms);
+                break;
+            }
+        }
+        int alive = 0;
+        for (int i = 0; i < n; i++) {
+            if (!stopping && slots[i].pid == 0 && slots[i].restart_at_ms &&
+                now_ms() >= slots[i].restart_at_ms) {
+                slots[i].restart_at_ms = 0;
+                slots[i].started_ms = now_ms();
+                slots[i].pid = spawn(cfg, reserve_fd, &old);
+                if (slots[i].pid < 0) {
+                    slots[i].pid = 0;
+                    slots[i].restart_at_ms = now_ms() + RESTART_MAX_MS;
+                }
+            }
+            alive += slots[i].pid > 0;
+        }
+        if (stopping && alive == 0)
+            break;
+        if (stopping && kill_at && now_ms() > kill_at) {
+            srv_log("workers still running after the drain deadline; killing them");
+            signal_all(slots, n, SIGKILL);
+            kill_at = 0;
+        }
+    }
+    srv_log("server stopped");
+    return exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"bind", required_argument, NULL, 'b'},
+                                         {"workers", required_argument, NULL, 'w'},
+                                         {"env-file", required_argument, NULL, 'e'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *bind_spec = NULL, *env_file = NULL;
+    long workers = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "b:w:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            bind_spec = optarg;
+            break;
+        case 'w': {
+            char *end;
+            workers = strtol(optarg, &end, 10);
+            if (*end || workers < 1 || workers > MAX_WORKERS) {
+                fprintf(stderr, "zju-chat-server: -w wants 1..%d\n", MAX_WORKERS);
+                return 2;
+            }
+            break;
+        }
+        case 'e':
+            env_file = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    char err[512];
+    if (srv_config_load_env_file(env_file ? env_file : ".env", env_file != NULL, err,
+                                 sizeof err) < 0) {
+        fprintf(stderr, "zju-chat-server: %s\n", err);
+        return 2;
+    }
+    srv_config cfg;
+    if (srv_config_from_env(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "zju-chat-server: %s\n", err);
+        return 2;
+    }
+    srv_log_set_secret(cfg.api_key);
+    if (bind_spec && srv_config_parse_bind(&cfg, bind_spec) < 0) {
+        fprintf(stderr, "zju-chat-server: bad -b value \"%s\" (want HOST:PORT)\n",
+                bind_spec);
+        srv_config_free(&cfg);
+        return 2;
+    }
+    if (workers > 0)
+        cfg.workers = (int)workers;
+    if (cfg.workers > MAX_WORKERS)
+        cfg.workers = MAX_WORKERS;
+    raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+    if (zjuchat_global_init() != ZJUCHAT_OK) {
+        srv_log("cannot initialise libcurl");
+        srv_config_free(&cfg);
+        return 1;
+    }
+    int reserve_fd = reserve_port(&cfg);
+    if (reserve_fd < 0) {
+        srv_config_free(&cfg);
+        return 1;
+    }
+    startup_report(&cfg);
+    srv_log("listening on http://%s:%d", cfg.host, cfg.port);
+    int rc = supervise(&cfg, reserve_fd);
+    close(reserve_fd);
+    srv_config_free(&cfg);
+    return rc;
+}

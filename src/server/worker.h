@@ -1,0 +1,40 @@
+/*
+ * worker.h - one worker process: an event_base, an evhttp front with its own
+ * SO_REUSEPORT listener, and one zjuchat_client for the upstream.
+ */
+#ifndef SRV_WORKER_H
+#define SRV_WORKER_H
+
+#include "config.h"
+
+struct event_base;
+struct evhttp;
+struct evhttp_bound_socket;
+struct evconnlistener;
+struct event;
+struct zjuchat_client;
+
+typedef struct srv_worker {
+    const srv_config *cfg;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct evconnlistener *listener;
+    struct zjuchat_client *client; /* NULL when ZJU_API_KEY is unset */
+    long pending;                  /* requests whose reply is not finished */
+    long calls;                    /* upstream calls in flight */
+    int draining;
+    struct event *drain_timer;
+    struct event *accept_retry;
+    struct event *sig_term, *sig_int;
+} srv_worker;
+
+/* Run a worker until drained. Returns the process exit code: 0 after a
+ * drain, 2 when it could not start (bind, config). */
+int srv_worker_run(const srv_config *cfg);
+
+/* A request counted in `pending` will never complete normally (its client
+ * left); forget it, and end the drain if it was the last. */
+void srv_worker_request_gone(srv_worker *w);
+
+#endif
