@@ -376,7 +376,9 @@ static int validate(struct evhttp_request *req, const srv_config *cfg, json_t **
     }
     json_t *s = json_object_get(*root, "stream");
     *stream = 0;
-    if (s && !json_is_null(s)) {
+    /* Unlike model and system_content, a null stream is an error: the
+     * contract wants a boolean whenever the member is present. */
+    if (s) {
         if (!json_is_boolean(s)) {
             *msg = "stream must be a boolean";
             return 400;

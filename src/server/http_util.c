@@ -83,7 +83,7 @@ char *srv_http_error_json(const char *msg)
     if (!s) /* not valid UTF-8: say so rather than fail */
         s = json_string("error (message not valid UTF-8)");
     json_object_set_new(o, "error", s);
-    char *out = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    char *out = json_dumps(o, JSON_ENSURE_ASCII);
     json_decref(o);
     return out;
 }
