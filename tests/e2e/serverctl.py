@@ -1,0 +1,769 @@
+"""Test harness for zju-chat-server end-to-end tests.
+
+Starts the real server binary (and the mock upstream) on loopback with a fresh
+environment, and gives tests small HTTP, SSE and raw-socket helpers. Every
+response (headers and body) and every server log is kept in one session
+directory, so a final test can prove the API key never leaked anywhere.
+Every wait here is bounded.
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BUILD_DIR = os.path.join(ROOT, os.environ.get("ZJU_BUILD_DIR", "build-asan"))
+SERVER_BIN = os.path.join(BUILD_DIR, "zju-chat-server")
+MOCK_BIN = os.path.join(BUILD_DIR, "zju-mock-upstream")
+
+# Distinctive, so a grep over everything the tests saw finds any leak.
+KEY = "sk-test-SECRET-4f9a"
+DEFAULT_MODEL = "deepseek-r1-671b"
+
+LOG_DIR = os.environ.get("ZJU_E2E_LOG_DIR") or tempfile.mkdtemp(prefix="zju-e2e-server-")
+os.makedirs(LOG_DIR, exist_ok=True)
+RESPONSES = os.path.join(LOG_DIR, "responses.bin")
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+_counter = [0]
+
+
+def _next_id():
+    _counter[0] += 1
+    return _counter[0]
+
+
+def have_binaries():
+    return os.access(SERVER_BIN, os.X_OK) and os.access(MOCK_BIN, os.X_OK)
+
+
+def record(data):
+    """Appends bytes a client received to the session's response record."""
+    with open(RESPONSES, "ab") as f:
+        f.write(data)
+        f.write(b"\n")
+
+
+def free_port():
+    """A port nobody listens on right now (bind to 0, read it, close)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def base_env():
+    """A fresh environment: nothing of ours (ZJU_*, PORT, ...) is inherited."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "ASAN_OPTIONS": os.environ.get(
+            "ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+        ),
+        "UBSAN_OPTIONS": os.environ.get("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
+    }
+    return env
+
+
+def model(name=DEFAULT_MODEL, **directives):
+    """A model name carrying mock directives: model(events=3, fault='drop_mid')."""
+    if not directives:
+        return name
+    return name + "#" + ",".join(f"{k}={v}" for k, v in directives.items())
+
+
+def wait_until(pred, timeout, step=0.02):
+    """Polls pred() until truthy or timeout; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def _tail(path, n=4000):
+    try:
+        with open(path, "rb") as f:
+            return f.read()[-n:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _children(pid):
+    """Direct children of pid, from /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            out.append(int(d))
+    return out
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------- responses
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # list of (name, value), order kept
+        self.body = body
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.body[:300]!r}>"
+
+
+def _record_response(status, headers, body):
+    record(b"%d " % status + "\r\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1", "replace"))
+    record(body)
+
+
+def request(port, method, path, body=None, headers=None, timeout=10):
+    """One request on a fresh connection; returns a Response (body fully read)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        resp = Response(r.status, r.getheaders(), data)
+    finally:
+        conn.close()
+    _record_response(resp.status, resp.headers, resp.body)
+    return resp
+
+
+def chat(port, payload, headers=None, timeout=15, content_type="application/json"):
+    """POST /api/chat with a JSON payload (dict) or raw bytes."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    h = {}
+    if content_type is not None:
+        h["Content-Type"] = content_type
+    h.update(headers or {})
+    return request(port, "POST", "/api/chat", body=body, headers=h, timeout=timeout)
+
+
+# ---------------------------------------------------------------- SSE
+
+
+class Stream:
+    """What a client saw of one streamed answer: raw body bytes with timing."""
+
+    def __init__(self):
+        self.status = None
+        self.headers = []
+        self.chunks = []  # (seconds since request sent, bytes)
+        self.t_headers = None
+        self.t_end = None
+        self.clean_end = False  # the chunked body was properly terminated
+        self.error = None
+
+    @property
+    def raw(self):
+        return b"".join(c for _, c in self.chunks)
+
+    def header(self, name):
+        return Response(self.status, self.headers, b"").header(name)
+
+    def frames(self):
+        return split_frames(self.raw)
+
+    def data(self):
+        """Payloads of the data: frames, in order (bytes)."""
+        return [v for kind, v in self.frames() if kind == "data"]
+
+    def comments(self):
+        return [v for kind, v in self.frames() if kind == "comment"]
+
+    def json_events(self):
+        return [json.loads(d) for d in self.data()]
+
+    def errors(self):
+        return [e["error"] for e in self.json_events() if isinstance(e, dict) and "error" in e]
+
+    def content(self):
+        """The answer text assembled from the content deltas."""
+        out = []
+        for e in self.json_events():
+            for c in e.get("choices", []) if isinstance(e, dict) else []:
+                d = c.get("delta") or {}
+                if isinstance(d.get("content"), str):
+                    out.append(d["content"])
+        return "".join(out)
+
+
+FRAME_RE = re.compile(rb"(data: [^\n]*|:[^\n]*)\n\n")
+
+
+def split_frames(raw):
+    """Splits a relayed SSE body into ('data', payload) / ('comment', text)
+    frames; fails on anything that is not exactly 'data: X\\n\\n' or a
+    ': comment\\n\\n' (so framing is checked byte for byte)."""
+    out = []
+    pos = 0
+    while pos < len(raw):
+        m = FRAME_RE.match(raw, pos)
+        if not m:
+            raise AssertionError(f"malformed SSE framing at byte {pos}: {raw[pos:pos + 200]!r}")
+        frame = m.group(1)
+        if frame.startswith(b"data: "):
+            out.append(("data", frame[6:]))
+        else:
+            out.append(("comment", frame[1:].strip()))
+        pos = m.end()
+    return out
+
+
+def stream(port, payload, timeout=20, headers=None, on_chunk=None, path="/api/chat"):
+    """POSTs a stream request and reads the answer as it arrives.
+
+    on_chunk(stream, bytes) may return False to hang up right there.
+    Never waits longer than timeout in total."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    s = Stream()
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers=h)
+        r = conn.getresponse()
+        s.t_headers = time.monotonic() - t0
+        s.status = r.status
+        s.headers = r.getheaders()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                s.error = TimeoutError("stream not finished within %.1fs" % timeout)
+                break
+            conn.sock.settimeout(left)
+            try:
+                data = r.read1(65536)
+            except (http.client.IncompleteRead, ConnectionError, OSError) as e:
+                s.error = e
+                break
+            if not data:
+                s.clean_end = True
+                break
+            s.chunks.append((time.monotonic() - t0, data))
+            if on_chunk is not None and on_chunk(s, data) is False:
+                break
+    finally:
+        s.t_end = time.monotonic() - t0
+        conn.close()
+    _record_response(s.status or 0, s.headers, s.raw)
+    return s
+
+
+# ---------------------------------------------------------------- raw socket
+
+
+class RawConn:
+    """A plain TCP connection for keep-alive, pipelining and hang-up tests."""
+
+    def __init__(self, port, timeout=5):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        self.closed = False
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def post_chat(self, payload, extra_headers="", keep_alive=True):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        head = (
+            "POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            + ("" if keep_alive else "Connection: close\r\n")
+            + extra_headers
+            + "\r\n"
+        )
+        return head.encode() + body
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no data within deadline; have %r" % self.buf[-200:])
+        self.sock.settimeout(left)
+        data = self.sock.recv(65536)
+        if not data:
+            self.closed = True
+            raise ConnectionError("peer closed; have %r" % self.buf[-200:])
+        self.buf += data
+
+    def read_until(self, token, timeout=5):
+        deadline = time.monotonic() + timeout
+        while token not in self.buf:
+            self._fill(deadline)
+        i = self.buf.index(token) + len(token)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_exact(self, n, deadline):
+        while len(self.buf) < n:
+            self._fill(deadline)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self, timeout=10, head_only=False):
+        """Reads one HTTP/1.1 response (Content-Length or chunked) off the
+        connection, leaving any following bytes buffered for the next call."""
+        deadline = time.monotonic() + timeout
+        head = self.read_until(b"\r\n\r\n", timeout)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = []
+        for line in lines[1:]:
+            if line:
+                k, _, v = line.partition(":")
+                headers.append((k.strip(), v.strip()))
+        resp = Response(status, headers, b"")
+        if head_only:
+            return resp
+        te = (resp.header("transfer-encoding") or "").lower()
+        if "chunked" in te:
+            body = b""
+            while True:
+                size_line = self.read_until(b"\r\n", deadline - time.monotonic())
+                size = int(size_line.split(b";")[0].strip(), 16)
+                chunk = self.read_exact(size + 2, deadline)
+                if size == 0:
+                    break
+                body += chunk[:-2]
+        elif resp.header("content-length") is not None:
+            body = self.read_exact(int(resp.header("content-length")), deadline)
+        elif status in (204, 304) or 100 <= status < 200:
+            body = b""
+        else:
+            body = b""
+            try:
+                while True:
+                    self._fill(deadline)
+            except ConnectionError:
+                pass
+            body, self.buf = self.buf, b""
+        resp.body = body
+        _record_response(resp.status, resp.headers, resp.body)
+        return resp
+
+    def wait_closed(self, timeout):
+        """True if the peer closes (EOF or reset) within timeout; data that
+        arrives meanwhile is kept in self.buf."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._fill(deadline)
+            except ConnectionError:
+                return True
+            except TimeoutError:
+                return False
+            except socket.timeout:
+                return False
+            except OSError:
+                return True
+
+    def abort(self):
+        """Hangs up with a reset (SO_LINGER 0), like a killed browser tab."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except OSError:
+            pass
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Mock:
+    """The mock upstream binary on a free port, plus its /_mock control API."""
+
+    def __init__(self, *args, key=KEY):
+        self.args = list(args)
+        self.key = key
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        n = _next_id()
+        self.out_path = os.path.join(LOG_DIR, f"mock-{n}.out")
+        self.err_path = os.path.join(LOG_DIR, f"mock-{n}.err")
+        cmd = [MOCK_BIN, "--port", "0"]
+        if self.key:
+            cmd += ["--key", self.key]
+        cmd += self.args
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=base_env(), stdin=subprocess.DEVNULL)
+        pat = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
+
+        def ready():
+            for p in (self.out_path, self.err_path):
+                with open(p, "rb") as f:
+                    m = pat.search(f.read())
+                if m:
+                    return int(m.group(1))
+            return None
+
+        self.port = wait_until(lambda: ready() or self.proc.poll() is not None, 10)
+        if not isinstance(self.port, int) or self.port is True:
+            self.stop()
+            raise RuntimeError("mock upstream did not start: " + _tail(self.err_path))
+        return self
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _call(self, method, path, payload=None):
+        body = None if payload is None else json.dumps(payload).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+        finally:
+            conn.close()
+        if r.status != 200:
+            raise RuntimeError(f"mock {path}: {r.status} {data[:200]!r}")
+        return json.loads(data) if data.strip() else None
+
+    def stats(self):
+        return self._call("GET", "/_mock/stats")
+
+    def last(self):
+        return self._call("GET", "/_mock/last")
+
+    def last_body(self):
+        """The JSON body of the last chat request the mock received."""
+        body = self.last()["body"]
+        return json.loads(body) if isinstance(body, str) else body
+
+    def config(self, **kw):
+        return self._call("POST", "/_mock/config", kw)
+
+    def reset(self):
+        """Clears global directives and fail_next (not the counters)."""
+        return self.config(reset=True)
+
+    def direct(self, body, stream=False, timeout=10):
+        """Sends a chat request straight to the mock (not through the
+        server), with the key; returns a Response or, for streams, the list
+        of raw data payloads (bytes)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            conn.request(
+                "POST",
+                "/v1/chat/completions",
+                body=data,
+                headers={"Content-Type": "application/json", "Authorization": "Bearer " + KEY},
+            )
+            r = conn.getresponse()
+            raw = r.read()
+        finally:
+            conn.close()
+        if not stream:
+            return Response(r.status, r.getheaders(), raw)
+        out = []
+        for line in raw.replace(b"\r\n", b"\n").split(b"\n"):
+            if line.startswith(b"data:"):
+                out.append(line[5:].lstrip(b" "))
+        return out
+
+    def wait_stat(self, name, pred, timeout=2):
+        """Polls stats until pred(stats[name]); returns the stats seen last."""
+        box = {}
+
+        def check():
+            box["s"] = self.stats()
+            return pred(box["s"][name])
+
+        wait_until(check, timeout, step=0.01)
+        return box["s"]
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class ServerError(AssertionError):
+    pass
+
+
+class Server:
+    """zju-chat-server on a free loopback port.
+
+    env: extra variables (value None removes one); the base is a fresh env
+    with ZJU_API_KEY=key and ZJU_BASE_URL=upstream unless given as None.
+    cwd: working directory (default: a fresh empty one, so no stray .env)."""
+
+    def __init__(self, upstream=None, env=None, key=KEY, workers=1, args=None, cwd=None, bind=True):
+        self.env = base_env()
+        if key is not None:
+            self.env["ZJU_API_KEY"] = key
+        if upstream is not None:
+            self.env["ZJU_BASE_URL"] = upstream
+        for k, v in (env or {}).items():
+            if v is None:
+                self.env.pop(k, None)
+            else:
+                self.env[k] = str(v)
+        self.workers = workers
+        self.extra_args = list(args or [])
+        self.cwd = cwd
+        self.bind = bind
+        self.proc = None
+        self.port = None
+        self.stopped = False
+
+    def start(self, wait=True):
+        n = _next_id()
+        self.err_path = os.path.join(LOG_DIR, f"server-{n}.err")
+        self.out_path = os.path.join(LOG_DIR, f"server-{n}.out")
+        if self.cwd is None:
+            self.cwd = tempfile.mkdtemp(prefix=f"cwd-{n}-", dir=LOG_DIR)
+        cmd = [SERVER_BIN]
+        if self.bind:
+            self.port = free_port()
+            cmd += ["-b", f"127.0.0.1:{self.port}"]
+        else:
+            self.port = int(self.env["PORT"])
+        if self.workers is not None:
+            cmd += ["-w", str(self.workers)]
+        cmd += self.extra_args
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=err, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def healthy(self):
+        try:
+            return request(self.port, "GET", "/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout=15):
+        def ready():
+            if self.proc.poll() is not None:
+                return "exited"
+            return self.healthy()
+
+        r = wait_until(ready, timeout, step=0.05)
+        if r is not True:
+            self.kill()
+            raise ServerError(f"server not ready ({r}): {self.log()[-3000:]}")
+
+    def log(self):
+        out = []
+        for p in (self.err_path, self.out_path):
+            with open(p, "rb") as f:
+                out.append(f.read().decode("utf-8", "replace"))
+        return "".join(out)
+
+    def wait_log(self, needle, timeout=3):
+        """Waits until needle (a string or compiled regex) appears in the log."""
+        if isinstance(needle, str):
+            return wait_until(lambda: needle in self.log(), timeout)
+        return wait_until(lambda: needle.search(self.log()), timeout)
+
+    def workers_pids(self):
+        return _children(self.proc.pid)
+
+    def all_pids(self):
+        return [self.proc.pid] + self.workers_pids()
+
+    def rss_kb(self):
+        """Resident memory of the supervisor and its workers, in KB."""
+        return sum(rss_kb(p) for p in self.all_pids())
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def check_log(self):
+        """Fails on sanitizer reports or the key in the log."""
+        text = self.log()
+        for mark in SANITIZER_MARKS:
+            if mark in text:
+                i = text.index(mark)
+                raise ServerError(f"sanitizer report in server log: {text[max(0, i - 200):i + 3000]}")
+        if KEY in text:
+            line = next(l for l in text.splitlines() if KEY in l)
+            raise ServerError(f"API key in server log: {line[:300]}")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Stops the server and asserts it exited 0 with a clean log."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.wait_exit(timeout)
+        if rc is None:
+            self.kill()
+            raise ServerError(f"server did not exit within {timeout}s of {sig!r}")
+        self.check_log()
+        if rc != 0:
+            raise ServerError(f"server exited with {rc}: {self.log()[-3000:]}")
+
+    def kill(self):
+        self.stopped = True
+        if self.proc and self.proc.poll() is None:
+            for pid in self.workers_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.stop()
+        else:
+            # Do not mask the test's own failure; still leave nothing running.
+            try:
+                self.stop(timeout=5)
+            except Exception:
+                self.kill()
+
+
+def normalize(b):
+    """Blanks the per-request fields of a mock answer (id, created) so two
+    answers to the same request compare byte for byte."""
+    b = re.sub(rb'"id":"[^"]*"', b'"id":"X"', b)
+    return re.sub(rb'"created":\d+', b'"created":0', b)
+
+
+class ServerCase(unittest.TestCase):
+    """One mock and one server shared by a test class; the mock's global
+    directives are reset before each test."""
+
+    server_env = {}
+    workers = 1
+    mock_args = ()
+
+    @classmethod
+    def setUpClass(cls):
+        if not have_binaries():
+            raise RuntimeError(f"missing {SERVER_BIN} or {MOCK_BIN}: run make asan")
+        cls.mock = Mock(*cls.mock_args).start()
+        try:
+            cls.server = Server(cls.mock.base_url, env=cls.server_env, workers=cls.workers).start()
+        except BaseException:
+            cls.mock.stop()
+            raise
+        cls.port = cls.server.port
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.server.stop()
+        finally:
+            cls.mock.stop()
+
+    def setUp(self):
+        self.mock.reset()
+
+    def assert_error(self, resp, status, cors=True):
+        """A JSON error answer {"error": "<non-empty string>"} with CORS."""
+        self.assertEqual(resp.status, status, resp)
+        ctype = resp.header("content-type") or ""
+        self.assertIn("application/json", ctype.lower(), resp.headers)
+        body = resp.json()
+        self.assertIsInstance(body, dict, resp)
+        self.assertIsInstance(body.get("error"), str, resp)
+        self.assertTrue(body["error"], resp)
+        if cors:
+            self.assertIsNotNone(resp.header("access-control-allow-origin"), resp.headers)
+        return body["error"]
+
+    def assert_serves(self, port=None, events=3):
+        """A normal stream right now gets every event and a clean end."""
+        s = stream(port or self.port, {"user_content": "hi", "stream": True, "model": model(events=events)}, timeout=10)
+        self.assertEqual(s.status, 200, s.raw[:300])
+        self.assertTrue(s.clean_end, s.error)
+        self.assertEqual(s.errors(), [])
+        self.assertTrue(s.json_events()[-1]["choices"][0].get("finish_reason"), s.raw[-300:])
+        return s
+
+
+def scan_for_key():
+    """Files of the session (server logs, every response) containing KEY."""
+    hits = []
+    for name in sorted(os.listdir(LOG_DIR)):
+        if not (name.startswith("server-") or name == "responses.bin"):
+            continue
+        with open(os.path.join(LOG_DIR, name), "rb") as f:
+            if KEY.encode() in f.read():
+                hits.append(name)
+    return hits

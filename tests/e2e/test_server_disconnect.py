@@ -1,0 +1,179 @@
+"""A client that goes away cancels its upstream transfer promptly, in every
+phase (waiting for upstream headers, waiting for the first event,
+mid-stream, non-stream); a client that stops reading pauses the upstream
+and keeps the server's memory bounded."""
+
+import socket
+import sys
+import time
+
+from serverctl import (
+    RawConn,
+    ServerCase,
+    model,
+    wait_until,
+)
+
+CANCEL_LIMIT_S = 1.0
+
+
+class ClientLeaves(ServerCase):
+    # Default heartbeats (15 s) on purpose: nothing is written to the client
+    # during these waits, so the server must notice the hang-up by itself.
+
+    def start(self, payload):
+        """Opens a connection, sends the request, waits until the upstream
+        has it; returns the connection."""
+        before = self.mock.stats()["chat_requests"]
+        c = RawConn(self.port)
+        c.send(c.post_chat(payload))
+        st = self.mock.wait_stat("chat_requests", lambda v: v > before, 3)
+        self.assertGreater(st["chat_requests"], before, "the upstream never got the request")
+        return c
+
+    def leave_and_measure(self, c, how="close"):
+        """Hangs up; returns seconds until the mock saw its upstream
+        connection closed by the server."""
+        before = self.mock.stats()["connections_closed_by_client"]
+        t0 = time.monotonic()
+        if how == "abort":
+            c.abort()
+        else:
+            c.close()
+        st = self.mock.wait_stat("connections_closed_by_client", lambda v: v > before, 3)
+        took = time.monotonic() - t0
+        self.assertGreater(st["connections_closed_by_client"], before, "upstream transfer was never cancelled")
+        print(f"  [disconnect-to-cancel {self._testMethodName}: {took * 1000:.0f} ms]", file=sys.stderr)
+        return took
+
+    def after_leaving(self):
+        # Nothing is left running upstream, and the server still serves.
+        st = self.mock.wait_stat("streams_active", lambda v: v == 0, 2)
+        self.assertEqual(st["streams_active"], 0)
+        self.assert_serves()
+
+    def test_stream_waiting_for_upstream_headers(self):
+        c = self.start({"user_content": "hi", "stream": True, "model": model(fault="hang_headers")})
+        time.sleep(0.2)
+        self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
+        self.after_leaving()
+
+    def test_stream_upstream_thinking(self):
+        c = self.start({"user_content": "hi", "stream": True, "model": model(think=20000)})
+        time.sleep(0.2)
+        self.assertLess(self.leave_and_measure(c, "abort"), CANCEL_LIMIT_S)
+        self.after_leaving()
+
+    def test_stream_before_first_event(self):
+        c = self.start({"user_content": "hi", "stream": True, "model": model(fault="hang_mid", after=0)})
+        r = c.read_response(head_only=True)
+        self.assertEqual(r.status, 200, "the stream starts as soon as the upstream answered 2xx")
+        time.sleep(0.2)
+        self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
+        self.after_leaving()
+
+    def test_mid_stream(self):
+        c = self.start({"user_content": "hi", "stream": True, "model": model(events=2000, delay=20)})
+        c.read_until(b"data: ", 5)
+        c.read_until(b"data: ", 5)
+        c.read_until(b"data: ", 5)
+        self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
+        self.after_leaving()
+
+    def test_mid_stream_reset(self):
+        c = self.start({"user_content": "hi", "stream": True, "model": model(events=2000, delay=20)})
+        c.read_until(b"data: ", 5)
+        self.assertLess(self.leave_and_measure(c, "abort"), CANCEL_LIMIT_S)
+        self.after_leaving()
+
+    def test_non_stream_waiting(self):
+        c = self.start({"user_content": "hi", "model": model(think=20000)})
+        time.sleep(0.2)
+        self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
+        self.after_leaving()
+
+    def test_non_stream_mid_body(self):
+        c = self.start({"user_content": "hi", "model": model(fault="hang_mid")})
+        time.sleep(0.3)
+        self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
+        self.after_leaving()
+
+    def test_half_close_after_request(self):
+        # shutdown(SHUT_WR) after the request is how some clients say "done
+        # sending"; whether it cancels is the server's choice, but it must
+        # not crash or hang, and a full close must cancel.
+        c = self.start({"user_content": "hi", "stream": True, "model": model(think=20000)})
+        before = self.mock.stats()["connections_closed_by_client"]
+        c.sock.shutdown(socket.SHUT_WR)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        c.close()
+        st = self.mock.wait_stat("connections_closed_by_client", lambda v: v > before, 3)
+        self.assertGreater(st["connections_closed_by_client"], before)
+        self.assertLess(time.monotonic() - t0, CANCEL_LIMIT_S)
+        self.after_leaving()
+
+
+class SlowReader(ServerCase):
+    """Clients that stop reading a long, fast stream: the server pauses the
+    upstream transfer instead of buffering it."""
+
+    workers = 1
+    N_CLIENTS = 4
+    EVENTS = 300000  # about 45 MB per stream if it were all buffered
+
+    def open_stalled(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", self.port))
+        c = RawConn.__new__(RawConn)
+        c.sock, c.buf, c.closed = s, b"", False
+        c.send(c.post_chat({"user_content": "hi", "stream": True, "model": model(events=self.EVENTS)}))
+        return c
+
+    def test_memory_bounded_and_cancel_while_paused(self):
+        base_rss = self.server.rss_kb()
+        before = self.mock.stats()
+        conns = [self.open_stalled() for _ in range(self.N_CLIENTS)]
+        try:
+            st = self.mock.wait_stat("streams_active", lambda v: v >= self.N_CLIENTS, 3)
+            self.assertEqual(st["streams_active"], self.N_CLIENTS)
+            peak = base_rss
+            t_end = time.monotonic() + 3
+            while time.monotonic() < t_end:
+                peak = max(peak, self.server.rss_kb())
+                time.sleep(0.1)
+            st = self.mock.stats()
+            growth_mb = (peak - base_rss) / 1024
+            print(f"  [slow readers: {self.N_CLIENTS} stalled, server RSS {base_rss // 1024} -> {peak // 1024} MB]", file=sys.stderr)
+            self.assertEqual(st["streams_completed"], before["streams_completed"], "the upstream must be paused, not drained")
+            self.assertEqual(st["streams_active"], self.N_CLIENTS)
+            self.assertLess(growth_mb, 40, f"server RSS grew {growth_mb:.0f} MB for {self.N_CLIENTS} stalled clients")
+            # Leaving while paused still cancels at once.
+            closed_before = st["connections_closed_by_client"]
+            t0 = time.monotonic()
+            for c in conns:
+                c.abort()
+            st = self.mock.wait_stat("connections_closed_by_client", lambda v: v >= closed_before + self.N_CLIENTS, 3)
+            self.assertGreaterEqual(st["connections_closed_by_client"], closed_before + self.N_CLIENTS)
+            self.assertLess(time.monotonic() - t0, CANCEL_LIMIT_S * 1.5)
+        finally:
+            for c in conns:
+                c.close()
+        self.assertTrue(wait_until(lambda: self.mock.stats()["streams_active"] == 0, 2))
+        self.assert_serves()
+
+    def test_resume_after_stall_delivers_everything(self):
+        n = 20000
+        c = RawConn(self.port)
+        try:
+            c.send(c.post_chat({"user_content": "hi", "stream": True, "model": model(events=n, reasoning=0)}, keep_alive=False))
+            time.sleep(1.5)  # not reading: the server must pause, then resume
+            r = c.read_response(timeout=30)
+        finally:
+            c.close()
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.body.count(b"data: "), n + 2)  # role, n contents, finish
+        self.assertNotIn(b"[DONE]", r.body)
+        self.assertNotIn(b'"error"', r.body)
