@@ -129,6 +129,8 @@ static void on_drained(struct evhttp_connection *evcon, void *arg)
     chat_ctx *c = arg;
     if (c->paused && c->req && ctx_outlen(c) < OUT_HIGH_WATER / 2) {
         c->paused = 0;
+        if (c->w->cfg->debug)
+            srv_log("debug: client caught up, resuming upstream");
         zjuchat_call_resume(c->call);
     }
 }
@@ -150,6 +152,8 @@ static void send_out(chat_ctx *c)
     arm_ping(c);
     if (!c->paused && ctx_outlen(c) > OUT_HIGH_WATER) {
         c->paused = 1;
+        if (c->w->cfg->debug)
+            srv_log("debug: client behind by %zu bytes, pausing upstream", ctx_outlen(c));
         zjuchat_call_pause(c->call);
     }
 }
