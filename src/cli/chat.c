@@ -228,7 +228,10 @@ void cli_report_error(const zjuchat_error *err)
     /* The library already redacts; this is a second lock on the same door. */
     zjuchat_redact(msg, strlen(msg), getenv("ZJU_API_KEY"));
     const char *cls = zjuchat_strerror(err->code);
-    if (err->code == ZJUCHAT_ERR_API && err->http_status)
+    char status[32];
+    snprintf(status, sizeof(status), "HTTP %ld", err->http_status);
+    /* Name the status unless the library's message already does. */
+    if (err->code == ZJUCHAT_ERR_API && err->http_status && !strstr(msg, status))
         fprintf(stderr, "zju-chat: %s (HTTP %ld): %s\n", cls, err->http_status,
                 *msg ? msg : "no message");
     else if (*msg)
