@@ -535,7 +535,9 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *userdata)
         const char *v = line + 13;
         while (*v == ' ' || *v == '\t')
             v++;
-        snprintf(call->content_type, sizeof call->content_type, "%s", v);
+        size_t vl = strnlen(v, sizeof call->content_type - 1);
+        memcpy(call->content_type, v, vl);
+        call->content_type[vl] = '\0';
     } else if (strncasecmp(line, "retry-after:", 12) == 0) {
         call->retry_after_ms = parse_retry_after(line + 12);
     }

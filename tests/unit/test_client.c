@@ -1,0 +1,668 @@
+/*
+ * test_client.c - libzjuchat end to end against the bundled mock upstream,
+ * through the real libcurl path: answers, streams, every error class,
+ * timeouts, retries, cancel, connection reuse, TLS and key redaction.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "mockproc.h"
+#include "zjuchat.h"
+
+#define KEY "sk-unit-SECRET-77aa"
+
+static struct mockproc mock;
+
+static long now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000L + t.tv_nsec / 1000000;
+}
+
+static int setup(void **state)
+{
+    const char *args[] = {"--key", KEY, NULL};
+    return mock_start(&mock, args);
+}
+
+static int teardown(void **state)
+{
+    return mock_stop(&mock);
+}
+
+static zjuchat_client *new_client(void)
+{
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, mock.base, &err);
+    assert_non_null(c);
+    zjuchat_client_set_retries(c, 0, 0);
+    return c;
+}
+
+/* Stream collector. */
+struct collected {
+    char content[8192];
+    size_t content_len;
+    char reasoning[8192];
+    size_t reasoning_len;
+    int chunks;
+    int finish_seen;
+    long total_tokens;
+    int stop_after; /* 0: never */
+};
+
+static int collect(const zjuchat_chunk *chunk, void *ud)
+{
+    struct collected *c = ud;
+    size_t len;
+    const char *s = zjuchat_chunk_content(chunk, &len);
+    if (s && c->content_len + len < sizeof c->content) {
+        memcpy(c->content + c->content_len, s, len);
+        c->content_len += len;
+    }
+    s = zjuchat_chunk_reasoning(chunk, &len);
+    if (s && c->reasoning_len + len < sizeof c->reasoning) {
+        memcpy(c->reasoning + c->reasoning_len, s, len);
+        c->reasoning_len += len;
+    }
+    if (zjuchat_chunk_finish_reason(chunk))
+        c->finish_seen = 1;
+    zjuchat_chunk_usage(chunk, NULL, NULL, &c->total_tokens);
+    size_t dlen;
+    const char *d = zjuchat_chunk_data(chunk, &dlen);
+    assert_true(dlen > 2 && d[0] == '{');
+    c->chunks++;
+    return c->stop_after && c->chunks >= c->stop_after;
+}
+
+static zjuchat_code run_stream(zjuchat_client *c, const char *model,
+                               struct collected *out, zjuchat_error *err)
+{
+    zjuchat_request *req = zjuchat_request_new_simple(model, "你好，世界", NULL);
+    zjuchat_code rc = zjuchat_stream(c, req, collect, out, err);
+    zjuchat_request_free(req);
+    return rc;
+}
+
+static zjuchat_code run_complete(zjuchat_client *c, const char *model,
+                                 zjuchat_response **out, zjuchat_error *err)
+{
+    zjuchat_request *req = zjuchat_request_new_simple(model, "你好，世界", "be brief");
+    zjuchat_code rc = zjuchat_complete(c, req, out, err);
+    zjuchat_request_free(req);
+    return rc;
+}
+
+static void complete_returns_content_reasoning_usage(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_response *resp = NULL;
+    zjuchat_error err;
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_response_status(resp), 200);
+    size_t len;
+    const char *content = zjuchat_response_content(resp, &len);
+    assert_non_null(content);
+    assert_true(len > 0);
+    assert_non_null(zjuchat_response_reasoning(resp, NULL));
+    assert_string_equal(zjuchat_response_finish_reason(resp), "stop");
+    long p = -1, cpl = -1, t = -1;
+    assert_int_equal(zjuchat_response_usage(resp, &p, &cpl, &t), 0);
+    assert_true(p > 0 && cpl > 0 && t == p + cpl);
+    const char *body = zjuchat_response_body(resp, &len);
+    assert_non_null(strstr(body, "chat.completion"));
+    zjuchat_response_free(resp);
+    zjuchat_client_free(c);
+}
+
+static void stream_matches_complete_with_chinese_and_emoji(void **state)
+{
+    zjuchat_client *c = new_client();
+    struct collected s = {0};
+    zjuchat_error err;
+    assert_int_equal(run_stream(c, NULL, &s, &err), ZJUCHAT_OK);
+    zjuchat_response *resp = NULL;
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    size_t len;
+    const char *content = zjuchat_response_content(resp, &len);
+    assert_int_equal(s.content_len, len);
+    assert_memory_equal(s.content, content, len);
+    assert_true(s.reasoning_len > 0);
+    assert_true(s.finish_seen);
+    s.content[s.content_len] = '\0';
+    assert_non_null(strstr(s.content, "你好"));
+    assert_non_null(strstr(s.content, "\xf0\x9f")); /* an emoji (4-byte UTF-8) */
+    zjuchat_response_free(resp);
+    zjuchat_client_free(c);
+}
+
+static void stream_event_count_and_split_reads(void **state)
+{
+    zjuchat_client *c = new_client();
+    struct collected a = {0}, b = {0};
+    zjuchat_error err;
+    assert_int_equal(run_stream(c, "deepseek-v3-671b#events=5,reasoning=0", &a, &err),
+                     ZJUCHAT_OK);
+    /* role delta + 5 content deltas + finish chunk */
+    assert_int_equal(a.chunks, 7);
+    /* Same answer when every event arrives in 3-byte pieces and with CRLF. */
+    assert_int_equal(
+        run_stream(c, "deepseek-v3-671b#events=5,reasoning=0,split=3,fault=crlf", &b,
+                   &err),
+        ZJUCHAT_OK);
+    assert_int_equal(b.chunks, 7);
+    assert_int_equal(a.content_len, b.content_len);
+    assert_memory_equal(a.content, b.content, a.content_len);
+    zjuchat_client_free(c);
+}
+
+static void garbage_lines_are_skipped(void **state)
+{
+    zjuchat_client *c = new_client();
+    struct collected a = {0}, b = {0};
+    zjuchat_error err;
+    assert_int_equal(run_stream(c, "deepseek-v3-671b#events=4", &a, &err), ZJUCHAT_OK);
+    assert_int_equal(run_stream(c, "deepseek-v3-671b#events=4,fault=garbage", &b, &err),
+                     ZJUCHAT_OK);
+    assert_int_equal(a.chunks, b.chunks);
+    assert_memory_equal(a.content, b.content, a.content_len);
+    zjuchat_client_free(c);
+}
+
+static void connection_is_reused_across_calls(void **state)
+{
+    json_decref(mock_control(&mock, "/_mock/reset-stats", "{}"));
+    long before = mock_stat(&mock, "connections_accepted");
+    zjuchat_client *c = new_client();
+    zjuchat_error err;
+    for (int i = 0; i < 5; i++) {
+        struct collected s = {0};
+        assert_int_equal(run_stream(c, "deepseek-v3-671b#events=2", &s, &err),
+                         ZJUCHAT_OK);
+        zjuchat_response *resp = NULL;
+        assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+        zjuchat_response_free(resp);
+    }
+    assert_int_equal(zjuchat_client_connections_opened(c), 1);
+    /* One stats request of our own opened a connection too. */
+    assert_int_equal(mock_stat(&mock, "connections_accepted") - before, 1 + 1);
+    zjuchat_client_free(c);
+}
+
+static void missing_key_is_a_config_error_naming_the_variable(void **state)
+{
+    unsetenv("ZJU_API_KEY");
+    zjuchat_error err;
+    assert_null(zjuchat_client_new(NULL, mock.base, &err));
+    assert_int_equal(err.code, ZJUCHAT_ERR_CONFIG);
+    assert_non_null(strstr(err.message, "ZJU_API_KEY"));
+    setenv("ZJU_API_KEY", "env-key", 1);
+    setenv("ZJU_BASE_URL", "http://127.0.0.1:1/v1///", 1);
+    zjuchat_client *c = zjuchat_client_new_from_env(&err);
+    assert_non_null(c);
+    assert_string_equal(zjuchat_client_base_url(c), "http://127.0.0.1:1/v1");
+    zjuchat_client_free(c);
+    unsetenv("ZJU_API_KEY");
+    unsetenv("ZJU_BASE_URL");
+    assert_null(zjuchat_client_new(KEY, "ftp://x", &err));
+    assert_int_equal(err.code, ZJUCHAT_ERR_CONFIG);
+    assert_null(zjuchat_client_new("bad\r\nInjected: 1", mock.base, &err));
+    assert_int_equal(err.code, ZJUCHAT_ERR_CONFIG);
+}
+
+static void wrong_key_is_an_api_error(void **state)
+{
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new("sk-wrong", mock.base, &err);
+    zjuchat_response *resp = NULL;
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_API);
+    assert_int_equal(err.http_status, 401);
+    assert_null(resp);
+    zjuchat_client_free(c);
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    bind(fd, (struct sockaddr *)&a, sizeof a);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void network_errors_have_details(void **state)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", free_port());
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    zjuchat_response *resp = NULL;
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_NETWORK);
+    assert_int_equal(err.detail, ZJUCHAT_NET_CONNECT);
+    zjuchat_client_free(c);
+
+    c = zjuchat_client_new(KEY, "http://no-such-host.invalid/v1", &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_NETWORK);
+    assert_int_equal(err.detail, ZJUCHAT_NET_DNS);
+    zjuchat_client_free(c);
+}
+
+static void connect_timeout(void **state)
+{
+    /* A listener whose accept queue is full drops further SYNs, so the
+     * connect hangs: a local stand-in for an unreachable host. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    getsockname(fd, (struct sockaddr *)&a, &l);
+    listen(fd, 0);
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&a, sizeof a);
+    }
+    usleep(50 * 1000);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", ntohs(a.sin_port));
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    zjuchat_client_set_timeout(c, ZJUCHAT_TIMEOUT_OPT_CONNECT, 300);
+    zjuchat_response *resp = NULL;
+    long t0 = now_ms();
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_TIMEOUT);
+    assert_int_equal(err.detail, ZJUCHAT_TIMEOUT_CONNECT);
+    assert_true(now_ms() - t0 < 3000);
+    zjuchat_client_free(c);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(fd);
+}
+
+static void api_errors_carry_status_and_message(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_response *resp = NULL;
+    zjuchat_error err;
+    assert_int_equal(run_complete(c, "deepseek-r1-671b#status=500", &resp, &err),
+                     ZJUCHAT_ERR_API);
+    assert_int_equal(err.http_status, 500);
+    assert_non_null(strstr(err.message, "500"));
+    assert_int_equal(
+        run_complete(c, "deepseek-r1-671b#status=502,body=html", &resp, &err),
+        ZJUCHAT_ERR_API);
+    assert_int_equal(err.http_status, 502);
+    assert_null(strchr(err.message, '<'));
+    struct collected s = {0};
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#status=400", &s, &err),
+                     ZJUCHAT_ERR_API);
+    assert_int_equal(s.chunks, 0);
+    assert_int_equal(run_complete(c, "no-such-model", &resp, &err), ZJUCHAT_ERR_API);
+    assert_int_equal(err.http_status, 404);
+    zjuchat_client_free(c);
+}
+
+static void echoed_key_never_reaches_the_caller(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_response *resp = NULL;
+    zjuchat_error err;
+    assert_int_equal(
+        run_complete(c, "deepseek-r1-671b#status=401,echo_key=1", &resp, &err),
+        ZJUCHAT_ERR_API);
+    assert_null(strstr(err.message, KEY));
+    assert_null(strstr(err.message, "SECRET"));
+    assert_non_null(strstr(err.message, "***"));
+    zjuchat_client_free(c);
+}
+
+static void protocol_errors(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_error err;
+    struct collected s = {0};
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=not_sse", &s, &err),
+                     ZJUCHAT_ERR_PROTOCOL);
+    assert_non_null(strstr(err.message, "text/event-stream"));
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=truncate", &s, &err),
+                     ZJUCHAT_ERR_PROTOCOL);
+    assert_non_null(strstr(err.message, "[DONE]"));
+    /* A finish chunk without [DONE] is a complete answer. */
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=no_done", &s, &err),
+                     ZJUCHAT_OK);
+    assert_true(s.finish_seen);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=endless_line", &s, &err),
+                     ZJUCHAT_ERR_PROTOCOL);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=drop_mid,after=2", &s, &err),
+                     ZJUCHAT_ERR_NETWORK);
+    assert_int_equal(err.detail, ZJUCHAT_NET_RESET);
+    assert_int_equal(s.chunks, 2);
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=rst_mid,after=2", &s, &err),
+                     ZJUCHAT_ERR_NETWORK);
+    zjuchat_response *resp = NULL;
+    assert_int_equal(run_complete(c, "deepseek-r1-671b#fault=big_error", &resp, &err),
+                     ZJUCHAT_ERR_API);
+    assert_int_equal(err.http_status, 500);
+    /* The client still works after all of that. */
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    zjuchat_response_free(resp);
+    zjuchat_client_free(c);
+}
+
+static void each_timeout(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_error err;
+    zjuchat_response *resp = NULL;
+    struct collected s = {0};
+    zjuchat_client_set_timeout(c, ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE, 300);
+    zjuchat_client_set_timeout(c, ZJUCHAT_TIMEOUT_OPT_IDLE, 300);
+    long t0 = now_ms();
+    assert_int_equal(run_complete(c, "deepseek-r1-671b#fault=hang_headers", &resp, &err),
+                     ZJUCHAT_ERR_TIMEOUT);
+    assert_int_equal(err.detail, ZJUCHAT_TIMEOUT_FIRST_BYTE);
+    long took = now_ms() - t0;
+    assert_true(took >= 250 && took < 2000);
+
+    t0 = now_ms();
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=hang_mid,after=2", &s, &err),
+                     ZJUCHAT_ERR_TIMEOUT);
+    assert_int_equal(err.detail, ZJUCHAT_TIMEOUT_IDLE);
+    assert_int_equal(s.chunks, 2);
+    assert_true(now_ms() - t0 < 2000);
+
+    /* Slow but steady events are progress, not idleness. */
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_stream(c, "deepseek-v3-671b#events=6,delay=150", &s, &err),
+                     ZJUCHAT_OK);
+
+    /* The total limit cuts a stream that is never idle. */
+    zjuchat_client_set_timeout(c, ZJUCHAT_TIMEOUT_OPT_TOTAL, 400);
+    memset(&s, 0, sizeof s);
+    t0 = now_ms();
+    assert_int_equal(run_stream(c, "deepseek-v3-671b#events=50,delay=50", &s, &err),
+                     ZJUCHAT_ERR_TIMEOUT);
+    assert_int_equal(err.detail, ZJUCHAT_TIMEOUT_TOTAL);
+    took = now_ms() - t0;
+    assert_true(took >= 350 && took < 2000);
+    zjuchat_client_free(c);
+}
+
+static void retries_until_success(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_client_set_retries(c, 3, 20);
+    zjuchat_error err;
+    zjuchat_response *resp = NULL;
+    json_decref(mock_control(&mock, "/_mock/reset-stats", "{}"));
+    json_decref(
+        mock_control(&mock, "/_mock/config", "{\"fail_next\":2,\"fail_status\":503}"));
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    zjuchat_response_free(resp);
+    assert_int_equal(mock_stat(&mock, "chat_requests"), 3);
+
+    /* More failures than retries: the last error comes back. */
+    json_decref(
+        mock_control(&mock, "/_mock/config", "{\"fail_next\":5,\"fail_status\":502}"));
+    zjuchat_client_set_retries(c, 1, 10);
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_API);
+    assert_int_equal(err.http_status, 502);
+    json_decref(mock_control(&mock, "/_mock/config", "{\"reset\":true}"));
+
+    /* 4xx other than 429 is not retried. */
+    json_decref(mock_control(&mock, "/_mock/reset-stats", "{}"));
+    zjuchat_client_set_retries(c, 3, 10);
+    assert_int_equal(run_complete(c, "deepseek-r1-671b#status=400", &resp, &err),
+                     ZJUCHAT_ERR_API);
+    assert_int_equal(mock_stat(&mock, "chat_requests"), 1);
+    zjuchat_client_free(c);
+}
+
+static void retry_after_is_honoured(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_client_set_retries(c, 1, 10);
+    zjuchat_error err;
+    zjuchat_response *resp = NULL;
+    json_decref(mock_control(&mock, "/_mock/config",
+                             "{\"fail_next\":1,\"fail_status\":429,\"retry_after\":1}"));
+    long t0 = now_ms();
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    long took = now_ms() - t0;
+    assert_true(took >= 950 && took < 3000);
+    zjuchat_response_free(resp);
+    json_decref(mock_control(&mock, "/_mock/config", "{\"reset\":true}"));
+
+    /* Retry-After beyond 30 s: no retry, the caller learns the delay. */
+    t0 = now_ms();
+    assert_int_equal(
+        run_complete(c, "deepseek-r1-671b#status=429,retry_after=60", &resp, &err),
+        ZJUCHAT_ERR_API);
+    assert_int_equal(err.http_status, 429);
+    assert_int_equal(err.retry_after_ms, 60000);
+    assert_true(now_ms() - t0 < 1000);
+    zjuchat_client_free(c);
+}
+
+static volatile sig_atomic_t cancel_flag;
+
+static void *raise_flag_later(void *arg)
+{
+    usleep(300 * 1000);
+    cancel_flag = 1;
+    return NULL;
+}
+
+static void cancel_by_flag_and_by_callback(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_error err;
+    struct collected s = {0};
+    cancel_flag = 0;
+    zjuchat_client_set_cancel_flag(c, &cancel_flag);
+    pthread_t th;
+    pthread_create(&th, NULL, raise_flag_later, NULL);
+    long t0 = now_ms();
+    assert_int_equal(run_stream(c, "deepseek-r1-671b#fault=hang_mid,after=1", &s, &err),
+                     ZJUCHAT_ERR_CANCELLED);
+    pthread_join(th, NULL);
+    long took = now_ms() - t0;
+    assert_true(took >= 250 && took < 1500);
+    zjuchat_client_set_cancel_flag(c, NULL);
+
+    memset(&s, 0, sizeof s);
+    s.stop_after = 3;
+    assert_int_equal(run_stream(c, "deepseek-v3-671b#events=20", &s, &err),
+                     ZJUCHAT_ERR_CANCELLED);
+    assert_int_equal(s.chunks, 3);
+    /* A stopped stream does not poison the client. */
+    memset(&s, 0, sizeof s);
+    assert_int_equal(run_stream(c, "deepseek-v3-671b#events=3", &s, &err), ZJUCHAT_OK);
+    zjuchat_client_free(c);
+}
+
+static void list_models(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_error err;
+    zjuchat_response *resp = NULL;
+    assert_int_equal(zjuchat_list_models(c, &resp, &err), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_response_model_count(resp), 8);
+    int found = 0;
+    for (size_t i = 0; i < 8; i++)
+        found |= strcmp(zjuchat_response_model_id(resp, i), "deepseek-r1-671b") == 0;
+    assert_true(found);
+    zjuchat_response_free(resp);
+    zjuchat_client_free(c);
+}
+
+/* Evented interface: many concurrent streams on one loop, one cancelled,
+ * one paused and resumed. */
+struct ev_state {
+    int done, ok, cancelled, chunks[20];
+    zjuchat_call *calls[20];
+    struct event_base *base;
+};
+
+struct ev_slot {
+    struct ev_state *st;
+    int i;
+};
+
+static void ev_resume(evutil_socket_t fd, short what, void *arg)
+{
+    zjuchat_call_resume(arg);
+}
+
+static int ev_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *ud)
+{
+    struct ev_slot *slot = ud;
+    slot->st->chunks[slot->i]++;
+    if (slot->i == 1 && slot->st->chunks[1] == 2) {
+        zjuchat_call_pause(call);
+        struct timeval tv = {0, 200 * 1000};
+        event_base_once(slot->st->base, -1, EV_TIMEOUT, ev_resume, call, &tv);
+    }
+    if (slot->i == 0 && slot->st->chunks[0] == 2)
+        zjuchat_call_cancel(call); /* from inside the callback */
+    return 0;
+}
+
+static void ev_done(zjuchat_call *call, const zjuchat_error *err,
+                    const zjuchat_response *resp, void *ud)
+{
+    struct ev_slot *slot = ud;
+    slot->st->done++;
+    slot->st->calls[slot->i] = NULL;
+    if (err->code == ZJUCHAT_OK)
+        slot->st->ok++;
+    if (err->code == ZJUCHAT_ERR_CANCELLED)
+        slot->st->cancelled++;
+}
+
+static void evented_concurrent_streams(void **state)
+{
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, mock.base, &err);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    zjuchat_response *resp;
+    zjuchat_request *req =
+        zjuchat_request_new_simple("deepseek-v3-671b#events=10,delay=10", "hi", NULL);
+    /* Once bound to a loop, blocking calls are refused. */
+    assert_int_equal(zjuchat_complete(c, req, &resp, &err), ZJUCHAT_ERR_INVALID);
+    struct ev_state st = {0};
+    st.base = base;
+    struct ev_slot slots[20];
+    zjuchat_callbacks cb = {NULL, ev_chunk, ev_done};
+    for (int i = 0; i < 20; i++) {
+        slots[i].st = &st;
+        slots[i].i = i;
+        st.calls[i] = zjuchat_call_start(c, req, 1, &cb, &slots[i], &err);
+        assert_non_null(st.calls[i]);
+    }
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (st.done < 20 && now_ms() - t0 < 10000)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(st.done, 20);
+    assert_int_equal(st.ok, 19);
+    assert_int_equal(st.cancelled, 1);
+    assert_int_equal(st.chunks[0], 2);
+    for (int i = 1; i < 20; i++)
+        assert_int_equal(st.chunks[i], 12); /* role + 10 + finish */
+    zjuchat_client_free(c);
+    event_base_free(base);
+}
+
+static void tls_verification_and_reuse(void **state)
+{
+    char dir[] = "/tmp/zjutlsXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[1024], cert[300], key[300];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
+             key, cert);
+    assert_int_equal(system(cmd), 0);
+    struct mockproc tls;
+    const char *args[] = {"--key", KEY, "--tls-cert", cert, "--tls-key", key, NULL};
+    assert_int_equal(mock_start(&tls, args), 0);
+    assert_non_null(strstr(tls.base, "https://"));
+
+    zjuchat_error err;
+    zjuchat_response *resp = NULL;
+    zjuchat_client *c = zjuchat_client_new(KEY, tls.base, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_NETWORK);
+    assert_int_equal(err.detail, ZJUCHAT_NET_TLS);
+    zjuchat_client_free(c);
+
+    c = zjuchat_client_new(KEY, tls.base, &err);
+    zjuchat_client_set_ca_file(c, cert);
+    for (int i = 0; i < 4; i++) {
+        struct collected s = {0};
+        assert_int_equal(run_stream(c, "deepseek-v3-671b#events=3", &s, &err),
+                         ZJUCHAT_OK);
+        assert_int_equal(s.chunks, 5);
+    }
+    assert_int_equal(zjuchat_client_connections_opened(c), 1);
+    zjuchat_client_free(c);
+    assert_int_equal(mock_stop(&tls), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(complete_returns_content_reasoning_usage),
+        cmocka_unit_test(stream_matches_complete_with_chinese_and_emoji),
+        cmocka_unit_test(stream_event_count_and_split_reads),
+        cmocka_unit_test(garbage_lines_are_skipped),
+        cmocka_unit_test(connection_is_reused_across_calls),
+        cmocka_unit_test(missing_key_is_a_config_error_naming_the_variable),
+        cmocka_unit_test(wrong_key_is_an_api_error),
+        cmocka_unit_test(network_errors_have_details),
+        cmocka_unit_test(connect_timeout),
+        cmocka_unit_test(api_errors_carry_status_and_message),
+        cmocka_unit_test(echoed_key_never_reaches_the_caller),
+        cmocka_unit_test(protocol_errors),
+        cmocka_unit_test(each_timeout),
+        cmocka_unit_test(retries_until_success),
+        cmocka_unit_test(retry_after_is_honoured),
+        cmocka_unit_test(cancel_by_flag_and_by_callback),
+        cmocka_unit_test(list_models),
+        cmocka_unit_test(evented_concurrent_streams),
+        cmocka_unit_test(tls_verification_and_reuse),
+    };
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    curl_global_cleanup();
+    return rc;
+}
