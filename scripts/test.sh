@@ -41,6 +41,17 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
     done
 fi
 
+if { [ "$what" = all ] || [ "$what" = unit ]; } && [ -f fuzz/replay.sh ]; then
+    # Every committed fuzz corpus file and past crash, replayed under ASan/UBSan.
+    out=$(bash fuzz/replay.sh 2>&1); rc=$?
+    echo "$out" | tail -20
+    p=$(echo "$out" | sed -n 's/^fuzz-replay: \([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' | tail -1)
+    f=$(echo "$out" | sed -n 's/^fuzz-replay: \([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' | tail -1)
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    if [ -z "$p" ] || [ $rc -ne 0 ]; then failed=$((failed + 1)); failures+=("fuzz replay (exit $rc)"); fi
+fi
+
 if [ "$what" = all ] || [ "$what" = e2e ]; then
     out=$(python3 tests/e2e/run.py 2>&1); rc=$?
     echo "$out"
