@@ -18,10 +18,11 @@ import unittest
 import urllib.error
 import urllib.request
 
+from mockctl import Mock
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, os.environ.get("ZJU_BUILD_DIR", "build-asan"))
 CLI = os.path.join(BUILD, "zju-chat")
-MOCK = os.path.join(BUILD, "zju-mock-upstream")
 KEY = "sk-test-SECRET-4f9a7c21"
 PLAIN = "deepseek-v3-671b"   # answers without reasoning
 R1 = "deepseek-r1-671b"      # answers with reasoning_content deltas
@@ -77,21 +78,14 @@ def read_to_eof(fd, timeout):
 class CliTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        for path in (CLI, MOCK):
-            if not os.access(path, os.X_OK):
-                raise AssertionError(f"{path} is not built")
-        cls.mock = subprocess.Popen([MOCK, "--port", "0"], stdout=subprocess.PIPE,
-                                    stderr=subprocess.DEVNULL)
-        line = read_until(cls.mock.stdout.fileno(), rb"listening on http://127\.0\.0\.1:\d+",
-                          10)
-        port = re.search(rb"127\.0\.0\.1:(\d+)", line).group(1).decode()
-        cls.base = f"http://127.0.0.1:{port}/v1"
+        if not os.access(CLI, os.X_OK):
+            raise AssertionError(f"{CLI} is not built")
+        cls.mock = Mock().start()
+        cls.base = cls.mock.url
 
     @classmethod
     def tearDownClass(cls):
-        cls.mock.terminate()
-        cls.mock.wait(5)
-        cls.mock.stdout.close()
+        cls.mock.stop()  # asserts a clean exit of the mock
 
     # -- helpers ---------------------------------------------------------
     def env(self, **extra):
@@ -106,14 +100,9 @@ class CliTest(unittest.TestCase):
                               input=input, capture_output=True, env=env or self.env(),
                               timeout=timeout)
 
-    def mock_get(self, path):
-        root = self.base.rsplit("/v1", 1)[0]
-        with urllib.request.urlopen(root + path, timeout=5) as r:
-            return json.loads(r.read())
-
     def last_messages(self):
         """messages[] of the last chat request the mock received."""
-        last = self.mock_get("/_mock/last")
+        last = self.mock.last() or {}
         body = last.get("body")
         if isinstance(body, str):  # the request body exactly as sent
             body = json.loads(body)
