@@ -71,6 +71,7 @@
     X(event_cap_over_single)                                                             \
     X(callback_stop)                                                                     \
     X(done_then_more)                                                                    \
+    X(spec_example_empty_data)                                                           \
     X(empty_stream)
 
 #define AS_NAME(n) #n,
