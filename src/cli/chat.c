@@ -107,7 +107,12 @@ static int on_chunk(const zjuchat_chunk *chunk, void *userdata)
     size_t len;
     if (out->json) {
         const char *data = zjuchat_chunk_data(chunk, &len);
-        return data && cli_output_json_line(out, data, len) < 0;
+        if (data && cli_output_json_line(out, data, len) < 0)
+            return 1;
+        const char *text = zjuchat_chunk_content(chunk, &len);
+        if (text)
+            cli_output_content(out, text, len); /* kept for history only */
+        return 0;
     }
     const char *text = zjuchat_chunk_reasoning(chunk, &len);
     if (text && cli_output_reasoning(out, text, len) < 0)
@@ -138,6 +143,9 @@ static zjuchat_code ask_once(zjuchat_client *client, const zjuchat_request *req,
     if (out->json) {
         const char *body = zjuchat_response_body(resp, &len);
         cli_output_json_line(out, body ? body : "{}", body ? len : 2);
+        const char *text = zjuchat_response_content(resp, &len);
+        if (text)
+            cli_output_content(out, text, len); /* kept for history only */
     } else {
         const char *text = zjuchat_response_reasoning(resp, &len);
         if (text)

@@ -126,8 +126,12 @@ int cli_output_reasoning(cli_output *out, const char *text, size_t len)
 
 int cli_output_content(cli_output *out, const char *text, size_t len)
 {
-    if (out->json || len == 0)
+    if (len == 0)
         return 0;
+    if (out->json) { /* printed as JSON by the caller; kept for history */
+        keep_answer(out, text, len);
+        return 0;
+    }
     int rc = close_reasoning(out);
     rc |= put(out, stdout, text, len);
     out->answer_last = text[len - 1];

@@ -32,7 +32,8 @@ void cli_output_reset(cli_output *out);
 void cli_output_free(cli_output *out);
 
 /* A piece of reasoning / of the answer, as it arrives. Return 0, or -1 when
- * writing failed (the caller should stop the stream). */
+ * writing failed (the caller should stop the stream). With json set, nothing
+ * is printed but the answer is still kept for the conversation. */
 int cli_output_reasoning(cli_output *out, const char *text, size_t len);
 int cli_output_content(cli_output *out, const char *text, size_t len);
 /* One JSON document as one line (re-serialised compactly if it spans lines). */
