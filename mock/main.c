@@ -166,6 +166,7 @@ static SSL_CTX *make_ssl_ctx(const char *cert, const char *key)
 }
 
 static struct event *accept_retry;
+static int ready_fd = -1; /* a worker child writes one byte here once listening */
 static sigset_t stop_signals;
 
 /* Out of descriptors the listener would spin on accept(): pause it 100 ms. */
@@ -228,6 +229,11 @@ static int run_worker(int fd, const struct options *o)
         if (l)
             evconnlistener_free(l);
         goto out;
+    }
+    if (ready_fd >= 0) {
+        (void)!write(ready_fd, "r", 1);
+        close(ready_fd);
+        ready_fd = -1;
     }
     accept_retry = evtimer_new(mock.base, accept_resume, l);
     evconnlistener_set_error_cb(l, accept_error);
@@ -305,20 +311,32 @@ int main(int argc, char **argv)
     }
     getsockname(fd, (struct sockaddr *)&sa, &salen);
     o.port = ntohs(sa.sin_port);
-    printf("listening on %s://%s:%d\n", mock.ssl_ctx ? "https" : "http", o.host, o.port);
-    fflush(stdout);
-
     /* Extra workers bind their own socket to the same port (SO_REUSEPORT), so
-     * the kernel spreads connections; no libevent state exists before fork. */
+     * the kernel spreads connections; no libevent state exists before fork.
+     * The port is announced once every worker listens. */
+    int ready[2] = {-1, -1};
+    if (o.workers > 1 && pipe(ready) < 0)
+        o.workers = 1;
     for (int i = 1; i < o.workers; i++) {
         pid_t pid = fork();
         if (pid == 0) {
             close(fd);
+            close(ready[0]);
+            ready_fd = ready[1];
             return run_worker(-1, &o);
         }
         if (pid > 0)
             kids[nkids++] = pid;
     }
+    if (ready[1] >= 0) {
+        char b;
+        close(ready[1]);
+        for (int i = 0; i < nkids && read(ready[0], &b, 1) == 1; i++)
+            ;
+        close(ready[0]);
+    }
+    printf("listening on %s://%s:%d\n", mock.ssl_ctx ? "https" : "http", o.host, o.port);
+    fflush(stdout);
     rc = run_worker(fd, &o);
     for (int i = 0; i < nkids; i++) {
         int st;
