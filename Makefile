@@ -10,7 +10,7 @@ VERSION := 0.1.0
 SOVER   := 1
 
 PKGS    := libcurl libevent jansson
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -DZJU_CHAT_VERSION=\"$(VERSION)\" -Wall -Wextra -Werror -Wshadow \
                -Wno-unused-parameter -fPIC -Iinclude -Isrc/lib \
                $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 ifeq ($(SAN),1)
