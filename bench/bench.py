@@ -58,6 +58,7 @@ QUICK = dict(FULL, s1_dur=3, s2_dur=3, s3_sizes=[200, 500], s3_events=10,
              s4_streams=1000, s4_events=4, s5_hold=3, s6_n=10)
 
 COMMANDS = []  # every command run, for the report
+MOCK_WORKERS = [1]  # set from the sizes table; used by the saturation flags
 
 
 def log(msg):
@@ -142,6 +143,14 @@ def tree_rss_kb(pids):
     return kb
 
 
+def machine_busy_s():
+    """CPU seconds all cores spent busy since boot (everything but idle and
+    iowait), to tell how much of a run's CPU went to other processes."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / TICK
+
+
 class Sampler(threading.Thread):
     """Peak summed RSS of a process tree, sampled every 0.1 s (the tree is
     rescanned every second so that new workers are seen)."""
@@ -153,6 +162,8 @@ class Sampler(threading.Thread):
         self.pids = proc_tree(roots)
         self.base_kb = tree_rss_kb(self.pids)
         self.peak_kb = self.base_kb
+        self.t0 = time.time()
+        self.series = []  # (seconds since start, summed RSS KB)
         self.cpu0 = tree_cpu(self.pids)
         self.cpu = 0.0
 
@@ -162,7 +173,17 @@ class Sampler(threading.Thread):
             n += 1
             if n % 10 == 0:
                 self.pids = proc_tree(self.roots)
-            self.peak_kb = max(self.peak_kb, tree_rss_kb(self.pids))
+            kb = tree_rss_kb(self.pids)
+            self.series.append((time.time() - self.t0, kb))
+            self.peak_kb = max(self.peak_kb, kb)
+
+    def peak_before(self, frac):
+        """Peak RSS over the first frac of the run: equal to the final peak
+        when memory stopped growing."""
+        if not self.series:
+            return self.peak_kb
+        end = self.series[-1][0] * frac
+        return max([self.base_kb] + [kb for t, kb in self.series if t <= end])
 
     def finish(self):
         self.stop_ev.set()
@@ -381,13 +402,18 @@ def measured(contender_roots, mock_roots, fn):
     if ms:
         ms.start()
     t0 = time.time()
+    busy0 = machine_busy_s()
     res = fn()
     res["wall_s"] = time.time() - t0
+    busy = machine_busy_s() - busy0
     cs.finish()
     res["rss_base_kb"] = cs.base_kb
     res["rss_peak_kb"] = cs.peak_kb
+    res["rss_half_kb"] = cs.peak_before(0.5)
     res["cpu_contender_s"] = cs.cpu
     res["cpu_mock_s"] = ms.finish().cpu if ms else cs.cpu
+    ours = res["cpu_mock_s"] + res.get("cpu_s", 0) + (cs.cpu if ms else 0)
+    res["cpu_other_s"] = max(0.0, busy - ours)
     return res
 
 
@@ -396,12 +422,14 @@ def flags(res, ncpu):
     wall = res.get("wall_s") or 1
     if res.get("cpu_pct", 0) >= 85:
         f.append("loadgen-bound")
-    if res["cpu_mock_s"] / wall >= 0.85 * ncpu:
+    if res["cpu_mock_s"] / wall >= 0.85 * min(ncpu, MOCK_WORKERS[0]):
         f.append("mock-bound")
     total = res["cpu_mock_s"] + res.get("cpu_s", 0) + (
         res["cpu_contender_s"] if res["cpu_mock_s"] is not res["cpu_contender_s"] else 0)
     if total / wall >= 0.9 * ncpu:
         f.append("machine-saturated")
+    if res.get("cpu_other_s", 0) / wall >= 0.2:
+        f.append(f"noisy: other processes used {res['cpu_other_s']:.1f} CPU s")
     if res.get("error"):
         f.append(res["error"])
     return f
@@ -544,19 +572,20 @@ def table(results, scen):
                          f" | {fmt(r.get('cpu_s'), 2)} | {', '.join(r['flags'])} |")
         return lines
     if scen == "S5":
-        lines = ["| contender | slow readers held | held s | base RSS MB | peak RSS MB |"
-                 " growth MB | CPU s | mock CPU s | flags |", "|" + "---|" * 9]
+        lines = ["| contender | slow readers held | held s | base RSS MB |"
+                 " peak RSS MB, 1st half | peak RSS MB | growth MB | CPU s | mock CPU s |"
+                 " flags |", "|" + "---|" * 10]
         for r in rows:
             lines.append(f"| {r['contender']} | {r.get('reached_first', 0)}/{r.get('concurrency', '?')}"
                          f" | {fmt(r.get('elapsed_s'))} | {r['rss_base_kb']/1024:.1f}"
-                         f" | {r['rss_peak_kb']/1024:.1f}"
+                         f" | {r['rss_half_kb']/1024:.1f} | {r['rss_peak_kb']/1024:.1f}"
                          f" | {(r['rss_peak_kb']-r['rss_base_kb'])/1024:.1f}"
                          f" | {r['cpu_contender_s']:.2f} | {r['cpu_mock_s']:.2f}"
                          f" | {', '.join(r['flags'])} |")
         return lines
     lines = ["| contender | ok | failed | streams/s | events/s | TTFE p50 ms | TTFE p99 ms |"
              " peak open | peak RSS MB | RSS growth KB/stream | CPU s | mock CPU s |"
-             " loadgen CPU s (%) | flags |", "|" + "---|" * 14]
+             " loadgen CPU s (%) | others' CPU s | flags |", "|" + "---|" * 15]
     for r in rows:
         grow = (r["rss_peak_kb"] - r["rss_base_kb"]) / max(1, r.get("peak_active", 0) or 1)
         fails = r.get("failed", "-")
@@ -568,7 +597,7 @@ def table(results, scen):
                      f" | {r.get('peak_active', '-')} | {r['rss_peak_kb']/1024:.1f}"
                      f" | {grow:.1f} | {r['cpu_contender_s']:.2f} | {r['cpu_mock_s']:.2f}"
                      f" | {fmt(r.get('cpu_s'), 2)} ({fmt(r.get('cpu_pct'), 0)}%)"
-                     f" | {', '.join(r['flags'])} |")
+                     f" | {r.get('cpu_other_s', 0):.1f} | {', '.join(r['flags'])} |")
     return lines
 
 
@@ -622,9 +651,12 @@ def verdicts(results, cfg):
         a = me("S5")
         if a and "reached_first" in a:
             grow = (a["rss_peak_kb"] - a["rss_base_kb"]) / 1024
+            late = (a["rss_peak_kb"] - a["rss_half_kb"]) / 1024
             out.append(f"- {who} S5: {a['reached_first']} slow readers held "
                        f"{a.get('elapsed_s', 0):.0f} s; RSS grew {grow:.1f} MB "
-                       f"({grow*1024/max(1, a['reached_first']):.0f} KB per slow reader)")
+                       f"({grow*1024/max(1, a['reached_first']):.0f} KB per slow reader), "
+                       f"of which {late:.1f} MB in the second half of the hold: "
+                       f"{'bounded' if late <= 0.05 * max(grow, 1) else 'STILL GROWING'}")
     s6 = get(results, "S6", "server-w1")
     if s6 and "ttfe_p50_ms" in s6["tls"] and "ttfe_p50_ms" in s6["plain"]:
         t, p = s6["tls"], s6["plain"]
@@ -636,7 +668,9 @@ def verdicts(results, cfg):
                    f"{s6['tls_connections']} TLS connection(s) for {s6['requests']} requests: "
                    f"{v(ok)}")
     elif s6:
-        out.append(f"- server-w1 S6: not measured: {json.dumps(s6)[:400]}")
+        why = s6["tls"].get("fail_reasons") or s6["tls"].get("error")
+        out.append(f"- server-w1 S6: FAIL, no stream through the TLS upstream completed "
+                   f"({json.dumps(why)}); see the server-s6-tls log")
     return out
 
 
@@ -680,6 +714,7 @@ def main_bench():
     os.chmod(tmp, 0o755)
     make_cert(tmp)
     results = []
+    MOCK_WORKERS[0] = cfg["mock_workers"]
     mock, mport = start_mock(tmp, cfg)
     procs = [mock]
     try:
