@@ -4,6 +4,7 @@ scriptable fault, the stats counters, TLS, workers and 500 concurrent streams.""
 import http.client
 import json
 import os
+import re
 import selectors
 import socket
 import ssl
@@ -235,6 +236,18 @@ class TestProtocol(MockCase):
         first = json.loads(sse_data(body)[0])
         want = expected_stream(first, "deepseek-r1-671b", 4, 8, prompt_tokens("héllo"))
         self.assertEqual(body, want)
+
+    def test_golden_fixtures(self):
+        fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "mock")
+        for name, model in (("stream_r1_events3_reasoning2.sse", "deepseek-r1-671b#events=3,reasoning=2"),
+                            ("stream_v3_garbage_crlf.sse", "deepseek-v3-671b#events=2,fault=garbage+crlf")):
+            with self.subTest(name=name):
+                raw, _ = self.stream_raw(model, content="你好 mock")
+                body = split_response(raw)[2]
+                body = re.sub(rb'"id":"chatcmpl-\d+"', b'"id":"chatcmpl-0"', body)
+                body = re.sub(rb'"created":\d+', b'"created":0', body)
+                with open(os.path.join(fixtures, name), "rb") as f:
+                    self.assertEqual(body, f.read())
 
     def test_stream_content_equals_non_stream(self):
         for model in ("deepseek-r1-671b#events=23,reasoning=7", "qwen2.5-instruct#events=13"):
