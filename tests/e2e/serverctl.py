@@ -300,12 +300,29 @@ def stream(port, payload, timeout=20, headers=None, on_chunk=None, path="/api/ch
 
 
 class RawConn:
-    """A plain TCP connection for keep-alive, pipelining and hang-up tests."""
+    """A plain TCP connection for keep-alive, pipelining and hang-up tests.
+    Received bytes are kept in a buffer with a read offset, so parsing a
+    long stream stays linear."""
 
-    def __init__(self, port, timeout=5):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.buf = b""
+    def __init__(self, port, timeout=5, rcvbuf=None):
+        self.sock = socket.socket()
+        if rcvbuf:
+            # Before connect, so the window is small from the handshake on.
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        self._buf = bytearray()
+        self._pos = 0
         self.closed = False
+
+    def pending(self):
+        """Bytes received and not consumed yet."""
+        return bytes(self._buf[self._pos :])
+
+    def unread(self, data):
+        """Puts consumed bytes back in front of the buffer."""
+        self._buf = bytearray(data) + self._buf[self._pos :]
+        self._pos = 0
 
     def send(self, data):
         self.sock.sendall(data)
@@ -325,27 +342,36 @@ class RawConn:
     def _fill(self, deadline):
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError("no data within deadline; have %r" % self.buf[-200:])
+            raise TimeoutError("no data within deadline; have %r" % self.pending()[-200:])
         self.sock.settimeout(left)
         data = self.sock.recv(65536)
         if not data:
             self.closed = True
-            raise ConnectionError("peer closed; have %r" % self.buf[-200:])
-        self.buf += data
+            raise ConnectionError("peer closed; have %r" % self.pending()[-200:])
+        if self._pos > (1 << 20) and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def _take(self, end):
+        out = bytes(self._buf[self._pos : end])
+        self._pos = end
+        return out
 
     def read_until(self, token, timeout=5):
         deadline = time.monotonic() + timeout
-        while token not in self.buf:
+        start = self._pos
+        while True:
+            i = self._buf.find(token, start)
+            if i >= 0:
+                return self._take(i + len(token))
+            start = max(self._pos, len(self._buf) - len(token) + 1)
             self._fill(deadline)
-        i = self.buf.index(token) + len(token)
-        out, self.buf = self.buf[:i], self.buf[i:]
-        return out
 
     def read_exact(self, n, deadline):
-        while len(self.buf) < n:
+        while len(self._buf) - self._pos < n:
             self._fill(deadline)
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
+        return self._take(self._pos + n)
 
     def read_response(self, timeout=10, head_only=False):
         """Reads one HTTP/1.1 response (Content-Length or chunked) off the
@@ -364,33 +390,33 @@ class RawConn:
             return resp
         te = (resp.header("transfer-encoding") or "").lower()
         if "chunked" in te:
-            body = b""
+            parts = []
             while True:
                 size_line = self.read_until(b"\r\n", deadline - time.monotonic())
                 size = int(size_line.split(b";")[0].strip(), 16)
                 chunk = self.read_exact(size + 2, deadline)
                 if size == 0:
                     break
-                body += chunk[:-2]
+                parts.append(chunk[:-2])
+            body = b"".join(parts)
         elif resp.header("content-length") is not None:
             body = self.read_exact(int(resp.header("content-length")), deadline)
         elif status in (204, 304) or 100 <= status < 200:
             body = b""
         else:
-            body = b""
             try:
                 while True:
                     self._fill(deadline)
             except ConnectionError:
                 pass
-            body, self.buf = self.buf, b""
+            body = self._take(len(self._buf))
         resp.body = body
         _record_response(resp.status, resp.headers, resp.body)
         return resp
 
     def wait_closed(self, timeout):
         """True if the peer closes (EOF or reset) within timeout; data that
-        arrives meanwhile is kept in self.buf."""
+        arrives meanwhile stays readable (pending())."""
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -233,6 +233,55 @@ class ClientErrors(ServerCase):
         self.assertEqual(request(self.port, "GET", "/healthz").status, 200)
 
 
+class Limits(ServerCase):
+    """Slow clients cannot hold the server; in-flight requests are capped."""
+
+    server_env = {"MAX_CONNECTIONS": "2", "REQUEST_TIMEOUT": "1"}
+
+    def test_busy_over_limit_then_recovers(self):
+        before = self.mock.stats()["chat_requests"]
+        held = []
+        try:
+            for _ in range(2):
+                c = RawConn(self.port)
+                c.send(c.post_chat({"user_content": "hi", "stream": True, "model": model(think=10000)}))
+                held.append(c)
+            self.mock.wait_stat("chat_requests", lambda v: v >= before + 2, 3)
+            t0 = time.monotonic()
+            r = chat(self.port, {"user_content": "hi"}, headers={"Origin": "http://a.example"})
+            self.assertLess(time.monotonic() - t0, 2)
+            self.assert_error(r, 503)
+            self.assertEqual(self.mock.stats()["chat_requests"], before + 2)
+        finally:
+            for c in held:
+                c.close()
+        self.assertTrue(wait_until(lambda: self.mock.stats()["streams_active"] == 0, 3))
+        self.assertTrue(wait_until(lambda: chat(self.port, {"user_content": "hi"}).status == 200, 3))
+
+    def test_slow_request_headers_cut_off(self):
+        c = RawConn(self.port)
+        try:
+            c.send(b"POST /api/chat HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            self.assertTrue(c.wait_closed(5), "a client that never finishes its headers holds a connection")
+            self.assertLess(time.monotonic() - t0, 4)
+        finally:
+            c.close()
+
+    def test_slow_request_body_cut_off(self):
+        before = self.mock.stats()["chat_requests"]
+        c = RawConn(self.port)
+        try:
+            c.send(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user")
+            t0 = time.monotonic()
+            self.assertTrue(c.wait_closed(5), "a client that never finishes its body holds a connection")
+            self.assertLess(time.monotonic() - t0, 4)
+            self.assertNotIn(b"HTTP/1.1 200", c.pending())
+        finally:
+            c.close()
+        self.assertEqual(self.mock.stats()["chat_requests"], before)
+
+
 class NoKey(unittest.TestCase):
     """Without ZJU_API_KEY the server starts, warns, answers 500 and never
     calls the upstream."""
@@ -363,7 +412,8 @@ class HealthAndLog(ServerCase):
         before = self.mock.stats()["requests"]
         r = request(self.port, "GET", "/healthz")
         self.assertEqual(r.status, 200)
-        self.assertEqual(self.mock.stats()["requests"], before, "healthz must not call upstream")
+        # +1: the stats call itself is a request to the mock.
+        self.assertEqual(self.mock.stats()["requests"], before + 1, "healthz must not call upstream")
 
     def test_access_log_line(self):
         r = chat(self.port, {"user_content": "hi", "model": "deepseek-v3-671b"})

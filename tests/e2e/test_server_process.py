@@ -37,7 +37,7 @@ def start_streams(port, n, m):
         conns.append(c)
     for c in conns:
         got = c.read_until(b"data: ", 5)
-        c.buf = got + c.buf  # keep it for read_response
+        c.unread(got)  # keep it for read_response
     return conns
 
 
