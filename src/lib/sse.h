@@ -28,8 +28,8 @@ typedef struct zjuchat__sse zjuchat__sse;
  * also contain NULs). Return 0 to go on; any other value stops parsing and
  * is returned by zjuchat__sse_feed.
  */
-typedef int (*zjuchat__sse_event_fn)(void *userdata, const char *event,
-                                     const char *data, size_t data_len);
+typedef int (*zjuchat__sse_event_fn)(void *userdata, const char *event, const char *data,
+                                     size_t data_len);
 
 #define ZJUCHAT__SSE_OK 0
 #define ZJUCHAT__SSE_TOO_LONG (-1) /* a line or an event exceeded its cap */
