@@ -25,8 +25,11 @@ typedef struct zjuchat__sse zjuchat__sse;
  * Called once per dispatched event. `event` is the event type ("" when no
  * "event:" field), `data` the joined data lines; both borrowed until the
  * callback returns, and data is NUL-terminated at data[data_len] (it may
- * also contain NULs). Return 0 to go on; any other value stops parsing and
- * is returned by zjuchat__sse_feed.
+ * also contain NULs). data always points into the parser's own buffer, so
+ * the callback may rewrite data[0..data_len) in place (the transport redacts
+ * the key there); it must not free the parser. Return 0 to go on; any other
+ * value stops parsing and is returned by zjuchat__sse_feed, and by every
+ * later feed until zjuchat__sse_reset.
  */
 typedef int (*zjuchat__sse_event_fn)(void *userdata, const char *event, const char *data,
                                      size_t data_len);
