@@ -397,6 +397,16 @@ class KeepAlive(ServerCase):
         finally:
             c.close()
 
+    def test_upstream_connections_reused(self):
+        # Each stats() call is itself one mock connection: count them out.
+        before = self.mock.stats()["connections_accepted"]
+        for i in range(5):
+            self.assertEqual(chat(self.port, {"user_content": f"q{i}"}).status, 200)
+            s = stream(self.port, {"user_content": f"s{i}", "stream": True, "model": model(events=2)})
+            self.assertEqual(s.status, 200)
+        upstream_conns = self.mock.stats()["connections_accepted"] - before - 1
+        self.assertLessEqual(upstream_conns, 1, "10 sequential requests should share one upstream connection")
+
     def test_connection_close_honoured(self):
         c = RawConn(self.port)
         try:
@@ -414,6 +424,22 @@ class HealthAndLog(ServerCase):
         self.assertEqual(r.status, 200)
         # +1: the stats call itself is a request to the mock.
         self.assertEqual(self.mock.stats()["requests"], before + 1, "healthz must not call upstream")
+
+    def test_one_access_line_per_request_with_fields(self):
+        r = chat(self.port, {"user_content": "hi", "model": "mock-log-ns"})
+        total_ns = r.json()["usage"]["total_tokens"]
+        s = stream(self.port, {"user_content": "hi", "stream": True, "model": "mock-log-st#events=3"})
+        total_st = s.json_events()[-1]["usage"]["total_tokens"]
+        chat(self.port, b"[1]", headers={})
+        for marker, total in (("mock-log-ns", total_ns), ("mock-log-st", total_st)):
+            self.assertTrue(self.server.wait_log(marker), self.server.log()[-1500:])
+            lines = [l for l in self.server.log().splitlines() if marker in l]
+            self.assertEqual(len(lines), 1, lines)
+            line = lines[0]
+            for part in ("127.0.0.1", "POST", "/api/chat", " 200 ", "stream"):
+                self.assertIn(part, line)
+            self.assertRegex(line, r"\d\d:\d\d:\d\d", "a time stamp")
+            self.assertRegex(line, rf"\b{total}\b", "the total token count")
 
     def test_access_log_line(self):
         r = chat(self.port, {"user_content": "hi", "model": "deepseek-v3-671b"})
@@ -462,6 +488,12 @@ class Configuration(unittest.TestCase):
         port = free_port()
         with Server(self.mock.base_url, env={"PORT": port}, bind=False) as srv:
             self.assertEqual(srv.port, port)
+            self.assertEqual(self.model_sent(srv), DEFAULT_MODEL)
+
+    def test_default_workers_is_core_count(self):
+        with Server(self.mock.base_url, workers=None) as srv:
+            n = os.cpu_count()
+            self.assertTrue(wait_until(lambda: len(srv.workers_pids()) == n, 5), f"{srv.workers_pids()} for {n} cores")
             self.assertEqual(self.model_sent(srv), DEFAULT_MODEL)
 
     def test_help(self):

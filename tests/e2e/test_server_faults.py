@@ -193,6 +193,13 @@ class Unreachable(unittest.TestCase):
             self.assertIsInstance(json.loads(s.raw)["error"], str)
             self.assertLess(time.monotonic() - t0, 20)
 
+    def test_dns_failure(self):
+        with Server("http://zju-chat-e2e.invalid/v1") as srv:
+            r, s = both(srv.port, model())
+            self.assertEqual(r.status, 503, r)
+            self.assertIsInstance(r.json()["error"], str)
+            self.assertEqual(s.status, 503, s.raw[:300])
+
     def test_connect_timeout(self):
         # A listener whose accept queue is full: loopback SYNs are dropped,
         # so connect() hangs until the client's connect timeout.
@@ -252,6 +259,22 @@ class Timeouts(ServerCase):
         self.assertGreater(s.t_end, 1.2)
         self.assertLess(s.t_end, 4)
         self.assert_serves()
+
+    def test_stream_starts_when_upstream_answers(self):
+        # Upstream sends 200 then nothing: the client gets its 200 and
+        # heartbeats at once, not after the first event.
+        first = {}
+
+        def on_chunk(st, data):
+            first.setdefault("t", st.chunks[0][0])
+
+        s = stream(self.port, {"user_content": "hi", "stream": True, "model": model(fault="hang_mid", after=0)}, timeout=10, on_chunk=on_chunk)
+        self.assertEqual(s.status, 200)
+        self.assertLess(s.t_headers, 1.0)
+        self.assertLess(first["t"], 1.0, "a heartbeat should arrive within about one heartbeat period")
+        data = s.json_events()
+        self.assertEqual(len(data), 1)
+        self.assertIn("error", data[0])
 
     def test_reasoning_counts_as_progress(self):
         # Eight upstream events 700 ms apart (4.9 s): no gap reaches the 1.5 s
