@@ -151,7 +151,7 @@ int srv_config_parse_bind(srv_config *cfg, const char *spec)
     return 0;
 }
 
-int srv_config_from_env(srv_config *cfg, char *errbuf, size_t errlen)
+static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->host, sizeof cfg->host, "0.0.0.0");
@@ -205,6 +205,14 @@ int srv_config_from_env(srv_config *cfg, char *errbuf, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int srv_config_from_env(srv_config *cfg, char *errbuf, size_t errlen)
+{
+    int rc = from_env(cfg, errbuf, errlen);
+    if (rc < 0)
+        srv_config_free(cfg); /* nothing half-filled is left to the caller */
+    return rc;
 }
 
 void srv_config_free(srv_config *cfg)
