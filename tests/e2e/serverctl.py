@@ -18,11 +18,13 @@ import tempfile
 import time
 import unittest
 
+import mockctl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD_DIR = os.path.join(ROOT, os.environ.get("ZJU_BUILD_DIR", "build-asan"))
 SERVER_BIN = os.path.join(BUILD_DIR, "zju-chat-server")
-MOCK_BIN = os.path.join(BUILD_DIR, "zju-mock-upstream")
+MOCK_BIN = mockctl.MOCK_BIN
 
 # Distinctive, so a grep over everything the tests saw finds any leak.
 KEY = "sk-test-SECRET-4f9a"
@@ -90,14 +92,6 @@ def wait_until(pred, timeout, step=0.02):
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(step)
-
-
-def _tail(path, n=4000):
-    try:
-        with open(path, "rb") as f:
-            return f.read()[-n:].decode("utf-8", "replace")
-    except OSError:
-        return ""
 
 
 def _children(pid):
@@ -448,75 +442,17 @@ class RawConn:
 # ---------------------------------------------------------------- processes
 
 
-class Mock:
-    """The mock upstream binary on a free port, plus its /_mock control API."""
+class Mock(mockctl.Mock):
+    """The mock upstream (tests/e2e/mockctl.py), requiring our KEY by default
+    so a request with a wrong or missing key fails like the real API."""
 
-    def __init__(self, *args, key=KEY):
-        self.args = list(args)
-        self.key = key
-        self.proc = None
-        self.port = None
-
-    def start(self):
-        n = _next_id()
-        self.out_path = os.path.join(LOG_DIR, f"mock-{n}.out")
-        self.err_path = os.path.join(LOG_DIR, f"mock-{n}.err")
-        cmd = [MOCK_BIN, "--port", "0"]
-        if self.key:
-            cmd += ["--key", self.key]
-        cmd += self.args
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=base_env(), stdin=subprocess.DEVNULL)
-        pat = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)")
-
-        def ready():
-            for p in (self.out_path, self.err_path):
-                with open(p, "rb") as f:
-                    m = pat.search(f.read())
-                if m:
-                    return int(m.group(1))
-            return None
-
-        self.port = wait_until(lambda: ready() or self.proc.poll() is not None, 10)
-        if not isinstance(self.port, int) or self.port is True:
-            self.stop()
-            raise RuntimeError("mock upstream did not start: " + _tail(self.err_path))
-        return self
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def _call(self, method, path, payload=None):
-        body = None if payload is None else json.dumps(payload).encode()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        try:
-            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            data = r.read()
-        finally:
-            conn.close()
-        if r.status != 200:
-            raise RuntimeError(f"mock {path}: {r.status} {data[:200]!r}")
-        return json.loads(data) if data.strip() else None
-
-    def stats(self):
-        return self._call("GET", "/_mock/stats")
-
-    def last(self):
-        return self._call("GET", "/_mock/last")
+    def __init__(self, *args, key=KEY, timeout=10):
+        super().__init__(*((["--key", key] if key else []) + list(args)), timeout=timeout)
 
     def last_body(self):
         """The JSON body of the last chat request the mock received."""
         body = self.last()["body"]
         return json.loads(body) if isinstance(body, str) else body
-
-    def config(self, **kw):
-        return self._call("POST", "/_mock/config", kw)
-
-    def reset(self):
-        """Clears global directives and fail_next (not the counters)."""
-        return self.config(reset=True)
 
     def direct(self, body, stream=False, timeout=10):
         """Sends a chat request straight to the mock (not through the
@@ -542,32 +478,6 @@ class Mock:
             if line.startswith(b"data:"):
                 out.append(line[5:].lstrip(b" "))
         return out
-
-    def wait_stat(self, name, pred, timeout=2):
-        """Polls stats until pred(stats[name]); returns the stats seen last."""
-        box = {}
-
-        def check():
-            box["s"] = self.stats()
-            return pred(box["s"][name])
-
-        wait_until(check, timeout, step=0.01)
-        return box["s"]
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 class ServerError(AssertionError):
