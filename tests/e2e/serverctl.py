@@ -7,10 +7,12 @@ directory, so a final test can prove the API key never leaked anywhere.
 Every wait here is bounded.
 """
 
+import atexit
 import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,8 +32,13 @@ MOCK_BIN = mockctl.MOCK_BIN
 KEY = "sk-test-SECRET-4f9a"
 DEFAULT_MODEL = "deepseek-r1-671b"
 
+# Set ZJU_E2E_LOG_DIR to keep the logs and responses of a run; otherwise
+# they live in a temporary directory removed at exit (failures already
+# quote the relevant log tail).
 LOG_DIR = os.environ.get("ZJU_E2E_LOG_DIR") or tempfile.mkdtemp(prefix="zju-e2e-server-")
 os.makedirs(LOG_DIR, exist_ok=True)
+if not os.environ.get("ZJU_E2E_LOG_DIR"):
+    atexit.register(shutil.rmtree, LOG_DIR, True)
 RESPONSES = os.path.join(LOG_DIR, "responses.bin")
 
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
