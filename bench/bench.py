@@ -321,6 +321,11 @@ def start_server(tmp, base_url, workers, tag, extra_env=None):
     if workers:
         cmd += ["-w", str(workers)]
     env = {"ZJU_API_KEY": KEY, "ZJU_BASE_URL": base_url}
+    # BENCH_SERVER_ENV="MAX_CONNECTIONS=10000 ..." measures a tuned server; the
+    # default is the server exactly as a user starts it.
+    for kv in os.environ.get("BENCH_SERVER_ENV", "").split():
+        k, _, v = kv.partition("=")
+        env[k] = v
     env.update(extra_env or {})
     s = Proc(tag, cmd, os.path.join(tmp, tag + ".log"), env)
     if not wait_port(port, s.p):
