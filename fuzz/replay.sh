@@ -27,12 +27,14 @@ for bin in $bins; do
     log=build-fuzz/replay/$t.log
     # The server targets log to stderr; keep it in the log file and show it
     # only on failure.
-    if (timeout 120 "$bin" "${dirs[@]}" >"$log" 2>&1) 2>/dev/null; then
+    # (the subshell keeps the shell's "Aborted" notice out of the output)
+    rc=$( (timeout 120 "$bin" "${dirs[@]}" >"$log" 2>&1; echo $?) 2>/dev/null)
+    if [ "$rc" = 0 ]; then
         echo "fuzz-replay: $t ok ($(sed -n 's/^replayed \([0-9]*\) file.*/\1/p' "$log") files)"
         passed=$((passed + 1))
     else
-        echo "fuzz-replay: $t FAILED (exit $?), log $log:"
-        grep -E -A12 'ERROR|runtime error|invariant|SUMMARY' "$log" | head -40
+        echo "fuzz-replay: $t FAILED (exit $rc), log $log:"
+        grep -E -A12 'ERROR|runtime error|^fuzz_|SUMMARY' "$log" | head -40
         failed=$((failed + 1))
     fi
 done
