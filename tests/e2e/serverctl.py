@@ -361,12 +361,12 @@ class RawConn:
 
     def read_until(self, token, timeout=5):
         deadline = time.monotonic() + timeout
-        start = self._pos
+        rel = 0  # relative to _pos: _fill may compact the buffer
         while True:
-            i = self._buf.find(token, start)
+            i = self._buf.find(token, self._pos + rel)
             if i >= 0:
                 return self._take(i + len(token))
-            start = max(self._pos, len(self._buf) - len(token) + 1)
+            rel = max(0, len(self._buf) - self._pos - len(token) + 1)
             self._fill(deadline)
 
     def read_exact(self, n, deadline):
