@@ -42,7 +42,7 @@ server_but() { ls src/server/*.c | grep -v -e '/main\.c$' $(printf -- '-e /%s$ '
 sources_of() {
     case $1 in
     fuzz_sse) echo src/lib/sse.c ;;
-    fuzz_upstream | fuzz_api_message) echo "$LIB" ;;
+    fuzz_upstream) echo "$LIB" ;;
     fuzz_chat_body) echo "$LIB" "$(server_but chat.c)" ;;
     fuzz_env) ;; # config.c is #included by the driver
     fuzz_http) echo "$LIB" "$(server_but worker.c)" ;;
