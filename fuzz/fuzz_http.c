@@ -38,6 +38,13 @@ typedef struct {
 static void die(const char *what)
 {
     fprintf(stderr, "fuzz_http: invariant broken: %s\n", what);
+    /* run.sh closes stderr for this target (access log): leave the reason
+     * next to the crash input too. */
+    FILE *f = fopen("fuzz_http.why", "a");
+    if (f) {
+        fprintf(f, "invariant broken: %s\n", what);
+        fclose(f);
+    }
     abort();
 }
 

@@ -113,7 +113,10 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
     state *s = arg;
     size_t len = 0;
     const char *data = zjuchat_chunk_data(chunk, &len);
-    if (!data || len == 0 || data[0] != '{')
+    size_t i = 0; /* JSON allows leading whitespace before the object */
+    while (data && i < len && strchr(" \t\r\n", data[i]))
+        i++;
+    if (!data || i == len || data[i] != '{')
         die("chunk data is not a JSON object");
     no_key(data, len, "chunk data");
     const char *t = zjuchat_chunk_content(chunk, &len);
