@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 const char *zjuchat_strerror(zjuchat_code code)
@@ -56,23 +57,6 @@ const char *zjuchat_detail_name(zjuchat_detail detail)
         return "total";
     }
     return "unknown";
-}
-
-size_t zjuchat_redact(char *buf, size_t len, const char *secret)
-{
-    if (!buf || !secret || !*secret)
-        return 0;
-    size_t slen = strlen(secret), count = 0;
-    char *p = buf, *end = buf + len;
-    while ((size_t)(end - p) >= slen) {
-        char *hit = memmem(p, (size_t)(end - p), secret, slen);
-        if (!hit)
-            break;
-        memset(hit, '*', slen);
-        p = hit + slen;
-        count++;
-    }
-    return count;
 }
 
 void zjuchat__error_set(zjuchat_error *err, zjuchat_code code, zjuchat_detail detail,
@@ -141,8 +125,18 @@ void zjuchat__api_message(const char *body, size_t len, const char *content_type
             m = json_object_get(root, "message");
         if (!m)
             m = json_object_get(root, "detail");
-        if (json_is_string(m))
-            copy_clean(text, sizeof text, json_string_value(m), json_string_length(m));
+        if (json_is_string(m)) {
+            /* Mask the decoded text before it is cut, so no prefix of an
+             * escaped key survives at the cut. */
+            size_t mlen = json_string_length(m);
+            char *copy = malloc(mlen + 1);
+            if (copy) {
+                memcpy(copy, json_string_value(m), mlen + 1);
+                zjuchat_redact(copy, mlen, secret);
+                copy_clean(text, sizeof text, copy, mlen);
+                free(copy);
+            }
+        }
         json_decref(root);
     }
     if (!*text && body && len && content_type &&

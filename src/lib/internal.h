@@ -58,6 +58,16 @@ zjuchat_code zjuchat__nomem(zjuchat_error *err);
 void zjuchat__api_message(const char *body, size_t len, const char *content_type,
                           long status, const char *secret, char *out, size_t cap);
 
+/* redact.c */
+/* Mask a proper prefix (4+ bytes) of secret that ends buf: what is left of a
+ * key cut by a size cap. Returns the bytes masked. */
+size_t zjuchat__redact_tail(char *buf, size_t len, const char *secret);
+/* When parsed JSON hides the secret behind escapes in its decoded strings,
+ * mask them in `json` and return a new compact serialisation (free()) with
+ * its length; NULL when raw had no escapes or no decoded string held it. */
+char *zjuchat__redact_json(const char *raw, size_t len, json_t *json, const char *secret,
+                           size_t *out_len);
+
 /* response.c */
 zjuchat_response *zjuchat__response_new(char *body, size_t len, long status,
                                         json_t *json);

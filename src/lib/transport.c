@@ -169,6 +169,8 @@ static void call_finish(zjuchat_call *call, const zjuchat_error *err)
     }
     call->finished = 1;
     zjuchat_error final = *err;
+    /* The last gate: no message leaves with the key in it. */
+    zjuchat_redact(final.message, strlen(final.message), call->client->api_key);
     detach_easy(call);
     evtimer_del(call->phase_timer);
     evtimer_del(call->total_timer);
@@ -332,6 +334,8 @@ static void map_curl_error(zjuchat_call *call, CURLcode rc, zjuchat_error *e)
 static void api_error(zjuchat_call *call, zjuchat_error *e)
 {
     zjuchat_redact(call->buf, call->buf_len, call->client->api_key);
+    if (call->buf_len >= ERROR_BODY_CAP) /* a key may straddle the cap */
+        zjuchat__redact_tail(call->buf, call->buf_len, call->client->api_key);
     zjuchat__error_set(e, ZJUCHAT_ERR_API, ZJUCHAT_DETAIL_NONE, "%s", "");
     zjuchat__api_message(call->buf, call->buf_len, call->content_type, call->status,
                          call->client->api_key, e->message, sizeof e->message);
@@ -373,6 +377,14 @@ static void attempt_done(zjuchat_call *call, CURLcode rc)
         finish_code(call, ZJUCHAT_ERR_PROTOCOL, ZJUCHAT_DETAIL_NONE,
                     "upstream answered 2xx with a body that is not a JSON object");
         return;
+    }
+    size_t clean_len;
+    char *clean = zjuchat__redact_json(call->buf, call->buf_len, json,
+                                       call->client->api_key, &clean_len);
+    if (clean) {
+        free(call->buf);
+        call->buf = clean;
+        call->buf_len = call->buf_cap = clean_len;
     }
     call->resp = zjuchat__response_new(call->buf, call->buf_len, call->status, json);
     if (!call->resp) {
@@ -448,12 +460,16 @@ static int on_sse_event(void *userdata, const char *event, const char *data, siz
         call->saw_finish = 1;
     call->stats.events++;
     int r = 0;
+    size_t clean_len = 0;
+    char *clean =
+        zjuchat__redact_json(data, len, json, call->client->api_key, &clean_len);
     if (call->cb.on_chunk) {
-        zjuchat_chunk chunk = {data, len, json};
+        zjuchat_chunk chunk = {clean ? clean : data, clean ? clean_len : len, json};
         call->in_callback++;
         r = call->cb.on_chunk(call, &chunk, call->userdata);
         call->in_callback--;
     }
+    free(clean);
     json_decref(json);
     if (r == ZJUCHAT_STOP)
         set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
@@ -512,6 +528,8 @@ static size_t header_cb(char *ptr, size_t size, size_t n, void *userdata)
     size_t len = size * n;
     if (call->abort)
         return 0;
+    /* Header values end up in error messages: mask an echoed key first. */
+    zjuchat_redact(ptr, len, call->client->api_key);
     if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
         /* A new status line: an interim 1xx may come before the real one. */
         const char *sp = memchr(ptr, ' ', len);

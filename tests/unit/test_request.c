@@ -144,6 +144,42 @@ static void redact_replaces_every_occurrence_in_place(void **state)
     assert_int_equal(zjuchat_redact(buf, len, NULL), 0);
 }
 
+static void escaped_key_in_json_is_masked(void **state)
+{
+    /* "\u0073k-abc123" decodes to the key: the raw pass cannot see it. */
+    const char *raw = "{\"a\":[\"x \\u0073k-abc123 y\"],\"\\u0073k-abc123\":1,\"n\":2}";
+    json_t *j = json_loads(raw, 0, NULL);
+    assert_non_null(j);
+    size_t len = 0;
+    char *clean = zjuchat__redact_json(raw, strlen(raw), j, "sk-abc123", &len);
+    assert_non_null(clean);
+    assert_int_equal(strlen(clean), len);
+    assert_null(strstr(clean, "abc123"));
+    assert_null(strstr(clean, "\\u0073"));
+    json_t *back = json_loads(clean, 0, NULL);
+    assert_non_null(back);
+    assert_int_equal(json_integer_value(json_object_get(back, "n")), 2);
+    assert_non_null(json_object_get(back, "*********"));
+    json_decref(back);
+    free(clean);
+    json_decref(j);
+    /* Without escapes there is nothing to do (the raw pass handled it). */
+    const char *plain = "{\"a\":\"b\"}";
+    j = json_loads(plain, 0, NULL);
+    assert_null(zjuchat__redact_json(plain, strlen(plain), j, "sk-abc123", &len));
+    json_decref(j);
+}
+
+static void key_prefix_cut_by_a_cap_is_masked(void **state)
+{
+    char buf[] = "error near sk-abc1";
+    assert_int_equal(zjuchat__redact_tail(buf, strlen(buf), "sk-abc123"), 7);
+    assert_string_equal(buf, "error near *******");
+    char short_tail[] = "ends with sk-";
+    assert_int_equal(zjuchat__redact_tail(short_tail, strlen(short_tail), "sk-abc123"),
+                     0);
+}
+
 static void api_message_extracts_and_redacts(void **state)
 {
     char out[256];
@@ -181,6 +217,8 @@ int main(void)
         cmocka_unit_test(sampling_and_extra_fields),
         cmocka_unit_test(redact_replaces_every_occurrence_in_place),
         cmocka_unit_test(api_message_extracts_and_redacts),
+        cmocka_unit_test(escaped_key_in_json_is_masked),
+        cmocka_unit_test(key_prefix_cut_by_a_cap_is_masked),
         cmocka_unit_test(error_names_are_stable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
