@@ -198,6 +198,52 @@ static void api_message_extracts_and_redacts(void **state)
     assert_null(strchr(out, '<')); /* no markup relayed */
 }
 
+/* Allocation-failure torture: with the Nth JSON allocation failing, for
+ * every N, request building either succeeds or reports NOMEM/NULL cleanly
+ * (ASan catches leaks and bad frees on those paths). */
+static long allocs_left;
+
+static void *failing_malloc(size_t n)
+{
+    if (allocs_left == 0)
+        return NULL;
+    if (allocs_left > 0)
+        allocs_left--;
+    return malloc(n);
+}
+
+static void request_building_survives_every_allocation_failure(void **state)
+{
+    int failures_seen = 0, successes = 0;
+    for (long n = 0; n < 200; n++) {
+        allocs_left = n;
+        json_set_alloc_funcs(failing_malloc, free);
+        zjuchat_request *req =
+            zjuchat_request_new_simple("deepseek-v3-671b", "问题", "sys");
+        char *body = NULL;
+        zjuchat_error err;
+        if (req) {
+            zjuchat_code rc = zjuchat_request_set_extra(req, "{\"seed\": 1}", &err);
+            assert_true(rc == ZJUCHAT_OK || rc == ZJUCHAT_ERR_NOMEM ||
+                        rc == ZJUCHAT_ERR_INVALID);
+            body = zjuchat_request_to_json(req, 1);
+        }
+        json_set_alloc_funcs(malloc, free);
+        if (body) {
+            json_t *j = json_loads(body, 0, NULL);
+            assert_non_null(j); /* whatever came out is valid JSON */
+            json_decref(j);
+            successes++;
+        } else {
+            failures_seen++;
+        }
+        free(body);
+        zjuchat_request_free(req);
+    }
+    assert_true(failures_seen > 0);
+    assert_true(successes > 0);
+}
+
 static void error_names_are_stable(void **state)
 {
     assert_string_equal(zjuchat_strerror(ZJUCHAT_ERR_NETWORK), "network error");
@@ -220,6 +266,7 @@ int main(void)
         cmocka_unit_test(escaped_key_in_json_is_masked),
         cmocka_unit_test(key_prefix_cut_by_a_cap_is_masked),
         cmocka_unit_test(error_names_are_stable),
+        cmocka_unit_test(request_building_survives_every_allocation_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
