@@ -15,6 +15,16 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_strin
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export ZJU_BUILD_DIR=${ZJU_BUILD_DIR:-build-asan}
 
+# One distinctive API key for the whole run, and one directory where the e2e
+# tests leave every response, error event and log line (server, mock, CLI):
+# the last step greps it for the key (tests/e2e/serverctl.py, mockctl.py).
+export ZJU_TEST_KEY=${ZJU_TEST_KEY:-sk-zju-e2e-SECRET-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')}
+own_log_dir=0
+if [ -z "${ZJU_E2E_LOG_DIR:-}" ]; then
+    ZJU_E2E_LOG_DIR=$(mktemp -d /tmp/zju-e2e-run-XXXXXX); own_log_dir=1
+fi
+export ZJU_E2E_LOG_DIR
+
 if [ "$what" = all ]; then
     make -s asan -j"$(nproc)" || { echo "build failed"; echo "0 passed, 1 failed"; exit 1; }
     if bash scripts/format-check.sh; then
@@ -60,7 +70,28 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
     if [ -z "$p" ]; then failed=$((failed + 1)); failures+=("e2e runner (exit $rc)"); fi
+
+    # Key safety over the whole run. Only the files the tests wrote at the
+    # top of the directory are outputs (subdirectories hold inputs such as
+    # .env files that must contain the key). The scan must have seen server
+    # logs, mock logs and responses, or it would prove nothing.
+    outs=$(find "$ZJU_E2E_LOG_DIR" -maxdepth 1 -type f | wc -l)
+    leaks=$(find "$ZJU_E2E_LOG_DIR" -maxdepth 1 -type f -exec grep -lF -- "$ZJU_TEST_KEY" {} + 2>/dev/null)
+    have_all=1
+    for pat in 'server-*.err' 'mock-*.err' 'responses.bin'; do
+        [ -n "$(find "$ZJU_E2E_LOG_DIR" -maxdepth 1 -name "$pat" -size +0c | head -1)" ] || have_all=0
+    done
+    if [ -z "$leaks" ] && [ "$have_all" = 1 ]; then
+        echo "key-scan: the run's key in none of $outs output files of $ZJU_E2E_LOG_DIR"
+        passed=$((passed + 1))
+    else
+        [ -n "$leaks" ] && echo "key-scan: the API key appears in:" $leaks
+        [ "$have_all" = 1 ] || echo "key-scan: no server logs, mock logs or responses recorded in $ZJU_E2E_LOG_DIR"
+        failed=$((failed + 1)); failures+=("key-scan ($ZJU_E2E_LOG_DIR kept)")
+        own_log_dir=0
+    fi
 fi
+[ "$own_log_dir" = 1 ] && rm -rf "$ZJU_E2E_LOG_DIR"
 
 echo
 for f in "${failures[@]}"; do echo "FAILED: $f"; done

@@ -45,7 +45,13 @@ class Mock:
     def start(self):
         import tempfile
 
-        fd, self.stderr_path = tempfile.mkstemp(prefix="zju-mock-", suffix=".err")
+        # With ZJU_E2E_LOG_DIR set (scripts/test.sh), the mock's log is kept
+        # there with the rest of the run, for the final key scan.
+        self.keep_log = bool(os.environ.get("ZJU_E2E_LOG_DIR"))
+        if self.keep_log:
+            os.makedirs(os.environ["ZJU_E2E_LOG_DIR"], exist_ok=True)
+        fd, self.stderr_path = tempfile.mkstemp(
+            prefix="mock-", suffix=".err", dir=os.environ.get("ZJU_E2E_LOG_DIR") or None)
         with os.fdopen(fd, "wb") as err:
             self.proc = subprocess.Popen(
                 [MOCK_BIN, "--port", "0", *self.args],
@@ -159,7 +165,8 @@ class Mock:
         finally:
             proc.stdout.close()
         err = self.stderr()
-        os.unlink(self.stderr_path)
+        if not self.keep_log:
+            os.unlink(self.stderr_path)
         if rc != 0:
             raise AssertionError(f"mock exited with {rc}: {err}")
 

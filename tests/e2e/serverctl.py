@@ -29,7 +29,9 @@ SERVER_BIN = os.path.join(BUILD_DIR, "zju-chat-server")
 MOCK_BIN = mockctl.MOCK_BIN
 
 # Distinctive, so a grep over everything the tests saw finds any leak.
-KEY = "sk-test-SECRET-4f9a"
+# scripts/test.sh exports one per run (ZJU_TEST_KEY) and greps the whole log
+# directory for it at the end.
+KEY = os.environ.get("ZJU_TEST_KEY") or "sk-test-SECRET-4f9a"
 DEFAULT_MODEL = "deepseek-r1-671b"
 
 # Set ZJU_E2E_LOG_DIR to keep the logs and responses of a run; otherwise
@@ -498,7 +500,8 @@ class Server:
     with ZJU_API_KEY=key and ZJU_BASE_URL=upstream unless given as None.
     cwd: working directory (default: a fresh empty one, so no stray .env)."""
 
-    def __init__(self, upstream=None, env=None, key=KEY, workers=1, args=None, cwd=None, bind=True):
+    def __init__(self, upstream=None, env=None, key=KEY, workers=1, args=None, cwd=None, bind=True,
+                 preexec_fn=None):
         self.env = base_env()
         if key is not None:
             self.env["ZJU_API_KEY"] = key
@@ -513,6 +516,7 @@ class Server:
         self.extra_args = list(args or [])
         self.cwd = cwd
         self.bind = bind
+        self.preexec_fn = preexec_fn  # e.g. a lower RLIMIT_NOFILE
         self.proc = None
         self.port = None
         self.stopped = False
@@ -534,7 +538,8 @@ class Server:
         cmd += self.extra_args
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=err, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL
+                cmd, stdout=out, stderr=err, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                preexec_fn=self.preexec_fn,
             )
         if wait:
             self.wait_ready()
@@ -701,10 +706,11 @@ class ServerCase(unittest.TestCase):
 
 
 def scan_for_key():
-    """Files of the session (server logs, every response) containing KEY."""
+    """Files of the session (server, mock and CLI logs, every response)
+    containing KEY."""
     hits = []
     for name in sorted(os.listdir(LOG_DIR)):
-        if not (name.startswith("server-") or name == "responses.bin"):
+        if not (name.startswith(("server-", "mock-", "cli-")) or name == "responses.bin"):
             continue
         with open(os.path.join(LOG_DIR, name), "rb") as f:
             if KEY.encode() in f.read():
