@@ -32,7 +32,9 @@
 
 typedef struct chat_ctx {
     srv_worker *w;
-    struct evhttp_request *req; /* NULL once the client is gone */
+    struct chat_ctx *prev, *next; /* w->chats */
+    const char *abort_reason;     /* set by srv_chat_abort_all */
+    struct evhttp_request *req;   /* NULL once the client is gone */
     struct evhttp_connection *evcon;
     zjuchat_call *call;
     int stream;
@@ -63,6 +65,12 @@ static void ctx_stop_watchers(chat_ctx *c)
 
 static void ctx_free(chat_ctx *c)
 {
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (c->w->chats == c)
+        c->w->chats = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
     ctx_stop_watchers(c);
     if (c->out)
         evbuffer_free(c->out);
@@ -329,6 +337,14 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
     chat_ctx *c = arg;
     zjuchat_call_stats st;
     zjuchat_call_get_stats(call, &st);
+    zjuchat_error shutdown_err;
+    if (c->abort_reason && err->code == ZJUCHAT_ERR_CANCELLED) {
+        shutdown_err = *err;
+        shutdown_err.code = ZJUCHAT_ERR_NETWORK; /* answered as 503 */
+        snprintf(shutdown_err.message, sizeof shutdown_err.message, "%s",
+                 c->abort_reason);
+        err = &shutdown_err;
+    }
     c->acc.ttfb_ms = st.first_byte_ms;
     ctx_stop_watchers(c);
     if (c->req) {
@@ -481,6 +497,10 @@ int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc)
         c->stream = stream;
         c->acc = *acc;
         w->calls++;
+        c->next = w->chats;
+        if (w->chats)
+            w->chats->prev = c;
+        w->chats = c;
         status = start_call(c, model, user, system, &msg, &err);
         if (status != 0) {
             /* msg may point into err, which lives on this stack frame */
@@ -507,4 +527,15 @@ int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc)
             event_add(c->watch, NULL);
     }
     return 1;
+}
+
+void srv_chat_abort_all(srv_worker *w, const char *reason)
+{
+    chat_ctx *c = w->chats;
+    while (c) {
+        chat_ctx *next = c->next; /* on_done frees c */
+        c->abort_reason = reason;
+        zjuchat_call_cancel(c->call);
+        c = next;
+    }
 }

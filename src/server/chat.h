@@ -16,4 +16,9 @@ struct evhttp_request;
  */
 int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc);
 
+/* End every relay in progress now: streams get one error event carrying
+ * `reason` and their terminating chunk, waiting non-stream requests a 503.
+ * Used when the drain deadline passes, so nothing is cut mid-frame. */
+void srv_chat_abort_all(srv_worker *w, const char *reason);
+
 #endif

@@ -122,12 +122,29 @@ static void on_request(struct evhttp_request *req, void *arg)
     srv_access_write(&acc);
 }
 
+#define DRAIN_FLUSH_S 2 /* after the deadline, time for the last bytes to go out */
+
+static void on_drain_flush_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    srv_worker *w = arg;
+    srv_log("drain: %ld reply(ies) still unsent %ds after the deadline; closing them",
+            w->pending, DRAIN_FLUSH_S);
+    event_base_loopexit(w->base, NULL);
+}
+
+/* The deadline passed: end every relay properly (an error event and the
+ * terminating chunk for streams, 503 for the others), then leave once those
+ * replies are written, or DRAIN_FLUSH_S later for clients that do not read. */
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     srv_worker *w = arg;
-    srv_log("drain deadline reached with %ld request(s) unfinished; closing them",
+    srv_log("drain deadline reached with %ld request(s) unfinished; ending them",
             w->pending);
-    event_base_loopexit(w->base, NULL);
+    srv_chat_abort_all(w, "server is shutting down");
+    struct timeval tv = {DRAIN_FLUSH_S, 0};
+    event_assign(w->drain_timer, w->base, -1, 0, on_drain_flush_timeout, w);
+    event_add(w->drain_timer, &tv);
+    maybe_finish_drain(w);
 }
 
 static void begin_drain(srv_worker *w)
@@ -161,11 +178,16 @@ static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
         evconnlistener_enable(w->listener);
 }
 
+/* The worker of this process. evhttp_bind_listener makes the listener's
+ * callback argument its own struct evhttp, so the accept-error callback
+ * cannot get the worker from its argument. */
+static srv_worker *this_worker;
+
 /* pitfall 6: out of descriptors, accept() fails at once on every loop turn;
  * pause accepting for a moment instead of spinning. */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
-    srv_worker *w = arg;
+    srv_worker *w = this_worker;
     srv_log("accept failed: %s; pausing accepts for %dms",
             evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()), ACCEPT_RETRY_MS);
     evconnlistener_disable(l);
@@ -237,6 +259,7 @@ static int make_client(srv_worker *w)
 static int setup(srv_worker *w)
 {
     const srv_config *cfg = w->cfg;
+    this_worker = w;
     w->base = event_base_new();
     if (!w->base)
         return -1;

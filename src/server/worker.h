@@ -13,6 +13,7 @@ struct evhttp_bound_socket;
 struct evconnlistener;
 struct event;
 struct zjuchat_client;
+struct chat_ctx;
 
 typedef struct srv_worker {
     const srv_config *cfg;
@@ -24,6 +25,7 @@ typedef struct srv_worker {
     long pending;                  /* requests whose reply is not finished */
     long calls;                    /* upstream calls in flight */
     int draining;
+    struct chat_ctx *chats; /* relays in progress (chat.c's list) */
     struct event *drain_timer;
     struct event *accept_retry;
     struct event *sig_term, *sig_int;

@@ -136,10 +136,6 @@ class Base(unittest.TestCase):
 class DescriptorExhaustion(Base):
     LIMIT = 64
 
-    # Server bug (reported): worker.c on_accept_error gets the struct evhttp
-    # as its argument (evhttp_bind_listener replaced the listener's cb_arg),
-    # treats it as srv_worker and crashes the worker on the first EMFILE.
-    @unittest.expectedFailure
     def test_keeps_serving_what_it_has_and_recovers(self):
         def low_fd_limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (self.LIMIT, self.LIMIT))
@@ -213,10 +209,6 @@ class DrainMany(Base):
             sw.close()
             srv.stop()
 
-    # Server bug (reported): worker.c on_drain_timeout only exits the loop,
-    # so streams still running are cut without an error event or the final
-    # chunk.
-    @unittest.expectedFailure
     def test_sigterm_drain_deadline_error_events(self):
         # 100 content deltas 100 ms apart cannot finish within DRAIN_TIMEOUT=1:
         # each stream ends well-framed with an error event, none just cut.
