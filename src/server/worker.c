@@ -8,6 +8,7 @@
 #include "worker.h"
 #include "accesslog.h"
 #include "chat.h"
+#include "conntrack.h"
 #include "http_util.h"
 
 #include <event2/buffer.h>
@@ -44,6 +45,7 @@ void srv_worker_request_gone(srv_worker *w)
 static void on_request_complete(struct evhttp_request *req, void *arg)
 {
     srv_worker *w = arg;
+    srv_conntrack_reply_done(w->conns, req);
     w->pending--;
     maybe_finish_drain(w);
 }
@@ -91,6 +93,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     srv_worker *w = arg;
     srv_access acc;
     srv_access_begin(&acc, req);
+    srv_conntrack_request_received(w->conns, req);
     w->pending++;
     evhttp_request_set_on_complete_cb(req, on_request_complete, w);
     if (w->draining) /* tell keep-alive clients to go elsewhere */
@@ -279,6 +282,9 @@ static int setup(srv_worker *w)
         w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_OPTIONS |
                      EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
     evhttp_set_gencb(w->http, on_request, w);
+    w->conns = srv_conntrack_new(w->base, w->http, cfg->request_timeout_s);
+    if (!w->conns)
+        return -1;
     w->accept_retry = evtimer_new(w->base, on_accept_retry, w);
     w->sig_term = evsignal_new(w->base, SIGTERM, on_signal, w);
     w->sig_int = evsignal_new(w->base, SIGINT, on_signal, w);
@@ -295,6 +301,7 @@ static void teardown(srv_worker *w)
      * close callback and cancel their calls before the client goes. */
     if (w->http)
         evhttp_free(w->http);
+    srv_conntrack_free(w->conns); /* after evhttp_free: drops the last bev refs */
     if (w->client)
         zjuchat_client_free(w->client);
     if (w->drain_timer)

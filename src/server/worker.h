@@ -14,6 +14,7 @@ struct evconnlistener;
 struct event;
 struct zjuchat_client;
 struct chat_ctx;
+struct srv_conntrack;
 
 typedef struct srv_worker {
     const srv_config *cfg;
@@ -29,6 +30,7 @@ typedef struct srv_worker {
     struct event *drain_timer;
     struct event *accept_retry;
     struct event *sig_term, *sig_int;
+    struct srv_conntrack *conns; /* whole-request deadlines */
 } srv_worker;
 
 /* Run a worker until drained. Returns the process exit code: 0 after a

@@ -31,9 +31,6 @@ class ClientMatrix(ServerCase):
         self.assertLess(r.status, 500, r)
         return r.status
 
-    # Server bug (reported): worker.c passes REQUEST_TIMEOUT to
-    # evhttp_set_timeout, an inactivity timeout, so any byte restarts it.
-    @unittest.expectedFailure
     def test_request_one_byte_per_second(self):
         # A client dribbling a valid request at 1 byte/s must be cut off by
         # REQUEST_TIMEOUT (2 s) overall, not only after 2 s of silence;
