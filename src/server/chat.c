@@ -399,7 +399,20 @@ static int validate(struct evhttp_request *req, const srv_config *cfg, json_t **
     json_error_t jerr;
     *root = json_loadb(bytes ? bytes : "", len, 0, &jerr);
     if (!*root) {
-        *msg = "request body is not valid JSON";
+        /* Say where and why; one worker is one thread, so a static buffer
+         * lives until the reply is built. jansson's own words for a NUL
+         * name a flag the client cannot know. */
+        static char why[320];
+        if (strstr(jerr.text, "\\u0000"))
+            snprintf(why, sizeof why,
+                     "request body is not valid JSON: strings may not "
+                     "contain \\u0000 (line %d, column %d)",
+                     jerr.line, jerr.column);
+        else
+            snprintf(why, sizeof why,
+                     "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                     jerr.line, jerr.column);
+        *msg = why;
         return 400;
     }
     if (!json_is_object(*root)) {

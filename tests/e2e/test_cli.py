@@ -13,6 +13,7 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import unittest
 import urllib.error
@@ -23,7 +24,10 @@ from mockctl import Mock
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BUILD = os.path.join(ROOT, os.environ.get("ZJU_BUILD_DIR", "build-asan"))
 CLI = os.path.join(BUILD, "zju-chat")
-KEY = "sk-test-SECRET-4f9a7c21"
+# One key for the whole run (scripts/test.sh), so the final key scan covers
+# the CLI's output too.
+KEY = os.environ.get("ZJU_TEST_KEY") or "sk-test-SECRET-4f9a7c21"
+LOG_DIR = os.environ.get("ZJU_E2E_LOG_DIR")
 PLAIN = "deepseek-v3-671b"   # answers without reasoning
 R1 = "deepseek-r1-671b"      # answers with reasoning_content deltas
 
@@ -96,9 +100,14 @@ class CliTest(unittest.TestCase):
         return {k: v for k, v in env.items() if v is not None}
 
     def run_cli(self, *args, stdin=subprocess.DEVNULL, input=None, env=None, timeout=15):
-        return subprocess.run([CLI, *args], stdin=None if input is not None else stdin,
-                              input=input, capture_output=True, env=env or self.env(),
-                              timeout=timeout)
+        p = subprocess.run([CLI, *args], stdin=None if input is not None else stdin,
+                           input=input, capture_output=True, env=env or self.env(),
+                           timeout=timeout)
+        if LOG_DIR:  # recorded for the run's key scan
+            fd, path = tempfile.mkstemp(prefix="cli-", suffix=".out", dir=LOG_DIR)
+            with os.fdopen(fd, "wb") as f:
+                f.write(p.stdout + b"\n" + p.stderr)
+        return p
 
     def last_messages(self):
         """messages[] of the last chat request the mock received."""
