@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #define ENV_LINE_MAX 8192 /* longer lines are rejected, not truncated */
@@ -151,6 +152,18 @@ int srv_config_parse_bind(srv_config *cfg, const char *spec)
     return 0;
 }
 
+/* Each relay holds two descriptors (client and upstream) and main() raises
+ * the soft limit to the hard one: allow what that limit can carry, leaving
+ * room for listeners, logs and idle connections. */
+static long default_max_connections(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_max == RLIM_INFINITY)
+        return 4096;
+    long n = ((long)rl.rlim_max - 128) / 2;
+    return n < 64 ? 64 : n;
+}
+
 static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -167,6 +180,7 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     cfg->workers = cores > 0 ? (int)cores : 1;
     cfg->api_key = env_dup("ZJU_API_KEY");
     cfg->base_url = env_dup("ZJU_BASE_URL");
+    cfg->ca_file = env_dup("ZJU_CA_FILE");
     cfg->default_model = env_dup("DEFAULT_MODEL");
     cfg->cors_origins = env_dup("CORS_ORIGINS");
     if (!cfg->cors_origins)
@@ -183,7 +197,7 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
         {"ZJU_IDLE_TIMEOUT_MS", -1, &cfg->idle_ms},
         {"ZJU_TOTAL_TIMEOUT_MS", -1, &cfg->total_ms},
         {"HEARTBEAT_MS", 15000, &cfg->heartbeat_ms},
-        {"MAX_CONNECTIONS", 4096, &cfg->max_connections},
+        {"MAX_CONNECTIONS", default_max_connections(), &cfg->max_connections},
         {"DRAIN_TIMEOUT", 30, &cfg->drain_timeout_s},
         {"REQUEST_TIMEOUT", 30, &cfg->request_timeout_s},
     };
@@ -219,6 +233,7 @@ void srv_config_free(srv_config *cfg)
 {
     free(cfg->api_key);
     free(cfg->base_url);
+    free(cfg->ca_file);
     free(cfg->default_model);
     free(cfg->cors_origins);
     memset(cfg, 0, sizeof *cfg);

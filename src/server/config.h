@@ -13,6 +13,7 @@ typedef struct srv_config {
     int workers;         /* -w, default: number of cores */
     char *api_key;       /* ZJU_API_KEY, NULL when unset or empty */
     char *base_url;      /* ZJU_BASE_URL, NULL: the library default */
+    char *ca_file;       /* ZJU_CA_FILE: CA bundle for the upstream's TLS */
     char *default_model; /* DEFAULT_MODEL */
     char *cors_origins;  /* CORS_ORIGINS, default "*" */
     int debug;           /* FLASK_DEBUG or DEBUG truthy */
@@ -23,7 +24,8 @@ typedef struct srv_config {
     long heartbeat_ms;      /* HEARTBEAT_MS, default 15000, 0 disables */
     size_t max_body;        /* MAX_BODY_BYTES, default 1 MiB */
     size_t max_headers;     /* MAX_HEADER_BYTES, default 16 KiB */
-    long max_connections;   /* MAX_CONNECTIONS: in-flight requests per worker */
+    long max_connections;   /* MAX_CONNECTIONS: in-flight requests per worker;
+                               default: what the descriptor limit allows */
     long drain_timeout_s;   /* DRAIN_TIMEOUT, default 30 */
     long request_timeout_s; /* REQUEST_TIMEOUT, default 30 */
 } srv_config;

@@ -243,6 +243,11 @@ static int make_client(srv_worker *w)
         srv_log("cannot create the upstream client: %s", err.message);
         return -1;
     }
+    if (cfg->ca_file &&
+        zjuchat_client_set_ca_file(w->client, cfg->ca_file) != ZJUCHAT_OK) {
+        srv_log("cannot use ZJU_CA_FILE");
+        return -1;
+    }
     long ms[] = {cfg->connect_ms, cfg->first_byte_ms, cfg->idle_ms, cfg->total_ms};
     zjuchat_timeout which[] = {ZJUCHAT_TIMEOUT_OPT_CONNECT,
                                ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE, ZJUCHAT_TIMEOUT_OPT_IDLE,

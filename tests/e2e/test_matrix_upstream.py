@@ -186,6 +186,18 @@ class Unreachable(unittest.TestCase, ServesAfter):
             with Server(tls_mock.base_url, env={"ZJU_CONNECT_TIMEOUT_MS": "3000"}) as srv:
                 self.check(srv)
                 self.assertEqual(tls_stats(tls_mock)["chat_requests"], 0, "a request went through an untrusted TLS connection")
+            # Trusting that certificate through ZJU_CA_FILE makes the same
+            # upstream work, over one reused TLS connection.
+            env = {"ZJU_CA_FILE": cert}
+            with Server(tls_mock.base_url, env=env, workers=1) as srv:
+                before = tls_stats(tls_mock)["connections_accepted"]
+                for _ in range(3):
+                    r = chat(srv.port, req(model(), False), timeout=20)
+                    self.assertEqual(r.status, 200, r.body[:300])
+                    s = stream(srv.port, req(model(), True), timeout=20)
+                    self.assertEqual(s.status, 200, s.raw[:300])
+                # one upstream connection, plus the stats request itself
+                self.assertEqual(tls_stats(tls_mock)["connections_accepted"] - before, 2)
         os.unlink(key)
 
 
