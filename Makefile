@@ -9,7 +9,7 @@ CC      ?= cc
 VERSION := 0.1.0
 SOVER   := 1
 
-PKGS    := libcurl libevent jansson
+PKGS    := libcurl libevent jansson yajl
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -DZJU_CHAT_VERSION=\"$(VERSION)\" -Wall -Wextra -Werror -Wshadow \
                -Wno-unused-parameter -fPIC -Iinclude -Isrc/lib \
                $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

@@ -14,8 +14,8 @@ CC=${FUZZ_CC:-clang}
 out=build-fuzz/$flavour
 mkdir -p "$out/obj"
 
-PKG_CFLAGS=$(pkg-config --cflags libcurl libevent jansson)
-PKG_LIBS="$(pkg-config --libs libcurl libevent jansson) -lm -lpthread"
+PKG_CFLAGS=$(pkg-config --cflags libcurl libevent jansson yajl)
+PKG_LIBS="$(pkg-config --libs libcurl libevent jansson yajl) -lm -lpthread"
 # Same language flags as the Makefile; -Werror only on our own drivers, so
 # a warning in a file another engineer is editing cannot stop the fuzzing.
 BASE="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -g -O1
@@ -42,6 +42,7 @@ server_but() { ls src/server/*.c | grep -v -e '/main\.c$' $(printf -- '-e /%s$ '
 sources_of() {
     case $1 in
     fuzz_sse) echo src/lib/sse.c ;;
+    fuzz_scan) echo src/lib/scan.c ;;
     fuzz_upstream) echo "$LIB" ;;
     fuzz_chat_body) echo "$LIB" "$(server_but chat.c)" ;;
     fuzz_env) ;; # config.c is #included by the driver

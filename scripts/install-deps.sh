@@ -2,7 +2,7 @@
 # Install the Debian 12 packages the build, tests and benchmarks need,
 # only when something is missing (so repeated runs are quick and offline).
 set -euo pipefail
-pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev
+pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev libyajl-dev
       libcmocka-dev libedit-dev libssl-dev python3 curl openssl clang-format
       clang libclang-rt-14-dev nginx-light wrk procps)
 missing=()

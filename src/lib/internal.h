@@ -37,17 +37,37 @@ struct zjuchat_client {
     struct zjuchat_call *calls; /* active calls, doubly linked */
 };
 
+/* What one pass over a JSON document found (scan.c). */
+typedef struct zjuchat__scan {
+    int valid;       /* well-formed JSON, valid UTF-8 */
+    int is_object;   /* the top-level value is an object */
+    int finish;      /* a choices[].finish_reason that is a string */
+    int has_usage;   /* usage.*_tokens seen (the others stay -1) */
+    int secret_seen; /* a decoded string or key contains the secret */
+    long prompt, completion, total;
+} zjuchat__scan;
+
+/* Scan data[0..len). Returns 0 when valid, -1 when not, -2 on OOM. */
+int zjuchat__scan_json(const char *data, size_t len, const char *secret,
+                       zjuchat__scan *out);
+
+/* Accessors parse with jansson on first use (json stays NULL until then);
+ * scan answers the rest without a tree. */
 struct zjuchat_response {
     char *body;
     size_t len;
     long status;
-    json_t *json; /* parsed body, may be NULL for non-JSON bodies */
+    json_t *json;
+    int parsed; /* json was attempted */
+    zjuchat__scan scan;
 };
 
 struct zjuchat_chunk {
     const char *data;
     size_t len;
     json_t *json;
+    int parsed;
+    zjuchat__scan scan;
 };
 
 /* error.c */
@@ -69,13 +89,13 @@ char *zjuchat__redact_json(const char *raw, size_t len, json_t *json, const char
                            size_t *out_len);
 
 /* response.c */
-zjuchat_response *zjuchat__response_new(char *body, size_t len, long status,
-                                        json_t *json);
+/* Takes body and json (may be NULL: parsed on demand). */
+zjuchat_response *zjuchat__response_new(char *body, size_t len, long status, json_t *json,
+                                        const zjuchat__scan *scan);
 /* Accessors on a chat object: choices[0].<container>.<field> as string. */
 const char *zjuchat__choice_string(json_t *root, const char *container, const char *field,
                                    size_t *len);
 const char *zjuchat__choice_finish(json_t *root);
-int zjuchat__usage(json_t *root, long *prompt, long *completion, long *total);
 
 /* transport.c */
 zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err);

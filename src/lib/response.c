@@ -1,14 +1,16 @@
 /*
  * response.c - accessors over upstream answers: the whole chat.completion of
  * a non-stream call, the chunks of a stream, and the model list.
- * Raw bytes are kept exactly as received; the parsed tree only serves the
- * accessors.
+ * Raw bytes are kept exactly as received. Usage comes from the scan made on
+ * arrival (scan.c); the other accessors parse with jansson on first use, so
+ * a relay that only forwards bytes never builds a tree.
  */
 #include "internal.h"
 
 #include <stdlib.h>
 
-zjuchat_response *zjuchat__response_new(char *body, size_t len, long status, json_t *json)
+zjuchat_response *zjuchat__response_new(char *body, size_t len, long status, json_t *json,
+                                        const zjuchat__scan *scan)
 {
     zjuchat_response *r = calloc(1, sizeof *r);
     if (!r)
@@ -17,6 +19,8 @@ zjuchat_response *zjuchat__response_new(char *body, size_t len, long status, jso
     r->len = len;
     r->status = status;
     r->json = json;
+    r->parsed = json != NULL;
+    r->scan = *scan;
     return r;
 }
 
@@ -27,6 +31,46 @@ void zjuchat_response_free(zjuchat_response *resp)
     free(resp->body);
     json_decref(resp->json);
     free(resp);
+}
+
+/* The tree, parsed on first use. The handle is logically const (its bytes
+ * never change), and a response or chunk belongs to one thread. */
+static json_t *response_json(const zjuchat_response *resp)
+{
+    if (!resp)
+        return NULL;
+    zjuchat_response *r = (zjuchat_response *)resp;
+    if (!r->parsed) {
+        r->parsed = 1;
+        r->json = json_loadb(r->body ? r->body : "", r->len, JSON_ALLOW_NUL, NULL);
+    }
+    return r->json;
+}
+
+static json_t *chunk_json(const zjuchat_chunk *chunk)
+{
+    if (!chunk)
+        return NULL;
+    zjuchat_chunk *c = (zjuchat_chunk *)chunk;
+    if (!c->parsed) {
+        c->parsed = 1;
+        c->json = json_loadb(c->data, c->len, JSON_ALLOW_NUL, NULL);
+    }
+    return c->json;
+}
+
+static int usage_from_scan(const zjuchat__scan *scan, long *prompt, long *completion,
+                           long *total)
+{
+    if (!scan->has_usage)
+        return -1;
+    if (prompt)
+        *prompt = scan->prompt;
+    if (completion)
+        *completion = scan->completion;
+    if (total)
+        *total = scan->total;
+    return 0;
 }
 
 const char *zjuchat_response_body(const zjuchat_response *resp, size_t *len)
@@ -66,56 +110,37 @@ const char *zjuchat__choice_finish(json_t *root)
     return json_string_value(json_object_get(first_choice(root), "finish_reason"));
 }
 
-int zjuchat__usage(json_t *root, long *prompt, long *completion, long *total)
-{
-    json_t *u = json_object_get(root, "usage");
-    if (!json_is_object(u))
-        return -1;
-    json_t *p = json_object_get(u, "prompt_tokens");
-    json_t *c = json_object_get(u, "completion_tokens");
-    json_t *t = json_object_get(u, "total_tokens");
-    if (!json_is_integer(p) && !json_is_integer(c) && !json_is_integer(t))
-        return -1;
-    if (prompt)
-        *prompt = json_is_integer(p) ? (long)json_integer_value(p) : -1;
-    if (completion)
-        *completion = json_is_integer(c) ? (long)json_integer_value(c) : -1;
-    if (total)
-        *total = json_is_integer(t) ? (long)json_integer_value(t) : -1;
-    return 0;
-}
-
 const char *zjuchat_response_content(const zjuchat_response *resp, size_t *len)
 {
-    return zjuchat__choice_string(resp ? resp->json : NULL, "message", "content", len);
+    return zjuchat__choice_string(response_json(resp), "message", "content", len);
 }
 
 const char *zjuchat_response_reasoning(const zjuchat_response *resp, size_t *len)
 {
-    return zjuchat__choice_string(resp ? resp->json : NULL, "message",
-                                  "reasoning_content", len);
+    return zjuchat__choice_string(response_json(resp), "message", "reasoning_content",
+                                  len);
 }
 
 const char *zjuchat_response_finish_reason(const zjuchat_response *resp)
 {
-    return zjuchat__choice_finish(resp ? resp->json : NULL);
+    return zjuchat__choice_finish(response_json(resp));
 }
 
 int zjuchat_response_usage(const zjuchat_response *resp, long *prompt, long *completion,
                            long *total)
 {
-    return zjuchat__usage(resp ? resp->json : NULL, prompt, completion, total);
+    return resp ? usage_from_scan(&resp->scan, prompt, completion, total) : -1;
 }
 
 size_t zjuchat_response_model_count(const zjuchat_response *resp)
 {
-    json_t *data = json_object_get(resp ? resp->json : NULL, "data");
+    json_t *data = json_object_get(response_json(resp), "data");
     return json_is_array(data) ? json_array_size(data) : 0;
 }
 
 const char *zjuchat_response_model_id(const zjuchat_response *resp, size_t i)
 {
-    json_t *data = json_object_get(resp ? resp->json : NULL, "data");
+    json_t *data = json_object_get(response_json(resp), "data");
     return json_string_value(json_object_get(json_array_get(data, i), "id"));
 }
 
@@ -128,22 +153,22 @@ const char *zjuchat_chunk_data(const zjuchat_chunk *chunk, size_t *len)
 
 const char *zjuchat_chunk_content(const zjuchat_chunk *chunk, size_t *len)
 {
-    return zjuchat__choice_string(chunk ? chunk->json : NULL, "delta", "content", len);
+    return zjuchat__choice_string(chunk_json(chunk), "delta", "content", len);
 }
 
 const char *zjuchat_chunk_reasoning(const zjuchat_chunk *chunk, size_t *len)
 {
-    return zjuchat__choice_string(chunk ? chunk->json : NULL, "delta",
-                                  "reasoning_content", len);
+    return zjuchat__choice_string(chunk_json(chunk), "delta", "reasoning_content", len);
 }
 
 const char *zjuchat_chunk_finish_reason(const zjuchat_chunk *chunk)
 {
-    return zjuchat__choice_finish(chunk ? chunk->json : NULL);
+    /* Most chunks have none: only parse those the scan found one in. */
+    return chunk && chunk->scan.finish ? zjuchat__choice_finish(chunk_json(chunk)) : NULL;
 }
 
 int zjuchat_chunk_usage(const zjuchat_chunk *chunk, long *prompt, long *completion,
                         long *total)
 {
-    return zjuchat__usage(chunk ? chunk->json : NULL, prompt, completion, total);
+    return chunk ? usage_from_scan(&chunk->scan, prompt, completion, total) : -1;
 }

@@ -371,22 +371,32 @@ static void attempt_done(zjuchat_call *call, CURLcode rc)
         return;
     }
     zjuchat_redact(call->buf, call->buf_len, call->client->api_key);
-    json_t *json = json_loadb(call->buf ? call->buf : "", call->buf_len, 0, NULL);
-    if (!json_is_object(json)) {
-        json_decref(json);
+    zjuchat__scan scan;
+    const char *body = call->buf ? call->buf : "";
+    if (zjuchat__scan_json(body, call->buf_len, call->client->api_key, &scan) == -2) {
+        finish_code(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE, "out of memory");
+        return;
+    }
+    if (!scan.valid || !scan.is_object) {
         finish_code(call, ZJUCHAT_ERR_PROTOCOL, ZJUCHAT_DETAIL_NONE,
                     "upstream answered 2xx with a body that is not a JSON object");
         return;
     }
-    size_t clean_len;
-    char *clean = zjuchat__redact_json(call->buf, call->buf_len, json,
-                                       call->client->api_key, &clean_len);
-    if (clean) {
-        free(call->buf);
-        call->buf = clean;
-        call->buf_len = call->buf_cap = clean_len;
+    json_t *json = NULL;
+    if (scan.secret_seen) {
+        /* Rare: the key hides behind JSON escapes. Rebuild the body. */
+        size_t clean_len;
+        json = json_loadb(body, call->buf_len, JSON_ALLOW_NUL, NULL);
+        char *clean = zjuchat__redact_json(call->buf, call->buf_len, json,
+                                           call->client->api_key, &clean_len);
+        if (clean) {
+            free(call->buf);
+            call->buf = clean;
+            call->buf_len = call->buf_cap = clean_len;
+        }
     }
-    call->resp = zjuchat__response_new(call->buf, call->buf_len, call->status, json);
+    call->resp =
+        zjuchat__response_new(call->buf, call->buf_len, call->status, json, &scan);
     if (!call->resp) {
         json_decref(json);
         finish_code(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE, "out of memory");
@@ -450,27 +460,39 @@ static int on_sse_event(void *userdata, const char *event, const char *data, siz
     /* The parser hands out its own buffer or libcurl's receive buffer, both
      * writable: redact in place so no copy of the event is needed. */
     zjuchat_redact((char *)data, len, call->client->api_key);
-    json_t *json = json_loadb(data, len, JSON_ALLOW_NUL, NULL);
-    if (!json_is_object(json)) {
-        json_decref(json);
+    zjuchat_chunk chunk = {data, len, NULL, 0, {0}};
+    if (zjuchat__scan_json(data, len, call->client->api_key, &chunk.scan) == -2) {
+        set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE, "out of memory");
+        return 1;
+    }
+    if (!chunk.scan.valid || !chunk.scan.is_object) {
         call->stats.skipped++;
         return 0;
     }
-    if (zjuchat__choice_finish(json))
+    if (chunk.scan.finish)
         call->saw_finish = 1;
     call->stats.events++;
+    char *clean = NULL;
+    if (chunk.scan.secret_seen) {
+        /* Rare: the key hides behind JSON escapes. Rebuild the event. */
+        size_t clean_len = 0;
+        chunk.json = json_loadb(data, len, JSON_ALLOW_NUL, NULL);
+        chunk.parsed = 1;
+        clean = zjuchat__redact_json(data, len, chunk.json, call->client->api_key,
+                                     &clean_len);
+        if (clean) {
+            chunk.data = clean;
+            chunk.len = clean_len;
+        }
+    }
     int r = 0;
-    size_t clean_len = 0;
-    char *clean =
-        zjuchat__redact_json(data, len, json, call->client->api_key, &clean_len);
     if (call->cb.on_chunk) {
-        zjuchat_chunk chunk = {clean ? clean : data, clean ? clean_len : len, json};
         call->in_callback++;
         r = call->cb.on_chunk(call, &chunk, call->userdata);
         call->in_callback--;
     }
     free(clean);
-    json_decref(json);
+    json_decref(chunk.json); /* built by an accessor, if one asked */
     if (r == ZJUCHAT_STOP)
         set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
                     "stream stopped by the caller");
