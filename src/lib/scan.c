@@ -32,21 +32,25 @@ struct scanner {
     int started;
 };
 
+/* Called for every key of every event: dispatch on the length first. */
 static enum key_id key_of(const unsigned char *k, size_t len)
 {
-    static const struct {
-        const char *name;
-        enum key_id id;
-    } names[] = {{"choices", K_CHOICES},
-                 {"usage", K_USAGE},
-                 {"finish_reason", K_FINISH},
-                 {"prompt_tokens", K_PROMPT},
-                 {"completion_tokens", K_COMPLETION},
-                 {"total_tokens", K_TOTAL}};
-    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
-        if (strlen(names[i].name) == len && memcmp(names[i].name, k, len) == 0)
-            return names[i].id;
-    return K_OTHER;
+#define IS(lit) (memcmp(k, lit, sizeof lit - 1) == 0)
+    switch (len) {
+    case 5:
+        return IS("usage") ? K_USAGE : K_OTHER;
+    case 7:
+        return IS("choices") ? K_CHOICES : K_OTHER;
+    case 12:
+        return IS("total_tokens") ? K_TOTAL : K_OTHER;
+    case 13:
+        return IS("finish_reason") ? K_FINISH : IS("prompt_tokens") ? K_PROMPT : K_OTHER;
+    case 17:
+        return IS("completion_tokens") ? K_COMPLETION : K_OTHER;
+    default:
+        return K_OTHER;
+    }
+#undef IS
 }
 
 static void check_secret(struct scanner *s, const unsigned char *p, size_t len)
