@@ -21,7 +21,9 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <zjuchat.h>
 
 /* Above this many bytes waiting for a client, the upstream is paused. */
@@ -40,6 +42,8 @@ typedef struct chat_ctx {
     int stream;
     int started; /* stream reply headers sent */
     int paused;
+    int chunked;         /* the reply uses chunked encoding (HTTP/1.1 clients) */
+    int direct;          /* chunks may be written to the socket directly */
     struct event *watch; /* client socket readable: EOF or data */
     struct event *ping;  /* heartbeat timer */
     struct event *flush; /* sends c->out once the current burst is queued */
@@ -157,11 +161,64 @@ static void arm_ping(chat_ctx *c)
     event_add(c->ping, &tv);
 }
 
+/*
+ * Write one HTTP chunk straight to the socket when nothing is queued before
+ * it. Going through the bufferevent costs two epoll_ctl calls per event (it
+ * arms the write event, then disarms it once flushed); strace counted 0.9
+ * epoll_ctl per relayed event. Whatever the socket does not take goes to the
+ * bufferevent, in order, and is flushed by evhttp as usual (its on_drained
+ * callback is set by the first chunk, which always takes the evhttp path).
+ * Returns 0 when nothing was written (the caller uses the evhttp path).
+ */
+static int send_direct(chat_ctx *c, struct bufferevent *bev, size_t n)
+{
+    char head[24];
+    int hl = snprintf(head, sizeof head, "%zx\r\n", n);
+    struct iovec iov[10];
+    struct evbuffer_iovec vec[8];
+    int nvec = evbuffer_peek(c->out, -1, NULL, vec, 8);
+    if (nvec < 1 || nvec > 8)
+        return 0;
+    iov[0].iov_base = head;
+    iov[0].iov_len = (size_t)hl;
+    for (int i = 0; i < nvec; i++) {
+        iov[i + 1].iov_base = vec[i].iov_base;
+        iov[i + 1].iov_len = vec[i].iov_len;
+    }
+    iov[nvec + 1].iov_base = (char *)"\r\n";
+    iov[nvec + 1].iov_len = 2;
+    ssize_t w = writev(bufferevent_getfd(bev), iov, nvec + 2);
+    if (w <= 0)
+        return 0; /* EAGAIN or an error: evhttp queues it or notices the error */
+    size_t done = (size_t)w, total = (size_t)hl + n + 2;
+    if (done < (size_t)hl) {
+        bufferevent_write(bev, head + done, (size_t)hl - done);
+        done = (size_t)hl;
+    }
+    if (done < (size_t)hl + n) {
+        evbuffer_drain(c->out, done - (size_t)hl);
+        bufferevent_write_buffer(bev, c->out);
+        done = (size_t)hl + n;
+    } else {
+        evbuffer_drain(c->out, n);
+    }
+    if (done < total)
+        bufferevent_write(bev, "\r\n" + (done - (size_t)hl - n), total - done);
+    return 1;
+}
+
 /* Send what is in c->out as one chunk; pause upstream above high water. */
 static void send_out(chat_ctx *c)
 {
-    c->acc.bytes += evbuffer_get_length(c->out);
-    evhttp_send_reply_chunk_with_cb(c->req, c->out, on_drained, c);
+    size_t n = evbuffer_get_length(c->out);
+    c->acc.bytes += n;
+    struct bufferevent *bev = ctx_bev(c);
+    if (!(c->direct && bev && evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
+          send_direct(c, bev, n))) {
+        evhttp_send_reply_chunk_with_cb(c->req, c->out, on_drained, c);
+        /* From now on evhttp calls on_drained whenever its output empties. */
+        c->direct = c->chunked;
+    }
     arm_ping(c);
     if (!c->paused && ctx_outlen(c) > OUT_HIGH_WATER) {
         c->paused = 1;
@@ -205,6 +262,8 @@ static void on_accepted(zjuchat_call *call, void *arg)
     evhttp_add_header(h, "X-Accel-Buffering", "no");
     evhttp_send_reply_start(c->req, 200, "OK");
     c->started = 1;
+    const char *te = evhttp_find_header(h, "Transfer-Encoding");
+    c->chunked = te && strcasecmp(te, "chunked") == 0;
     c->acc.status = 200;
     /* pitfall 4: a quiet stream must not die of the read timeout; keep a
      * write timeout so a client that stops reading is dropped eventually. */
