@@ -62,7 +62,8 @@ static void on_client_read(evutil_socket_t fd, short what, void *arg)
         size_t keep = c->got < sizeof c->head ? sizeof c->head - c->got : 0;
         if (keep > (size_t)n)
             keep = (size_t)n;
-        memcpy(c->head + c->got, buf, keep);
+        if (keep > 0) /* c->head + c->got is out of bounds past 16 bytes */
+            memcpy(c->head + c->got, buf, keep);
         c->got += (size_t)n;
         if (c->got > REPLY_CAP)
             die("reply larger than any the server should send");
