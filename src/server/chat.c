@@ -203,7 +203,7 @@ static int send_direct(chat_ctx *c, struct bufferevent *bev, size_t n)
         evbuffer_drain(c->out, n);
     }
     if (done < total)
-        bufferevent_write(bev, "\r\n" + (done - (size_t)hl - n), total - done);
+        bufferevent_write(bev, &"\r\n"[done - (size_t)hl - n], total - done);
     return 1;
 }
 
