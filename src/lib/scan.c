@@ -173,14 +173,20 @@ static const yajl_callbacks callbacks = {
 };
 
 /* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
- * U+10FFFF. YAJL's own string check lets overlong forms through, and JSON
- * text must be UTF-8 as a whole, so the raw bytes are checked here. */
-static int utf8_valid(const unsigned char *p, size_t len)
+ * U+10FFFF; and no raw control bytes but JSON's white space. YAJL's own string check lets
+ * overlong forms through, and JSON text must be UTF-8 as a whole, so the raw bytes are
+ * checked here. */
+static int text_valid(const unsigned char *p, size_t len)
 {
     size_t i = 0;
     while (i < len) {
         unsigned char c = p[i];
         if (c < 0x80) {
+            /* Raw control bytes are invalid anywhere in JSON text (in strings
+             * they must be escaped), but YAJL's lexer takes \f and \v for
+             * white space: refuse them here. */
+            if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+                return 0;
             i++;
             continue;
         }
@@ -223,7 +229,7 @@ int zjuchat__scan_json(const char *data, size_t len, const char *secret,
     s.out = out;
     s.secret = secret;
     s.secret_len = secret ? strlen(secret) : 0;
-    if (!utf8_valid((const unsigned char *)data, len))
+    if (!text_valid((const unsigned char *)data, len))
         return -1;
     yajl_handle h = yajl_alloc(&callbacks, NULL, &s);
     if (!h)

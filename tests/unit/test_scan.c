@@ -46,6 +46,9 @@ static void validity_agrees_with_jansson(void **state)
         "{\"a\":tru}",
         "{\"a\":\"unterminated}",
         "{\"a\":\"ctl\x01\"}",
+        "{}\f",
+        "\v{}",
+        "{\"a\":\"tab\there\"}",
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *t = cases[i];
