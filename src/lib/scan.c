@@ -30,6 +30,8 @@ struct scanner {
     int is_array[TRACKED_DEPTH + 1];    /* container kind per depth */
     enum key_id key[TRACKED_DEPTH + 1]; /* last key seen in the map at depth */
     int started;
+    yajl_handle h;
+    size_t end; /* offset just past the top-level container */
 };
 
 /* Called for every key of every event: dispatch on the length first. */
@@ -163,7 +165,8 @@ static int on_start_array(void *ctx)
 static int on_end(void *ctx)
 {
     struct scanner *s = ctx;
-    s->depth--;
+    if (--s->depth == 0)
+        s->end = yajl_get_bytes_consumed(s->h);
     return 1;
 }
 
@@ -235,10 +238,17 @@ int zjuchat__scan_json(const char *data, size_t len, const char *secret,
     if (!h)
         return -2;
     yajl_config(h, yajl_dont_validate_strings, 1); /* done above, strictly */
+    s.h = h;
     yajl_status st = yajl_parse(h, (const unsigned char *)data, len);
     if (st == yajl_status_ok)
         st = yajl_complete_parse(h);
     yajl_free(h);
+    /* YAJL 2.1 accepts an unfinished token after a complete value (it only
+     * peeks at it): everything past the top-level container must be white
+     * space. (A top-level scalar is no event anyway: is_object stays 0.) */
+    for (size_t i = s.end; st == yajl_status_ok && out->is_object && i < len; i++)
+        if (data[i] != ' ' && data[i] != '\t' && data[i] != '\n' && data[i] != '\r')
+            st = yajl_status_error;
     out->valid = st == yajl_status_ok;
     return out->valid ? 0 : -1;
 }

@@ -47,6 +47,9 @@ static void validity_agrees_with_jansson(void **state)
         "{\"a\":\"unterminated}",
         "{\"a\":\"ctl\x01\"}",
         "{}\f",
+        "{\"a\":{}}\"y,21}}", /* an unfinished string after the value */
+        "{\"a\":1} \"x",
+        "{\"a\":1} \n\t ",
         "\v{}",
         "{\"a\":\"tab\there\"}",
     };
