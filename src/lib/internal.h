@@ -34,6 +34,8 @@ struct zjuchat_client {
     struct curl_slist *headers_stream; /* Accept: text/event-stream */
     int in_curl;                       /* depth of curl_multi_* calls on the stack */
     long connections_opened;
+    CURL *easy_pool[64]; /* finished handles, ready for the next call */
+    int easy_pooled;
     struct zjuchat_call *calls; /* active calls, doubly linked */
 };
 
@@ -100,6 +102,8 @@ const char *zjuchat__choice_finish(json_t *root);
 /* transport.c */
 zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err);
 void zjuchat__transport_free(zjuchat_client *client);
+/* Drop pooled easy handles (after a change of TLS options). */
+void zjuchat__transport_flush_pool(zjuchat_client *client);
 /* Start a GET (body NULL) or POST; path is appended to the base URL. */
 zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
                                   char *body_steal, int stream,

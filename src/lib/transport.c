@@ -135,7 +135,12 @@ static void call_free(zjuchat_call *call)
     if (call->next)
         call->next->prev = call->prev;
     detach_easy(call);
-    if (call->easy)
+    /* An easy handle is costly to create (7k instructions, a 6 KB calloc):
+     * keep it for the next call, which sets every per-call option again. */
+    if (call->easy &&
+        client->easy_pooled < (int)(sizeof client->easy_pool / sizeof *client->easy_pool))
+        client->easy_pool[client->easy_pooled++] = call->easy;
+    else if (call->easy)
         curl_easy_cleanup(call->easy);
     if (call->phase_timer)
         event_free(call->phase_timer);
@@ -770,6 +775,12 @@ zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
     return ZJUCHAT_OK;
 }
 
+void zjuchat__transport_flush_pool(zjuchat_client *client)
+{
+    while (client->easy_pooled > 0)
+        curl_easy_cleanup(client->easy_pool[--client->easy_pooled]);
+}
+
 void zjuchat__transport_free(zjuchat_client *client)
 {
     zjuchat_error e;
@@ -781,6 +792,7 @@ void zjuchat__transport_free(zjuchat_client *client)
         call->in_callback = 0;
         call_finish(call, &e);
     }
+    zjuchat__transport_flush_pool(client);
     if (client->multi)
         curl_multi_cleanup(client->multi);
     if (client->share)
@@ -805,6 +817,9 @@ static int setup_easy(zjuchat_call *call)
         bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
         bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
                                 (curl_off_t)strlen(call->body));
+    } else {
+        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET,
+                                1L); /* a pooled handle may have posted */
     }
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
@@ -859,7 +874,8 @@ zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
     call->rng = (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)call;
     size_t ulen = strlen(client->base_url) + strlen(path) + 1;
     call->url = malloc(ulen);
-    call->easy = curl_easy_init();
+    call->easy =
+        client->easy_pooled ? client->easy_pool[--client->easy_pooled] : curl_easy_init();
     call->phase_timer = evtimer_new(client->base, on_phase_timer, call);
     call->total_timer = evtimer_new(client->base, on_total_timer, call);
     call->wake = evtimer_new(client->base, on_wake, call);
