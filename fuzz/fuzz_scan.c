@@ -3,7 +3,8 @@
  * against jansson: both must agree on "is a JSON object", except for the
  * two documented differences (integers beyond 64 bits and lone surrogate
  * \u escapes are valid JSON for the scan and for a browser, refused by
- * jansson); usage and finish_reason found by the scan must match the tree.
+ * jansson; raw NUL bytes, accepted by jansson in places, refused by the
+ * scan); usage and finish_reason found by the scan must match the tree.
  */
 #include "internal.h"
 
@@ -31,7 +32,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *j = json_loadb(text, size, JSON_ALLOW_NUL, &jerr);
     int j_obj = json_is_object(j);
     int s_obj = s.valid && s.is_object;
-    if (j_obj && !s_obj) {
+    /* jansson's buffer reader treats a raw NUL byte oddly (it can accept a
+     * document around one); raw NUL is never valid JSON text, so the scan's
+     * refusal is right and only the other direction is checked then. */
+    if (j_obj && !s_obj && !memchr(text, '\0', size)) {
         fprintf(stderr, "scan rejects an object jansson accepts\n");
         abort();
     }
