@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "scan accepts what jansson rejects: %s\n", jerr.text);
         abort();
     }
-    if (j_obj) {
+    if (j_obj && s_obj) {
         json_t *choices = json_object_get(j, "choices");
         int finish = 0;
         size_t i;
