@@ -4,7 +4,8 @@
  * two documented differences (integers beyond 64 bits and lone surrogate
  * \u escapes are valid JSON for the scan and for a browser, refused by
  * jansson; raw NUL bytes, accepted by jansson in places, refused by the
- * scan); usage and finish_reason found by the scan must match the tree.
+ * scan; \u0000 in an object key, which jansson cannot store); usage and finish_reason
+ * found by the scan must match the tree.
  */
 #include "internal.h"
 
@@ -40,7 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     if (s_obj && !j_obj && !strstr(jerr.text, "too big") &&
-        !has_surrogate_escape(text, size) && !strstr(jerr.text, "overflow")) {
+        !has_surrogate_escape(text, size) && !strstr(jerr.text, "overflow") &&
+        !strstr(jerr.text, "NUL byte in object key")) {
         fprintf(stderr, "scan accepts what jansson rejects: %s\n", jerr.text);
         abort();
     }
