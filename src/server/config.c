@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -150,6 +151,23 @@ int srv_config_parse_bind(srv_config *cfg, const char *spec)
     }
     cfg->port = (int)p;
     return 0;
+}
+
+struct addrinfo *srv_config_bind_addr(const srv_config *cfg, char *errbuf, size_t errlen)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->port);
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(cfg->host, port, &hints, &ai);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "cannot resolve bind address %s: %s", cfg->host,
+                 gai_strerror(rc));
+        return NULL;
+    }
+    return ai;
 }
 
 /* Each relay holds two descriptors (client and upstream) and main() raises

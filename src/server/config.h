@@ -48,6 +48,11 @@ int srv_config_from_env(srv_config *cfg, char *errbuf, size_t errlen);
 /* Parse "HOST:PORT", ":PORT" or "PORT" into cfg. Returns 0 or -1. */
 int srv_config_parse_bind(srv_config *cfg, const char *spec);
 
+struct addrinfo;
+/* The listen address of cfg (host, port) as a new getaddrinfo list for a
+ * passive TCP socket (freeaddrinfo). NULL with a message in errbuf. */
+struct addrinfo *srv_config_bind_addr(const srv_config *cfg, char *errbuf, size_t errlen);
+
 /* Free what srv_config_from_env allocated. */
 void srv_config_free(srv_config *cfg);
 

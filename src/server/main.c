@@ -72,15 +72,10 @@ static long now_ms(void)
  */
 static int reserve_port(srv_config *cfg)
 {
-    char port[16];
-    snprintf(port, sizeof port, "%d", cfg->port);
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int rc = getaddrinfo(cfg->host, port, &hints, &ai);
-    if (rc != 0) {
-        srv_log("cannot resolve %s: %s", cfg->host, gai_strerror(rc));
+    char why[200];
+    struct addrinfo *ai = srv_config_bind_addr(cfg, why, sizeof why);
+    if (!ai) {
+        srv_log("%s", why);
         return -1;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -201,15 +201,10 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 static int bind_listener(srv_worker *w)
 {
     const srv_config *cfg = w->cfg;
-    char port[16];
-    snprintf(port, sizeof port, "%d", cfg->port);
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    int rc = getaddrinfo(cfg->host, port, &hints, &ai);
-    if (rc != 0) {
-        srv_log("cannot resolve bind address %s: %s", cfg->host, gai_strerror(rc));
+    char why[200];
+    struct addrinfo *ai = srv_config_bind_addr(cfg, why, sizeof why);
+    if (!ai) {
+        srv_log("%s", why);
         return -1;
     }
     unsigned flags = LEV_OPT_REUSEABLE_PORT | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
