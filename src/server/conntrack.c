@@ -20,6 +20,7 @@
  *     and frees the connection itself.
  */
 #include "conntrack.h"
+#include "accesslog.h"
 #include "worker.h"
 
 #include <event2/bufferevent.h>
@@ -115,6 +116,9 @@ static void on_sweep(evutil_socket_t fd_unused, short what, void *arg)
             unlink_entry(ct, e);
         } else if (e->deadline_ms && now >= e->deadline_ms && e->fd >= 0) {
             /* evhttp sees end of input and frees the connection. */
+            srv_log("connection fd %d sent no complete request within REQUEST_TIMEOUT; "
+                    "closing it",
+                    (int)e->fd);
             shutdown(e->fd, SHUT_RDWR);
             e->deadline_ms = 0;
             ct->closed++;
