@@ -408,8 +408,9 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
     ctx_stop_watchers(c);
     if (c->req) {
         /* The request is ours until the reply is sent: from here on a close
-         * is evhttp's business again (pitfall 2). */
-        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
+         * is evhttp's business again (pitfall 2), and the worker's to count
+         * if it comes before the reply is written. */
+        srv_worker_watch_close(c->w, c->evcon);
         if (c->started)
             finish_stream(c, err);
         else

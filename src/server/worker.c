@@ -40,11 +40,24 @@ void srv_worker_request_gone(srv_worker *w)
     maybe_finish_drain(w);
 }
 
+static void on_conn_closed(struct evhttp_connection *evcon, void *arg)
+{
+    srv_worker_request_gone(arg);
+}
+
+void srv_worker_watch_close(srv_worker *w, struct evhttp_connection *evcon)
+{
+    if (evcon)
+        evhttp_connection_set_closecb(evcon, on_conn_closed, w);
+}
+
 /* evhttp wrote the last byte of a reply (pitfall 5: only now is it safe to
  * leave the loop without losing it). */
 static void on_request_complete(struct evhttp_request *req, void *arg)
 {
     srv_worker *w = arg;
+    /* Counted here: a later close of this connection is no lost reply. */
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
     srv_conntrack_reply_done(w->conns, req);
     w->pending--;
     maybe_finish_drain(w);
@@ -95,6 +108,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     srv_access_begin(&acc, req);
     srv_conntrack_request_received(w->conns, req);
     w->pending++;
+    srv_worker_watch_close(w, evhttp_request_get_connection(req));
     evhttp_request_set_on_complete_cb(req, on_request_complete, w);
     if (w->draining) /* tell keep-alive clients to go elsewhere */
         evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");

@@ -10,6 +10,7 @@
 struct event_base;
 struct evhttp;
 struct evhttp_bound_socket;
+struct evhttp_connection;
 struct evconnlistener;
 struct event;
 struct zjuchat_client;
@@ -40,5 +41,10 @@ int srv_worker_run(const srv_config *cfg);
 /* A request counted in `pending` will never complete normally (its client
  * left); forget it, and end the drain if it was the last. */
 void srv_worker_request_gone(srv_worker *w);
+
+/* Count evcon's request as gone if the connection dies before its reply is
+ * written (evhttp then never calls the completion callback). Used for every
+ * request; a relay replaces it while it owns the request, then restores it. */
+void srv_worker_watch_close(srv_worker *w, struct evhttp_connection *evcon);
 
 #endif

@@ -238,3 +238,36 @@ class DrainMany(Base):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DrainAfterVanishedClients(Base):
+    def test_drain_is_prompt_after_clients_vanished_mid_reply(self):
+        # Clients that reset their connection while their (non-stream) reply
+        # is being produced or written must not be counted as in flight for
+        # ever: with nothing running, SIGTERM ends the worker at once, not at
+        # DRAIN_TIMEOUT.
+        import random
+
+        rng = random.Random(7)
+        srv = Server(self.mock.base_url, env={"DRAIN_TIMEOUT": "20"}, workers=1).start()
+        try:
+            body = json.dumps({"user_content": "x" * 2000, "model": "deepseek-v3-671b#think=20,events=400"}).encode()
+            req = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            for _ in range(150):
+                s = socket.create_connection(("127.0.0.1", srv.port))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                s.sendall(req)
+                time.sleep(rng.uniform(0.0, 0.04))
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.close()
+            time.sleep(1.5)  # every upstream call has ended by now
+            r = chat(srv.port, {"user_content": "still serving", "model": model()})
+            self.assertEqual(r.status, 200)
+            t0 = time.monotonic()
+            srv.send_signal(signal.SIGTERM)
+            self.assertEqual(srv.wait_exit(30), 0, srv.log()[-2000:])
+            took = time.monotonic() - t0
+            self.assertLess(took, 5, f"drain waited {took:.1f} s with nothing in flight")
+        finally:
+            srv.stop()
