@@ -8,6 +8,7 @@
 # no sanitizer report, no abort, no leak).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+mkdir -p build-fuzz # a fresh clone has none: the build log goes there
 
 bins=$(bash fuzz/build.sh replay 2>build-fuzz/replay-build.log) || {
     cat build-fuzz/replay-build.log
