@@ -61,14 +61,6 @@ static void check_secret(struct scanner *s, const unsigned char *p, size_t len)
         s->out->secret_seen = 1;
 }
 
-/* A scalar value; only the first container decides is_object, so a
- * top-level scalar leaves it 0. */
-static int value_at(struct scanner *s)
-{
-    (void)s;
-    return 1;
-}
-
 /* Is the value being read the one at {choices: [ {finish_reason} ]}? */
 static int at_finish(struct scanner *s)
 {
@@ -92,14 +84,16 @@ static long *usage_slot(struct scanner *s)
     }
 }
 
-static int on_null(void *ctx)
+/* Scalars need nothing; a top-level scalar leaves is_object 0, since only
+ * the first container sets it. */
+static int on_scalar(void *ctx)
 {
-    return value_at(ctx);
+    return 1;
 }
 
 static int on_boolean(void *ctx, int v)
 {
-    return value_at(ctx);
+    return 1;
 }
 
 static int on_number(void *ctx, const char *num, size_t len)
@@ -117,7 +111,7 @@ static int on_number(void *ctx, const char *num, size_t len)
             s->out->has_usage = 1;
         }
     }
-    return value_at(s);
+    return 1;
 }
 
 static int on_string(void *ctx, const unsigned char *str, size_t len)
@@ -126,7 +120,7 @@ static int on_string(void *ctx, const unsigned char *str, size_t len)
     check_secret(s, str, len);
     if (at_finish(s))
         s->out->finish = 1;
-    return value_at(s);
+    return 1;
 }
 
 static int on_map_key(void *ctx, const unsigned char *key, size_t len)
@@ -171,7 +165,7 @@ static int on_end(void *ctx)
 }
 
 static const yajl_callbacks callbacks = {
-    on_null,      on_boolean, NULL,   NULL,           on_number, on_string,
+    on_scalar,    on_boolean, NULL,   NULL,           on_number, on_string,
     on_start_map, on_map_key, on_end, on_start_array, on_end,
 };
 
