@@ -652,6 +652,35 @@ def normalize(b):
     return re.sub(rb'"created":\d+', b'"created":0', b)
 
 
+def dechunk(b):
+    """(body, terminated) of a chunked HTTP body; a chunk not followed by CRLF
+    is bad framing (AssertionError); a short last chunk is kept, unterminated."""
+    out, pos = bytearray(), 0
+    while True:
+        nl = b.find(b"\r\n", pos)
+        if nl < 0:
+            return bytes(out), False
+        size = int(b[pos:nl].split(b";")[0], 16)
+        if size == 0:
+            return bytes(out), b[nl + 2 : nl + 4] == b"\r\n"
+        if len(b) < nl + 4 + size:
+            return bytes(out) + b[nl + 2 : nl + 2 + size], False
+        out += b[nl + 2 : nl + 2 + size]
+        if b[nl + 2 + size : nl + 4 + size] != b"\r\n":
+            raise AssertionError("bad chunk framing")
+        pos = nl + 4 + size
+
+
+class MockCase(unittest.TestCase):
+    """A fresh mock per test (self.mock); the test starts its own servers."""
+
+    def setUp(self):
+        if not have_binaries():
+            self.fail("binaries missing: run make asan")
+        self.mock = Mock().start()
+        self.addCleanup(self.mock.stop)
+
+
 class ServerCase(unittest.TestCase):
     """One mock and one server shared by a test class; the mock's global
     directives are reset before each test."""

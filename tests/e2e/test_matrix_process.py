@@ -11,7 +11,18 @@ import socket
 import time
 import unittest
 
-from serverctl import KEY, Mock, RawConn, Server, chat, have_binaries, model, split_frames, stream, wait_until
+from serverctl import (
+    KEY,
+    MockCase,
+    RawConn,
+    Server,
+    chat,
+    dechunk,
+    model,
+    split_frames,
+    stream,
+    wait_until,
+)
 
 
 def cpu_seconds(pid):
@@ -20,20 +31,6 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / 100.0  # utime + stime, USER_HZ
 
 
-def dechunk(b):
-    """(body, terminated) of a chunked body; stops at the first short chunk."""
-    out, pos = bytearray(), 0
-    while True:
-        nl = b.find(b"\r\n", pos)
-        if nl < 0:
-            return bytes(out), False
-        size = int(b[pos:nl].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out), b[nl + 2 : nl + 4] == b"\r\n"
-        if len(b) < nl + 4 + size:
-            return bytes(out) + b[nl + 2 : nl + 2 + size], False
-        out += b[nl + 2 : nl + 2 + size]
-        pos = nl + 4 + size
 
 
 class Swarm:
@@ -125,15 +122,9 @@ def refuses(port):
         return False
 
 
-class Base(unittest.TestCase):
-    def setUp(self):
-        if not have_binaries():
-            self.fail("binaries missing: run make asan")
-        self.mock = Mock().start()
-        self.addCleanup(self.mock.stop)
 
 
-class DescriptorExhaustion(Base):
+class DescriptorExhaustion(MockCase):
     LIMIT = 64
 
     def test_keeps_serving_what_it_has_and_recovers(self):
@@ -189,7 +180,7 @@ def srv_fds(pid):
         return []
 
 
-class DrainMany(Base):
+class DrainMany(MockCase):
     N = 250
 
     def test_sigterm_with_hundreds_of_streams_all_complete(self):
@@ -240,7 +231,7 @@ if __name__ == "__main__":
     unittest.main()
 
 
-class DrainAfterVanishedClients(Base):
+class DrainAfterVanishedClients(MockCase):
     def test_drain_is_prompt_after_clients_vanished_mid_reply(self):
         # Clients that reset their connection while their (non-stream) reply
         # is being produced or written must not be counted as in flight for

@@ -14,12 +14,11 @@ import time
 import unittest
 
 from serverctl import (
-    KEY,
-    Mock,
+    MockCase,
     RawConn,
     Server,
     chat,
-    have_binaries,
+    dechunk,
     model,
     scan_for_key,
     split_frames,
@@ -91,15 +90,9 @@ def owner_of(pids, inode):
     return None
 
 
-class Base(unittest.TestCase):
-    def setUp(self):
-        if not have_binaries():
-            self.fail("binaries missing: run make asan")
-        self.mock = Mock().start()
-        self.addCleanup(self.mock.stop)
 
 
-class Drain(Base):
+class Drain(MockCase):
     # reasoning=4 default: role, 4 reasoning, 15 content, finish = 21 events.
     M = model(events=15, delay=80)
     EVENTS = 21
@@ -158,7 +151,7 @@ class Drain(Base):
         srv.stop(sig=signal.SIGINT, timeout=10)
 
 
-class WorkerCrash(Base):
+class WorkerCrash(MockCase):
     def test_killed_worker_restarted_others_unaffected(self):
         # r1 default reasoning=4: role, 4 reasoning, 25 content, finish.
         events = 31
@@ -201,7 +194,7 @@ class WorkerCrash(Base):
             srv.stop()
 
 
-class Concurrency(Base):
+class Concurrency(MockCase):
     N = 500
 
     def test_500_concurrent_streams_complete(self):
@@ -266,7 +259,8 @@ class Concurrency(Base):
                     head, _, rest = bytes(raw).partition(b"\r\n\r\n")
                     self.assertTrue(head.startswith(b"HTTP/1.1 200"), head[:100])
                     if b"chunked" in head.lower():
-                        rest = dechunk(rest)
+                        rest, done = dechunk(rest)
+                        self.assertTrue(done, "chunked body not terminated")
                     frames = split_frames(rest)
                     data = [v for k, v in frames if k == "data"]
                     self.assertEqual(len(data), expect)
@@ -285,21 +279,9 @@ class Concurrency(Base):
             srv.stop(timeout=20)
 
 
-def dechunk(b):
-    out = bytearray()
-    pos = 0
-    while True:
-        nl = b.index(b"\r\n", pos)
-        size = int(b[pos:nl].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out)
-        out += b[nl + 2 : nl + 2 + size]
-        if b[nl + 2 + size : nl + 4 + size] != b"\r\n":
-            raise AssertionError("bad chunk framing")
-        pos = nl + 4 + size
 
 
-class KeyNeverLeaks(Base):
+class KeyNeverLeaks(MockCase):
     """Runs last in this file (name order): provokes every path that could
     leak the key, in debug mode, then checks everything the whole run saw."""
 
