@@ -13,6 +13,10 @@
 
 struct event;
 
+#define ZJUCHAT__SHARD_MAX 128
+#define ZJUCHAT__SHARD_STREAMS 128
+struct zjuchat__shard;
+
 struct zjuchat_client {
     char *api_key;
     char *base_url; /* no trailing '/' */
@@ -27,10 +31,14 @@ struct zjuchat_client {
     struct event_base *base;
     int owns_base; /* created for the blocking calls */
     int evented;   /* bound to the caller's loop */
-    CURLM *multi;
-    CURLSH *share;
-    struct event *curl_timer;
-    struct curl_slist *headers_json;   /* Accept: application/json */
+    /* libcurl's connection cache walks every connection to a host on each
+     * new transfer, so one multi handle costs O(open streams) per request.
+     * Transfers are spread over multi handles of at most
+     * ZJUCHAT__SHARD_STREAMS each (transport.c), created as load needs. */
+    struct zjuchat__shard *shards[ZJUCHAT__SHARD_MAX];
+    int nshards;
+    CURLSH *share;                   /* DNS cache and TLS sessions, across every shard */
+    struct curl_slist *headers_json; /* Accept: application/json */
     struct curl_slist *headers_stream; /* Accept: text/event-stream */
     int in_curl;                       /* depth of curl_multi_* calls on the stack */
     long connections_opened;

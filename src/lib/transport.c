@@ -25,6 +25,20 @@
 #define BACKOFF_CAP_MS 8000
 
 enum wake_kind { WAKE_NONE, WAKE_START, WAKE_RETRY, WAKE_FINISH };
+
+/* One libcurl multi handle and its timer. A transfer joins the first shard
+ * with fewer than ZJUCHAT__SHARD_STREAMS transfers, so a shard never holds
+ * much more than that many connections and libcurl's per-transfer walk of
+ * its connection cache stays short (measured: with 4,000 streams on one
+ * multi handle, that walk and Curl_conncache_extract_oldest were 8% of the
+ * server's CPU and made first events wait 170-930 ms during the ramp). */
+struct zjuchat__shard {
+    zjuchat_client *client;
+    CURLM *multi;
+    struct event *timer;
+    int running; /* transfers in this multi handle */
+    int touched; /* entered since process_done last looked */
+};
 enum phase { PHASE_FIRST_BYTE, PHASE_IDLE };
 
 struct zjuchat_call {
@@ -36,7 +50,7 @@ struct zjuchat_call {
     char *url;
     char *body; /* NULL for GET */
     CURL *easy;
-    int in_multi;
+    struct zjuchat__shard *shard; /* set while the easy handle is in a multi */
     char errbuf[CURL_ERROR_SIZE];
 
     /* State of the current attempt. */
@@ -97,11 +111,13 @@ static void set_pending(zjuchat_call *call, zjuchat_code code, zjuchat_detail de
 }
 
 static void process_done(zjuchat_client *client);
+static struct zjuchat__shard *pick_shard(zjuchat_client *client);
 
 /* Bracket every libcurl call that may run callbacks. */
-static void curl_enter(zjuchat_client *client)
+static void curl_enter(struct zjuchat__shard *shard)
 {
-    client->in_curl++;
+    shard->touched = 1;
+    shard->client->in_curl++;
 }
 
 static void curl_leave(zjuchat_client *client)
@@ -116,12 +132,13 @@ static void curl_leave(zjuchat_client *client)
 
 static void detach_easy(zjuchat_call *call)
 {
-    if (call->in_multi) {
+    if (call->shard) {
         long n = 0;
         if (curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
             call->client->connections_opened += n;
-        curl_multi_remove_handle(call->client->multi, call->easy);
-        call->in_multi = 0;
+        curl_multi_remove_handle(call->shard->multi, call->easy);
+        call->shard->running--;
+        call->shard = NULL;
     }
 }
 
@@ -221,7 +238,9 @@ static int start_attempt(zjuchat_call *call, zjuchat_error *err)
     if (client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE] > 0)
         add_timer_ms(call->phase_timer,
                      client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE]);
-    CURLMcode mc = curl_multi_add_handle(client->multi, call->easy);
+    struct zjuchat__shard *shard = pick_shard(client);
+    CURLMcode mc =
+        shard ? curl_multi_add_handle(shard->multi, call->easy) : CURLM_OUT_OF_MEMORY;
     if (mc != CURLM_OK) {
         evtimer_del(call->phase_timer);
         zjuchat__error_set(
@@ -229,7 +248,8 @@ static int start_attempt(zjuchat_call *call, zjuchat_error *err)
             ZJUCHAT_DETAIL_NONE, "cannot start transfer: %s", curl_multi_strerror(mc));
         return -1;
     }
-    call->in_multi = 1;
+    call->shard = shard;
+    shard->running++;
     return 0;
 }
 
@@ -414,16 +434,22 @@ static void attempt_done(zjuchat_call *call, CURLcode rc)
 
 static void process_done(zjuchat_client *client)
 {
-    CURLMsg *msg;
-    int left;
-    while ((msg = curl_multi_info_read(client->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE)
+    for (int i = 0; i < client->nshards; i++) {
+        struct zjuchat__shard *shard = client->shards[i];
+        if (!shard->touched)
             continue;
-        zjuchat_call *call = NULL;
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
-        CURLcode rc = msg->data.result;
-        if (call && !call->finished)
-            attempt_done(call, rc);
+        shard->touched = 0;
+        CURLMsg *msg;
+        int left;
+        while ((msg = curl_multi_info_read(shard->multi, &left))) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            zjuchat_call *call = NULL;
+            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&call);
+            CURLcode rc = msg->data.result;
+            if (call && !call->finished)
+                attempt_done(call, rc);
+        }
     }
 }
 
@@ -647,33 +673,33 @@ struct sock_ctx {
 
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
-    zjuchat_client *client = arg;
+    struct zjuchat__shard *shard = arg;
     int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
                 ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
-    curl_enter(client);
-    curl_multi_socket_action(client->multi, fd, flags, &running);
-    curl_leave(client);
+    curl_enter(shard);
+    curl_multi_socket_action(shard->multi, fd, flags, &running);
+    curl_leave(shard->client);
 }
 
 static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
 {
-    zjuchat_client *client = arg;
+    struct zjuchat__shard *shard = arg;
     int running;
-    curl_enter(client);
-    curl_multi_socket_action(client->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    curl_leave(client);
+    curl_enter(shard);
+    curl_multi_socket_action(shard->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    curl_leave(shard->client);
 }
 
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    zjuchat_client *client = userp;
+    struct zjuchat__shard *shard = userp;
     struct sock_ctx *sc = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (sc) {
             event_free(sc->ev);
             free(sc);
-            curl_multi_assign(client->multi, s, NULL);
+            curl_multi_assign(shard->multi, s, NULL);
         }
         return 0;
     }
@@ -683,15 +709,15 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         sc = calloc(1, sizeof *sc);
         if (!sc)
             return -1;
-        sc->ev = event_new(client->base, s, kind, on_socket_event, client);
+        sc->ev = event_new(shard->client->base, s, kind, on_socket_event, shard);
         if (!sc->ev) {
             free(sc);
             return -1;
         }
-        curl_multi_assign(client->multi, s, sc);
+        curl_multi_assign(shard->multi, s, sc);
     } else {
         event_del(sc->ev);
-        event_assign(sc->ev, client->base, s, kind, on_socket_event, client);
+        event_assign(sc->ev, shard->client->base, s, kind, on_socket_event, shard);
     }
     event_add(sc->ev, NULL);
     return 0;
@@ -699,12 +725,67 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-    zjuchat_client *client = userp;
+    struct zjuchat__shard *shard = userp;
     if (timeout_ms < 0)
-        evtimer_del(client->curl_timer);
+        evtimer_del(shard->timer);
     else
-        add_timer_ms(client->curl_timer, timeout_ms);
+        add_timer_ms(shard->timer, timeout_ms);
     return 0;
+}
+
+static void shard_free(struct zjuchat__shard *shard)
+{
+    if (shard->multi)
+        curl_multi_cleanup(shard->multi);
+    if (shard->timer)
+        event_free(shard->timer);
+    free(shard);
+}
+
+static struct zjuchat__shard *shard_new(zjuchat_client *client)
+{
+    struct zjuchat__shard *shard = calloc(1, sizeof *shard);
+    if (!shard)
+        return NULL;
+    shard->client = client;
+    shard->multi = curl_multi_init();
+    shard->timer = evtimer_new(client->base, on_curl_timer, shard);
+    if (!shard->multi || !shard->timer) {
+        shard_free(shard);
+        return NULL;
+    }
+    curl_multi_setopt(shard->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(shard->multi, CURLMOPT_SOCKETDATA, shard);
+    curl_multi_setopt(shard->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(shard->multi, CURLMOPT_TIMERDATA, shard);
+    curl_multi_setopt(shard->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
+    /* Idle connections a burst of streams can come back to. Above this,
+     * each finished transfer walks the whole cache for the oldest one. */
+    curl_multi_setopt(shard->multi, CURLMOPT_MAXCONNECTS, (long)ZJUCHAT__SHARD_STREAMS);
+    client->shards[client->nshards++] = shard;
+    return shard;
+}
+
+/* The first shard with room, so that light load stays on one multi handle
+ * and reuses its connections; a new shard when all are full; the least
+ * loaded one at ZJUCHAT__SHARD_MAX. NULL only when none exists or can be
+ * made. */
+static struct zjuchat__shard *pick_shard(zjuchat_client *client)
+{
+    struct zjuchat__shard *least = NULL;
+    for (int i = 0; i < client->nshards; i++) {
+        struct zjuchat__shard *shard = client->shards[i];
+        if (shard->running < ZJUCHAT__SHARD_STREAMS)
+            return shard;
+        if (!least || shard->running < least->running)
+            least = shard;
+    }
+    if (client->nshards < ZJUCHAT__SHARD_MAX) {
+        struct zjuchat__shard *fresh = shard_new(client);
+        if (fresh)
+            return fresh;
+    }
+    return least;
 }
 
 /* Per-call timers. */
@@ -758,20 +839,11 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
 {
-    client->multi = curl_multi_init();
     client->share = curl_share_init();
-    client->curl_timer = evtimer_new(client->base, on_curl_timer, client);
-    if (!client->multi || !client->share || !client->curl_timer)
+    if (!client->share || !shard_new(client))
         return zjuchat__nomem(err);
     curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-    curl_multi_setopt(client->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-    curl_multi_setopt(client->multi, CURLMOPT_SOCKETDATA, client);
-    curl_multi_setopt(client->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    curl_multi_setopt(client->multi, CURLMOPT_TIMERDATA, client);
-    curl_multi_setopt(client->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_NOTHING);
-    /* Keep enough idle connections for a burst of streams to come back to. */
-    curl_multi_setopt(client->multi, CURLMOPT_MAXCONNECTS, 1024L);
     return ZJUCHAT_OK;
 }
 
@@ -793,15 +865,11 @@ void zjuchat__transport_free(zjuchat_client *client)
         call_finish(call, &e);
     }
     zjuchat__transport_flush_pool(client);
-    if (client->multi)
-        curl_multi_cleanup(client->multi);
+    while (client->nshards > 0)
+        shard_free(client->shards[--client->nshards]);
     if (client->share)
         curl_share_cleanup(client->share);
-    if (client->curl_timer)
-        event_free(client->curl_timer);
-    client->multi = NULL;
     client->share = NULL;
-    client->curl_timer = NULL;
 }
 
 static int setup_easy(zjuchat_call *call)
@@ -969,7 +1037,11 @@ void zjuchat_call_resume(zjuchat_call *call)
     if (call->phase == PHASE_IDLE && client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE] > 0)
         add_timer_ms(call->phase_timer, client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE]);
     /* Unpausing may deliver buffered data right away, through write_cb. */
-    curl_enter(client);
+    if (!call->shard) {
+        curl_easy_pause(call->easy, CURLPAUSE_CONT);
+        return;
+    }
+    curl_enter(call->shard);
     curl_easy_pause(call->easy, CURLPAUSE_CONT);
     curl_leave(client);
 }

@@ -598,6 +598,63 @@ static void evented_concurrent_streams(void **state)
     event_base_free(base);
 }
 
+/* More concurrent streams than one libcurl multi handle takes (the client
+ * spreads them over several, transport.c): every stream completes, and a
+ * second wave reuses the first wave's connections instead of opening more. */
+#define WAVE 300
+struct wave {
+    int done, ok, chunks;
+};
+
+static int wave_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *ud)
+{
+    ((struct wave *)ud)->chunks++;
+    return 0;
+}
+
+static void wave_done(zjuchat_call *call, const zjuchat_error *err,
+                      const zjuchat_response *resp, void *ud)
+{
+    struct wave *w = ud;
+    w->done++;
+    w->ok += err->code == ZJUCHAT_OK;
+}
+
+static void run_wave(zjuchat_client *c, struct event_base *base, struct wave *w)
+{
+    zjuchat_error err;
+    zjuchat_request *req =
+        zjuchat_request_new_simple("deepseek-v3-671b#events=5,delay=50", "hi", NULL);
+    zjuchat_callbacks cb = {NULL, wave_chunk, wave_done};
+    for (int i = 0; i < WAVE; i++)
+        assert_non_null(zjuchat_call_start(c, req, 1, &cb, w, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (w->done < WAVE && now_ms() - t0 < 20000)
+        event_base_loop(base, EVLOOP_ONCE);
+}
+
+static void many_streams_over_several_multi_handles(void **state)
+{
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, mock.base, &err);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    struct wave first = {0}, second = {0};
+    run_wave(c, base, &first);
+    assert_int_equal(first.done, WAVE);
+    assert_int_equal(first.ok, WAVE);
+    assert_int_equal(first.chunks, WAVE * 7); /* role + 5 + finish */
+    long opened = zjuchat_client_connections_opened(c);
+    assert_int_equal(opened, WAVE); /* all at once: one connection each */
+    run_wave(c, base, &second);
+    assert_int_equal(second.ok, WAVE);
+    assert_int_equal(second.chunks, WAVE * 7);
+    assert_int_equal(zjuchat_client_connections_opened(c), opened);
+    zjuchat_client_free(c);
+    event_base_free(base);
+}
+
 static void tls_verification_and_reuse(void **state)
 {
     char dir[] = "/tmp/zjutlsXXXXXX";
@@ -659,6 +716,7 @@ int main(void)
         cmocka_unit_test(cancel_by_flag_and_by_callback),
         cmocka_unit_test(list_models),
         cmocka_unit_test(evented_concurrent_streams),
+        cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(tls_verification_and_reuse),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
