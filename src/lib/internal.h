@@ -16,6 +16,7 @@ struct event;
 #define ZJUCHAT__SHARD_MAX 128
 #define ZJUCHAT__SHARD_STREAMS 128
 struct zjuchat__shard;
+struct zjuchat__sock;
 
 struct zjuchat_client {
     char *api_key;
@@ -37,12 +38,15 @@ struct zjuchat_client {
      * ZJUCHAT__SHARD_STREAMS each (transport.c), created as load needs. */
     struct zjuchat__shard *shards[ZJUCHAT__SHARD_MAX];
     int nshards;
-    CURLSH *share;                   /* DNS cache and TLS sessions, across every shard */
-    struct curl_slist *headers_json; /* Accept: application/json */
+    CURLSH *share;                /* DNS cache and TLS sessions, across every shard */
+    struct zjuchat__sock **socks; /* libcurl's sockets by fd (transport.c) */
+    int socks_cap;
+    struct curl_slist *headers_json;   /* Accept: application/json */
     struct curl_slist *headers_stream; /* Accept: text/event-stream */
     int in_curl;                       /* depth of curl_multi_* calls on the stack */
     long connections_opened;
-    CURL *easy_pool[64]; /* finished handles, ready for the next call */
+    unsigned calls_started; /* varies the retry jitter from call to call */
+    CURL *easy_pool[64];    /* finished handles, ready for the next call */
     int easy_pooled;
     struct zjuchat_call *calls; /* active calls, doubly linked */
 };

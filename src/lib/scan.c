@@ -12,6 +12,7 @@
  */
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
@@ -173,10 +174,27 @@ static const yajl_callbacks callbacks = {
  * U+10FFFF; and no raw control bytes but JSON's white space. YAJL's own string check lets
  * overlong forms through, and JSON text must be UTF-8 as a whole, so the raw bytes are
  * checked here. */
+/* True when none of the 8 bytes at p is >= 0x80 or < 0x20: plain printable
+ * ASCII, the bulk of every event, checked a word at a time (the byte loop
+ * below was a fifth of the scan's instructions). */
+static int plain_ascii8(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    const uint64_t high = 0x8080808080808080ull, spaces = 0x2020202020202020ull;
+    /* With no high bit set, a borrow reaches a byte's high bit exactly when
+     * that byte is below 0x20. */
+    return !(v & high) && !((v - spaces) & ~v & high);
+}
+
 static int text_valid(const unsigned char *p, size_t len)
 {
     size_t i = 0;
     while (i < len) {
+        if (len - i >= 8 && plain_ascii8(p + i)) {
+            i += 8;
+            continue;
+        }
         unsigned char c = p[i];
         if (c < 0x80) {
             /* Raw control bytes are invalid anywhere in JSON text (in strings

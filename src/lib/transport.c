@@ -667,18 +667,69 @@ static size_t write_cb(char *ptr, size_t size, size_t n, void *userdata)
 /* libevent side of the multi-socket API                            */
 /* ---------------------------------------------------------------- */
 
-struct sock_ctx {
+/* One libcurl socket as libevent sees it. libcurl drops a kept-alive
+ * socket from its interest list at the end of every transfer and asks for it
+ * again at the start of the next: two epoll_ctl calls per request for
+ * nothing. So a dropped socket that was only being read stays registered,
+ * "parked"; the next request's interest costs no system call. Found by fd
+ * (libcurl forgets its per-socket pointer on removal); freed when libcurl
+ * closes the socket, through the close callback. */
+struct zjuchat__sock {
     struct event *ev;
+    struct zjuchat__shard *shard;
+    short kind; /* what ev is registered for; 0 when not registered */
+    int parked; /* libcurl has no interest; ev may still be registered */
 };
+
+static struct zjuchat__sock *sock_lookup(zjuchat_client *client, curl_socket_t fd)
+{
+    return fd >= 0 && fd < client->socks_cap ? client->socks[fd] : NULL;
+}
+
+static void sock_drop(zjuchat_client *client, curl_socket_t fd)
+{
+    struct zjuchat__sock *sc = sock_lookup(client, fd);
+    if (!sc)
+        return;
+    event_free(sc->ev);
+    free(sc);
+    client->socks[fd] = NULL;
+}
+
+static int sock_slot(zjuchat_client *client, curl_socket_t fd)
+{
+    if (fd < client->socks_cap)
+        return 0;
+    int cap = client->socks_cap ? client->socks_cap : 64;
+    while (cap <= fd)
+        cap *= 2;
+    struct zjuchat__sock **grown = realloc(client->socks, (size_t)cap * sizeof *grown);
+    if (!grown)
+        return -1;
+    memset(grown + client->socks_cap, 0,
+           (size_t)(cap - client->socks_cap) * sizeof *grown);
+    client->socks = grown;
+    client->socks_cap = cap;
+    return 0;
+}
 
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
-    struct zjuchat__shard *shard = arg;
+    struct zjuchat__sock *sc = arg;
+    struct zjuchat__shard *shard = sc->shard;
+    if (sc->parked) {
+        /* An idle keep-alive socket became readable: the upstream closed it
+         * (or sent junk). libcurl finds out when it next looks at it; until
+         * then stop the level-triggered wake-ups. */
+        event_del(sc->ev);
+        sc->kind = 0;
+        return;
+    }
     int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
                 ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     curl_enter(shard);
-    curl_multi_socket_action(shard->multi, fd, flags, &running);
+    curl_multi_socket_action(shard->multi, fd, flags, &running); /* may free sc */
     curl_leave(shard->client);
 }
 
@@ -694,33 +745,53 @@ static void on_curl_timer(evutil_socket_t fd, short what, void *arg)
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct zjuchat__shard *shard = userp;
-    struct sock_ctx *sc = socketp;
+    zjuchat_client *client = shard->client;
+    struct zjuchat__sock *sc = sock_lookup(client, s);
     if (what == CURL_POLL_REMOVE) {
-        if (sc) {
-            event_free(sc->ev);
-            free(sc);
-            curl_multi_assign(shard->multi, s, NULL);
+        if (!sc)
+            return 0;
+        if (sc->kind == (EV_PERSIST | EV_READ)) {
+            sc->parked = 1; /* see struct zjuchat__sock */
+            return 0;
         }
+        sock_drop(client, s);
         return 0;
     }
     short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
                  ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
     if (!sc) {
+        if (sock_slot(client, s))
+            return -1;
         sc = calloc(1, sizeof *sc);
         if (!sc)
             return -1;
-        sc->ev = event_new(shard->client->base, s, kind, on_socket_event, shard);
+        sc->ev = event_new(client->base, s, kind, on_socket_event, sc);
         if (!sc->ev) {
             free(sc);
             return -1;
         }
-        curl_multi_assign(shard->multi, s, sc);
+        client->socks[s] = sc;
+    } else if (sc->kind == kind && sc->shard == shard) {
+        sc->parked = 0; /* still registered as wanted: nothing to tell epoll */
+        return 0;
     } else {
         event_del(sc->ev);
-        event_assign(sc->ev, shard->client->base, s, kind, on_socket_event, shard);
+        event_assign(sc->ev, client->base, s, kind, on_socket_event, sc);
     }
+    sc->shard = shard;
+    sc->parked = 0;
+    sc->kind = kind;
     event_add(sc->ev, NULL);
     return 0;
+}
+
+/* libcurl closes its sockets here (CURLOPT_CLOSESOCKETFUNCTION): the event
+ * goes before the descriptor, so that a parked registration never outlives
+ * it and lands on a new socket that reuses the number. */
+static int close_socket_cb(void *clientp, curl_socket_t fd)
+{
+    sock_drop(clientp, fd);
+    return close(fd);
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -867,6 +938,12 @@ void zjuchat__transport_free(zjuchat_client *client)
     zjuchat__transport_flush_pool(client);
     while (client->nshards > 0)
         shard_free(client->shards[--client->nshards]);
+    /* libcurl closed every connection above, through close_socket_cb. */
+    for (int fd = 0; fd < client->socks_cap; fd++)
+        sock_drop(client, fd);
+    free(client->socks);
+    client->socks = NULL;
+    client->socks_cap = 0;
     if (client->share)
         curl_share_cleanup(client->share);
     client->share = NULL;
@@ -889,6 +966,8 @@ static int setup_easy(zjuchat_call *call)
         bad |= curl_easy_setopt(e, CURLOPT_HTTPGET,
                                 1L); /* a pooled handle may have posted */
     }
+    bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
+    bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, client);
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, call);
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
@@ -939,7 +1018,9 @@ zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
     call->stream = stream;
     call->body = body_steal;
     call->stats.first_byte_ms = -1;
-    call->rng = (unsigned)time(NULL) ^ (unsigned)getpid() ^ (unsigned)(uintptr_t)call;
+    /* Jitter only needs calls to differ, not secrecy: no getpid() syscall. */
+    call->rng = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)call ^
+                (client->calls_started++ * 2654435761u);
     size_t ulen = strlen(client->base_url) + strlen(path) + 1;
     call->url = malloc(ulen);
     call->easy =

@@ -8,6 +8,7 @@
 #include "accesslog.h"
 
 #include <event2/http.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +25,26 @@ void srv_log_set_secret(const char *key)
     secret = key;
 }
 
+/* getpid() is a system call on every line otherwise (glibc stopped caching
+ * it); forgotten in a forked child so that each worker logs its own. */
+static pid_t log_pid;
+
+static void forget_pid(void)
+{
+    log_pid = 0;
+}
+
+static long current_pid(void)
+{
+    if (!log_pid) {
+        static int registered;
+        if (!registered && pthread_atfork(NULL, NULL, forget_pid) == 0)
+            registered = 1;
+        log_pid = getpid();
+    }
+    return (long)log_pid;
+}
+
 static size_t stamp(char *buf, size_t cap)
 {
     struct timeval tv;
@@ -32,7 +53,7 @@ static size_t stamp(char *buf, size_t cap)
     gmtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
     int m = snprintf(buf + n, cap - n, ".%03ldZ [%ld] ", (long)tv.tv_usec / 1000,
-                     (long)getpid());
+                     current_pid());
     return n + (m > 0 ? (size_t)m : 0);
 }
 

@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -42,21 +43,18 @@ typedef struct chat_ctx {
     int stream;
     int started; /* stream reply headers sent */
     int paused;
-    int chunked;         /* the reply uses chunked encoding (HTTP/1.1 clients) */
-    int direct;          /* chunks may be written to the socket directly */
-    struct event *watch; /* client socket readable: EOF or data */
-    struct event *ping;  /* heartbeat timer */
-    struct event *flush; /* sends c->out once the current burst is queued */
+    int chunked;              /* the reply uses chunked encoding (HTTP/1.1 clients) */
+    int direct;               /* chunks may be written to the socket directly */
+    struct event *watch;      /* client socket readable: EOF or data */
+    struct event *ping;       /* heartbeat timer */
+    struct timeval last_send; /* loop time of the last chunk, for the heartbeat */
+    struct event *flush;      /* sends c->out once the current burst is queued */
     struct evbuffer *out;
     srv_access acc;
 } chat_ctx;
 
-static void ctx_stop_watchers(chat_ctx *c)
+static void stop_timers(chat_ctx *c)
 {
-    if (c->watch) {
-        event_free(c->watch);
-        c->watch = NULL;
-    }
     if (c->ping) {
         event_free(c->ping);
         c->ping = NULL;
@@ -65,6 +63,15 @@ static void ctx_stop_watchers(chat_ctx *c)
         event_free(c->flush);
         c->flush = NULL;
     }
+}
+
+static void ctx_stop_watchers(chat_ctx *c)
+{
+    if (c->watch) {
+        event_free(c->watch);
+        c->watch = NULL;
+    }
+    stop_timers(c);
 }
 
 static void ctx_free(chat_ctx *c)
@@ -152,13 +159,46 @@ static void on_drained(struct evhttp_connection *evcon, void *arg)
     }
 }
 
-static void arm_ping(chat_ctx *c)
+/* Arm the heartbeat to fire heartbeat_ms after the last chunk. Re-arming it
+ * on every chunk cost a timer-heap update per relayed event; instead the
+ * timer fires on schedule and re-arms itself for the rest of the period when
+ * chunks went out meanwhile (see on_ping). */
+static void arm_ping_in(chat_ctx *c, long ms)
 {
     if (!c->ping)
         return;
-    long ms = c->w->cfg->heartbeat_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     event_add(c->ping, &tv);
+}
+
+static long ms_since_send(chat_ctx *c)
+{
+    struct timeval now, since;
+    event_base_gettimeofday_cached(c->w->base, &now);
+    timersub(&now, &c->last_send, &since);
+    return since.tv_sec * 1000L + since.tv_usec / 1000;
+}
+
+static void arm_ping(chat_ctx *c)
+{
+    long left = c->w->cfg->heartbeat_ms - ms_since_send(c);
+    arm_ping_in(c, left < 1 ? 1 : left);
+}
+
+/* "%zx\r\n" without the printf machinery: once per relayed chunk. */
+static int chunk_head(char *out, size_t n)
+{
+    char digits[2 * sizeof n];
+    int k = 0, len = 0;
+    do {
+        digits[k++] = "0123456789abcdef"[n & 15];
+        n >>= 4;
+    } while (n);
+    while (k)
+        out[len++] = digits[--k];
+    out[len++] = '\r';
+    out[len++] = '\n';
+    return len;
 }
 
 /*
@@ -173,7 +213,7 @@ static void arm_ping(chat_ctx *c)
 static int send_direct(chat_ctx *c, struct bufferevent *bev, size_t n)
 {
     char head[24];
-    int hl = snprintf(head, sizeof head, "%zx\r\n", n);
+    int hl = chunk_head(head, n);
     struct iovec iov[10];
     struct evbuffer_iovec vec[8];
     int nvec = evbuffer_peek(c->out, -1, NULL, vec, 8);
@@ -219,7 +259,7 @@ static void send_out(chat_ctx *c)
         /* From now on evhttp calls on_drained whenever its output empties. */
         c->direct = c->chunked;
     }
-    arm_ping(c);
+    event_base_gettimeofday_cached(c->w->base, &c->last_send);
     if (!c->paused && ctx_outlen(c) > OUT_HIGH_WATER) {
         c->paused = 1;
         if (c->w->cfg->debug)
@@ -233,12 +273,17 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
     chat_ctx *c = arg;
     if (!c->req)
         return;
+    if (ms_since_send(c) < c->w->cfg->heartbeat_ms) {
+        arm_ping(c); /* chunks went out meanwhile: wait out the rest */
+        return;
+    }
     if (ctx_outlen(c) > 0) { /* the client is still behind: no need */
-        arm_ping(c);
+        arm_ping_in(c, c->w->cfg->heartbeat_ms);
         return;
     }
     evbuffer_add(c->out, ": ping\n\n", 8);
     send_out(c);
+    arm_ping(c);
 }
 
 /* Events that arrive in one upstream read leave as one HTTP chunk: fewer
@@ -274,6 +319,7 @@ static void on_accepted(zjuchat_call *call, void *arg)
     c->flush = event_new(c->w->base, -1, 0, on_flush, c);
     if (c->w->cfg->heartbeat_ms > 0) {
         c->ping = evtimer_new(c->w->base, on_ping, c);
+        event_base_gettimeofday_cached(c->w->base, &c->last_send);
         arm_ping(c);
     }
 }
@@ -405,7 +451,11 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
         err = &shutdown_err;
     }
     c->acc.ttfb_ms = st.first_byte_ms;
-    ctx_stop_watchers(c);
+    /* The socket watch goes last (ctx_free): evhttp_send_reply* re-enables
+     * reading on the same descriptor, so while the watch still holds read
+     * interest the kernel sees no change; freeing it first cost an
+     * epoll_ctl DEL and ADD per request. */
+    stop_timers(c);
     if (c->req) {
         /* The request is ours until the reply is sent: from here on a close
          * is evhttp's business again (pitfall 2), and the worker's to count

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -598,6 +599,125 @@ static void evented_concurrent_streams(void **state)
     event_base_free(base);
 }
 
+/* An upstream that closes a kept-alive connection while it is idle, as
+ * servers do after their keep-alive timeout: the client must not spin on the
+ * closed socket while its loop idles, and the next call must succeed on a
+ * new connection. */
+struct closing_upstream {
+    int lfd, port, served;
+};
+
+static void *closing_upstream_run(void *arg)
+{
+    struct closing_upstream *u = arg;
+    static const char body[] =
+        "{\"id\":\"c1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
+        "\"message\":{\"role\":\"assistant\",\"content\":\"ok\"},\"finish_reason\":"
+        "\"stop\"}]}";
+    for (int n = 0; n < 2; n++) {
+        int fd = accept(u->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        char req[16384];
+        size_t got = 0;
+        long want = -1;
+        while (got < sizeof req - 1) {
+            ssize_t r = read(fd, req + got, sizeof req - 1 - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            req[got] = '\0';
+            char *end = strstr(req, "\r\n\r\n");
+            if (!end)
+                continue;
+            char *cl = strcasestr(req, "content-length:");
+            want = (end - req) + 4 + (cl ? atol(cl + 15) : 0);
+            if ((long)got >= want)
+                break;
+        }
+        char resp[512];
+        int len = snprintf(resp, sizeof resp,
+                           "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                           "Content-Length: %zu\r\n\r\n%s",
+                           sizeof body - 1, body);
+        if (write(fd, resp, (size_t)len) == len)
+            u->served++;
+        usleep(100 * 1000); /* idle, kept alive... then closed */
+        close(fd);
+    }
+    return NULL;
+}
+
+static void count_done(zjuchat_call *call, const zjuchat_error *err,
+                       const zjuchat_response *resp, void *ud)
+{
+    int *st = ud;
+    *st = err->code == ZJUCHAT_OK ? 1 : -1;
+}
+
+static int run_one(zjuchat_client *c, struct event_base *base)
+{
+    zjuchat_error err;
+    zjuchat_request *req = zjuchat_request_new_simple("m", "hi", NULL);
+    zjuchat_callbacks cb = {NULL, NULL, count_done};
+    int st = 0;
+    assert_non_null(zjuchat_call_start(c, req, 0, &cb, &st, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (!st && now_ms() - t0 < 5000)
+        event_base_loop(base, EVLOOP_ONCE);
+    return st;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void idle_connection_closed_by_upstream(void **state)
+{
+    struct closing_upstream u = {0};
+    u.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(u.lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(u.lfd, 8), 0);
+    getsockname(u.lfd, (struct sockaddr *)&a, &al);
+    u.port = ntohs(a.sin_port);
+    pthread_t th;
+    pthread_create(&th, NULL, closing_upstream_run, &u);
+
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u.port);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    assert_non_null(c);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(run_one(c, base), 1);
+
+    /* The loop idles 500 ms while the upstream closes the kept connection. */
+    double cpu0 = cpu_seconds();
+    struct timeval half = {0, 500 * 1000};
+    event_base_loopexit(base, &half);
+    event_base_dispatch(base);
+    double idle_cpu = cpu_seconds() - cpu0;
+    assert_true(idle_cpu < 0.1); /* a spinning loop burns the whole 0.5 s */
+
+    assert_int_equal(run_one(c, base), 1);
+    assert_int_equal(zjuchat_client_connections_opened(c), 2);
+    assert_int_equal(u.served, 2);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    pthread_join(th, NULL);
+    close(u.lfd);
+}
+
 /* More concurrent streams than one libcurl multi handle takes (the client
  * spreads them over several, transport.c): every stream completes, and a
  * second wave reuses the first wave's connections instead of opening more. */
@@ -717,6 +837,7 @@ int main(void)
         cmocka_unit_test(list_models),
         cmocka_unit_test(evented_concurrent_streams),
         cmocka_unit_test(many_streams_over_several_multi_handles),
+        cmocka_unit_test(idle_connection_closed_by_upstream),
         cmocka_unit_test(tls_verification_and_reuse),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
