@@ -32,6 +32,7 @@ struct slot {
     int connected;
     int busy;      /* a stream is in flight on this slot */
     int got_first; /* the stream has seen its first event */
+    int cold;      /* the stream opened its connection */
     struct bufferevent *bev;
     uint64_t t_start;
     struct lg_resp resp;
@@ -150,8 +151,13 @@ static void on_first_event(struct slot *s)
         st->peak_active = st->active;
     if (st->first_ttfe_us == 0)
         st->first_ttfe_us = ttfe ? ttfe : 1;
-    if (st->completed + st->failed >= R->o->warmup)
+    if (st->completed + st->failed >= R->o->warmup) {
         lg_hist_add(&st->ttfe, ttfe);
+        /* Without the connection setup (client's and the proxy's): what a
+         * relay adds to a kept-alive client. */
+        if (!s->cold)
+            lg_hist_add(&st->ttfe_warm, ttfe);
+    }
     if (R->o->slow_readers) {
         /* Stop reading: the server's output now backs up. No read timeout
          * either, since not reading is the point. */
@@ -278,6 +284,7 @@ static void slot_next(struct slot *s)
         maybe_finish(R);
         return;
     }
+    s->cold = !s->bev;
     if (!s->bev && open_conn(s) < 0) {
         /* Out of descriptors or ports: count it and retry a little later
          * rather than spinning. */

@@ -237,6 +237,7 @@ static void report(const struct lg_opts *o, const struct lg_stats *st, double el
     printf("},\"connections\":%llu,\"elapsed_s\":%.3f,\"streams_per_s\":%.1f,"
            "\"events\":%llu,\"events_per_s\":%.1f,\"ttfe_p50_ms\":%.3f,"
            "\"ttfe_p99_ms\":%.3f,\"ttfe_max_ms\":%.3f,\"first_ttfe_ms\":%.3f,"
+           "\"ttfe_warm_p50_ms\":%.3f,\"ttfe_warm_p99_ms\":%.3f,"
            "\"dur_p50_ms\":%.3f,\"dur_p99_ms\":%.3f,\"peak_active\":%llu,"
            "\"reached_first\":%llu,\"cpu_s\":%.3f,\"cpu_pct\":%.1f}\n",
            (unsigned long long)st->connections, elapsed,
@@ -244,7 +245,8 @@ static void report(const struct lg_opts *o, const struct lg_stats *st, double el
            (unsigned long long)st->events,
            elapsed > 0 ? (double)st->events / elapsed : 0.0,
            ms(lg_hist_pct(&st->ttfe, 50)), ms(lg_hist_pct(&st->ttfe, 99)),
-           ms(st->ttfe.max), ms(st->first_ttfe_us), ms(lg_hist_pct(&st->dur, 50)),
+           ms(st->ttfe.max), ms(st->first_ttfe_us), ms(lg_hist_pct(&st->ttfe_warm, 50)),
+           ms(lg_hist_pct(&st->ttfe_warm, 99)), ms(lg_hist_pct(&st->dur, 50)),
            ms(lg_hist_pct(&st->dur, 99)), (unsigned long long)st->peak_active,
            (unsigned long long)st->reached_first, cpu,
            elapsed > 0 ? 100.0 * cpu / elapsed : 0.0);

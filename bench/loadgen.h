@@ -124,6 +124,7 @@ struct lg_stats {
     uint64_t first_ttfe_us;       /* time to first event of the first stream */
     uint64_t reached_first;       /* slow-readers: streams that got an event */
     struct lg_hist ttfe, dur;
+    struct lg_hist ttfe_warm; /* streams on an already open connection */
 };
 
 struct event_base;
