@@ -597,12 +597,15 @@ def table(results, scen):
     for r in rows:
         grow = (r["rss_peak_kb"] - r["rss_base_kb"]) / max(1, r.get("peak_active", 0) or 1)
         fails = r.get("failed", "-")
+        # One stream per connection (S3, S4) leaves no warm sample.
+        warm = (f"{fmt(r.get('ttfe_warm_p50_ms'), 2)}/{fmt(r.get('ttfe_warm_p99_ms'), 2)}"
+                if r.get("ttfe_warm_p99_ms") else "-")
         if r.get("fail_reasons"):
             fails = f"{fails} {json.dumps(r['fail_reasons'])}"
         lines.append(f"| {r['contender']} | {r.get('completed', '-')} | {fails}"
                      f" | {fmt(r.get('streams_per_s'))} | {fmt(r.get('events_per_s'), 0)}"
                      f" | {fmt(r.get('ttfe_p50_ms'), 2)} | {fmt(r.get('ttfe_p99_ms'), 2)}"
-                     f" | {fmt(r.get('ttfe_warm_p50_ms'), 2)}/{fmt(r.get('ttfe_warm_p99_ms'), 2)}"
+                     f" | {warm}"
                      f" | {r.get('peak_active', '-')} | {r['rss_peak_kb']/1024:.1f}"
                      f" | {grow:.1f} | {r['cpu_contender_s']:.2f} | {r['cpu_mock_s']:.2f}"
                      f" | {fmt(r.get('cpu_s'), 2)} ({fmt(r.get('cpu_pct'), 0)}%)"
