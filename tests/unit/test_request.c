@@ -132,6 +132,37 @@ static void sampling_and_extra_fields(void **state)
     zjuchat_request_free(req);
 }
 
+/* The exact bytes sent upstream: member order, escapes, reals as jansson
+ * writes them (the generator changed from json_dumps to YAJL's; the bytes
+ * must not). */
+static void body_bytes_are_stable(void **state)
+{
+    zjuchat_request *r = zjuchat_request_new_simple(
+        "deepseek-r1-671b",
+        "say \"hi\"\n\t\x01 \xe4\xbd\xa0 \xf0\x9f\x8c\x8d \xe2\x80\xa8", "be brief");
+    assert_int_equal(zjuchat_request_set_temperature(r, 0.7), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_request_set_max_tokens(r, 1024), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_request_add_stop(r, "END"), ZJUCHAT_OK);
+    zjuchat_error e;
+    assert_int_equal(
+        zjuchat_request_set_extra(r,
+                                  "{\"seed\": -12345678901234, \"x\": {\"a\": [true, "
+                                  "null, 2.5e-300, \"/\\\\\"]}}",
+                                  &e),
+        ZJUCHAT_OK);
+    char *body = zjuchat_request_to_json(r, 1);
+    assert_string_equal(
+        body,
+        "{\"model\":\"deepseek-r1-671b\",\"temperature\":0.69999999999999996,"
+        "\"max_tokens\":1024,\"stop\":[\"END\"],\"seed\":-12345678901234,"
+        "\"x\":{\"a\":[true,null,2.5e-300,\"/\\\\\"]},\"messages\":[{\"role\":"
+        "\"system\",\"content\":\"be brief\"},{\"role\":\"user\",\"content\":"
+        "\"say \\\"hi\\\"\\n\\t\\u0001 \xe4\xbd\xa0 \xf0\x9f\x8c\x8d \xe2\x80\xa8\"}],"
+        "\"stream\":true}");
+    free(body);
+    zjuchat_request_free(r);
+}
+
 static void redact_replaces_every_occurrence_in_place(void **state)
 {
     char buf[] = "key=sk-SECRET and again sk-SECRETsk-SECRET end";
@@ -261,6 +292,7 @@ int main(void)
         cmocka_unit_test(escaping_and_unicode_round_trip),
         cmocka_unit_test(invalid_utf8_and_roles_are_refused),
         cmocka_unit_test(sampling_and_extra_fields),
+        cmocka_unit_test(body_bytes_are_stable),
         cmocka_unit_test(redact_replaces_every_occurrence_in_place),
         cmocka_unit_test(api_message_extracts_and_redacts),
         cmocka_unit_test(escaped_key_in_json_is_masked),
