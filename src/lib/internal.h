@@ -38,7 +38,9 @@ struct zjuchat_client {
      * ZJUCHAT__SHARD_STREAMS each (transport.c), created as load needs. */
     struct zjuchat__shard *shards[ZJUCHAT__SHARD_MAX];
     int nshards;
-    CURLSH *share;                /* DNS cache and TLS sessions, across every shard */
+    CURLSH *share;        /* DNS cache and TLS sessions, across every shard */
+    struct event *reaper; /* frees idle upper shards (transport.c) */
+    long shard_idle_ms;
     struct zjuchat__sock **socks; /* libcurl's sockets by fd (transport.c) */
     int socks_cap;
     struct curl_slist *headers_json;   /* Accept: application/json */
@@ -50,6 +52,10 @@ struct zjuchat_client {
     int easy_pooled;
     struct zjuchat_call *calls; /* active calls, doubly linked */
 };
+
+/* How long an upper shard may stay idle before it is freed (default 60 s);
+ * for tests. */
+void zjuchat__transport_set_shard_idle_ms(zjuchat_client *client, long ms);
 
 /* What one pass over a JSON document found (scan.c). */
 typedef struct zjuchat__scan {

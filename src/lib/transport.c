@@ -36,9 +36,16 @@ struct zjuchat__shard {
     zjuchat_client *client;
     CURLM *multi;
     struct event *timer;
-    int running; /* transfers in this multi handle */
-    int touched; /* entered since process_done last looked */
+    int running;                /* transfers in this multi handle */
+    int touched;                /* entered since process_done last looked */
+    struct timespec idle_since; /* when running last dropped to 0 */
 };
+
+/* A shard above the first that has carried no transfer for this long is
+ * freed with its idle connections: after a burst of thousands of streams,
+ * first-fit sends lighter load to the lower shards, and the upper ones would
+ * otherwise hold their kept-alive sockets (up to 128 each) for ever. */
+#define SHARD_IDLE_MS 60000
 enum phase { PHASE_FIRST_BYTE, PHASE_IDLE };
 
 struct zjuchat_call {
@@ -137,7 +144,8 @@ static void detach_easy(zjuchat_call *call)
         if (curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
             call->client->connections_opened += n;
         curl_multi_remove_handle(call->shard->multi, call->easy);
-        call->shard->running--;
+        if (--call->shard->running == 0)
+            clock_gettime(CLOCK_MONOTONIC, &call->shard->idle_since);
         call->shard = NULL;
     }
 }
@@ -813,6 +821,27 @@ static void shard_free(struct zjuchat__shard *shard)
     free(shard);
 }
 
+/* Frees the top shards that have been idle for shard_idle_ms; runs while
+ * there is more than one shard. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    zjuchat_client *client = arg;
+    while (client->nshards > 1) {
+        struct zjuchat__shard *top = client->shards[client->nshards - 1];
+        if (top->running > 0 || ms_since(&top->idle_since) < client->shard_idle_ms)
+            break;
+        client->nshards--;
+        shard_free(top); /* closes its connections through close_socket_cb */
+    }
+    if (client->nshards > 1)
+        add_timer_ms(client->reaper, client->shard_idle_ms / 2 + 1);
+}
+
+void zjuchat__transport_set_shard_idle_ms(zjuchat_client *client, long ms)
+{
+    client->shard_idle_ms = ms > 0 ? ms : SHARD_IDLE_MS;
+}
+
 static struct zjuchat__shard *shard_new(zjuchat_client *client)
 {
     struct zjuchat__shard *shard = calloc(1, sizeof *shard);
@@ -833,7 +862,10 @@ static struct zjuchat__shard *shard_new(zjuchat_client *client)
     /* Idle connections a burst of streams can come back to. Above this,
      * each finished transfer walks the whole cache for the oldest one. */
     curl_multi_setopt(shard->multi, CURLMOPT_MAXCONNECTS, (long)ZJUCHAT__SHARD_STREAMS);
+    clock_gettime(CLOCK_MONOTONIC, &shard->idle_since);
     client->shards[client->nshards++] = shard;
+    if (client->nshards == 2 && client->reaper)
+        add_timer_ms(client->reaper, client->shard_idle_ms / 2 + 1);
     return shard;
 }
 
@@ -911,7 +943,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
 {
     client->share = curl_share_init();
-    if (!client->share || !shard_new(client))
+    client->reaper = evtimer_new(client->base, on_reap, client);
+    if (!client->shard_idle_ms)
+        client->shard_idle_ms = SHARD_IDLE_MS;
+    if (!client->share || !client->reaper || !shard_new(client))
         return zjuchat__nomem(err);
     curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
@@ -936,6 +971,9 @@ void zjuchat__transport_free(zjuchat_client *client)
         call_finish(call, &e);
     }
     zjuchat__transport_flush_pool(client);
+    if (client->reaper)
+        event_free(client->reaper);
+    client->reaper = NULL;
     while (client->nshards > 0)
         shard_free(client->shards[--client->nshards]);
     /* libcurl closed every connection above, through close_socket_cb. */

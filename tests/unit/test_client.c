@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <event2/event.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -775,6 +776,56 @@ static void many_streams_over_several_multi_handles(void **state)
     event_base_free(base);
 }
 
+/* After a burst, the extra multi handles and their idle connections are
+ * freed once unused for the idle period (60 s by default, 300 ms here),
+ * while the first keeps serving from its own idle connections. */
+void zjuchat__transport_set_shard_idle_ms(zjuchat_client *client, long ms);
+
+static int open_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void idle_multi_handles_are_freed_after_a_burst(void **state)
+{
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, mock.base, &err);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    zjuchat__transport_set_shard_idle_ms(c, 300);
+    struct wave burst = {0}, after = {0};
+    run_wave(c, base, &burst);
+    assert_int_equal(burst.ok, WAVE);
+    int fds_after_burst = open_fds();
+    struct timeval second = {1, 0};
+    event_base_loopexit(base, &second);
+    event_base_dispatch(base);
+    int fds_idle = open_fds();
+    /* 300 connections: 128 stay with the first handle, the rest close. */
+    assert_true(fds_after_burst - fds_idle >= WAVE - 128 - 8);
+    long opened = zjuchat_client_connections_opened(c);
+    zjuchat_request *req =
+        zjuchat_request_new_simple("deepseek-v3-671b#events=2,delay=10", "hi", NULL);
+    zjuchat_callbacks cb = {NULL, wave_chunk, wave_done};
+    for (int i = 0; i < 100; i++)
+        assert_non_null(zjuchat_call_start(c, req, 1, &cb, &after, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (after.done < 100 && now_ms() - t0 < 10000)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(after.ok, 100);
+    assert_int_equal(zjuchat_client_connections_opened(c), opened); /* all reused */
+    zjuchat_client_free(c);
+    event_base_free(base);
+}
+
 static void tls_verification_and_reuse(void **state)
 {
     char dir[] = "/tmp/zjutlsXXXXXX";
@@ -838,6 +889,7 @@ int main(void)
         cmocka_unit_test(evented_concurrent_streams),
         cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(idle_connection_closed_by_upstream),
+        cmocka_unit_test(idle_multi_handles_are_freed_after_a_burst),
         cmocka_unit_test(tls_verification_and_reuse),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
