@@ -42,6 +42,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+from proctools import children, dechunk, free_port, rss_kb  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = os.environ.get("ZJU_TEST_KEY") or "sk-soak-SECRET-%08x" % random.getrandbits(32)
 
@@ -76,17 +79,6 @@ def log(msg):
 # ---------------------------------------------------------------- processes
 
 
-def proc_rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 def proc_fds(pid):
     try:
         return len(os.listdir(f"/proc/{pid}/fd"))
@@ -94,18 +86,15 @@ def proc_fds(pid):
         return 0
 
 
-def children(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    st = f.read()
-            except OSError:
-                continue
-            if int(st[st.rfind(")") + 2 :].split()[1]) == pid:
-                out.append(int(d))
-    return sorted(out)
+def terminate(proc, grace):
+    """SIGTERM (if still running), then SIGKILL after grace seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def held_client_conns(port):
@@ -124,14 +113,6 @@ def held_client_conns(port):
             if int(fields[1].split(":")[1], 16) == port and fields[3] in ("01", "08"):
                 n += 1
     return n
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def read_line(proc, timeout):
@@ -170,25 +151,6 @@ class Tally:
                 self.n["bad"] = self.n.get("bad", 0) + 1
 
 
-def dechunk(b):
-    """Decodes a chunked body; returns (body, terminated)."""
-    out = bytearray()
-    pos = 0
-    while True:
-        nl = b.find(b"\r\n", pos)
-        if nl < 0:
-            return bytes(out), False
-        size = int(b[pos:nl].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out), b[nl + 2 : nl + 4] == b"\r\n"
-        if len(b) < nl + 4 + size:
-            return bytes(out), False
-        out += b[nl + 2 : nl + 2 + size]
-        if b[nl + 2 + size : nl + 4 + size] != b"\r\n":
-            raise ValueError("bad chunk framing")
-        pos = nl + 4 + size
-
-
 FRAME = re.compile(rb"(data: [^\n]*|:[^\n]*)\n\n")
 
 
@@ -212,7 +174,7 @@ def check_answer(raw, stream, mode):
     if "chunked" in hdr.get("transfer-encoding", "").lower():
         try:
             body, done = dechunk(rest)
-        except ValueError as e:
+        except AssertionError as e:
             return str(e)
         if not done:
             return "chunked body not terminated (status %d)" % status
@@ -413,7 +375,7 @@ def main():
         workers = children(srv.pid)
         pids = [srv.pid] + workers
         base_fds = sum(proc_fds(p) for p in pids)
-        base_rss = sum(proc_rss_kb(p) for p in pids)
+        base_rss = sum(rss_kb(p) for p in pids)
         log(f"soak: server pid {srv.pid} workers {workers} on port {port}; idle RSS {base_rss} KB, fds {base_fds}; "
             f"{a.duration:.0f} s, logs in {logdir}")
 
@@ -439,7 +401,7 @@ def main():
         while time.monotonic() - t0 < a.duration:
             time.sleep(min(a.sample, max(0.0, a.duration - (time.monotonic() - t0))))
             pids = [srv.pid] + children(srv.pid)
-            samples.append((time.monotonic() - t0, sum(proc_rss_kb(p) for p in pids), sum(proc_fds(p) for p in pids)))
+            samples.append((time.monotonic() - t0, sum(rss_kb(p) for p in pids), sum(proc_fds(p) for p in pids)))
             if srv.poll() is not None:
                 failures.append(f"server exited during the run with {srv.returncode}")
                 break
@@ -465,7 +427,7 @@ def main():
         time.sleep(3)  # keep-alive connections of A are closed by now
         pids = [srv.pid] + children(srv.pid)
         end_fds = sum(proc_fds(p) for p in pids)
-        end_rss = sum(proc_rss_kb(p) for p in pids)
+        end_rss = sum(rss_kb(p) for p in pids)
         now_workers = children(srv.pid)
         if now_workers != workers:
             failures.append(f"workers changed during the run (a crash and restart): {workers} -> {now_workers}")
@@ -507,19 +469,8 @@ def main():
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        if srv.poll() is None:
-            srv.send_signal(signal.SIGTERM)
-        try:
-            rc = srv.wait(25)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            rc = srv.wait()
-        mock.send_signal(signal.SIGTERM)
-        try:
-            mrc = mock.wait(15)
-        except subprocess.TimeoutExpired:
-            mock.kill()
-            mrc = mock.wait()
+        rc = terminate(srv, 25)
+        mrc = terminate(mock, 15)
         srv_err.close()
         mock_err.close()
     if rc != 0:

@@ -21,6 +21,7 @@ import time
 import unittest
 
 import mockctl
+from proctools import children as _children, dechunk, free_port, refuses, rss_kb  # noqa: F401 (re-exported)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -64,15 +65,6 @@ def record(data):
         f.write(b"\n")
 
 
-def free_port():
-    """A port nobody listens on right now (bind to 0, read it, close)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def base_env():
     """A fresh environment: nothing of ours (ZJU_*, PORT, ...) is inherited."""
     env = {
@@ -101,34 +93,6 @@ def wait_until(pred, timeout, step=0.02):
         if v or time.monotonic() >= deadline:
             return v
         time.sleep(step)
-
-
-def _children(pid):
-    """Direct children of pid, from /proc."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            out.append(int(d))
-    return out
-
-
-def rss_kb(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 # ---------------------------------------------------------------- responses
@@ -650,25 +614,6 @@ def normalize(b):
     answers to the same request compare byte for byte."""
     b = re.sub(rb'"id":"[^"]*"', b'"id":"X"', b)
     return re.sub(rb'"created":\d+', b'"created":0', b)
-
-
-def dechunk(b):
-    """(body, terminated) of a chunked HTTP body; a chunk not followed by CRLF
-    is bad framing (AssertionError); a short last chunk is kept, unterminated."""
-    out, pos = bytearray(), 0
-    while True:
-        nl = b.find(b"\r\n", pos)
-        if nl < 0:
-            return bytes(out), False
-        size = int(b[pos:nl].split(b";")[0], 16)
-        if size == 0:
-            return bytes(out), b[nl + 2 : nl + 4] == b"\r\n"
-        if len(b) < nl + 4 + size:
-            return bytes(out) + b[nl + 2 : nl + 2 + size], False
-        out += b[nl + 2 : nl + 2 + size]
-        if b[nl + 2 + size : nl + 4 + size] != b"\r\n":
-            raise AssertionError("bad chunk framing")
-        pos = nl + 4 + size
 
 
 class MockCase(unittest.TestCase):

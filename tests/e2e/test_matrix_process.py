@@ -19,6 +19,7 @@ from serverctl import (
     chat,
     dechunk,
     model,
+    refuses,
     split_frames,
     stream,
     wait_until,
@@ -110,16 +111,6 @@ class Swarm:
         if errs:
             return ("error", len(data)) if errs == [len(data) - 1] else ("broken", "error event not last")
         return ("complete", len(data))
-
-
-def refuses(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
 
 
 

@@ -20,6 +20,7 @@ from serverctl import (
     chat,
     dechunk,
     model,
+    refuses,
     scan_for_key,
     split_frames,
     stream,
@@ -97,22 +98,13 @@ class Drain(MockCase):
     M = model(events=15, delay=80)
     EVENTS = 21
 
-    def refused(self, port):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return False
-        except ConnectionRefusedError:
-            return True
-        except OSError:
-            return False
-
     def test_sigterm_drains_in_flight_streams(self):
         srv = Server(self.mock.base_url, env={"DRAIN_TIMEOUT": "10"}, workers=2).start()
         conns = []
         try:
             conns = start_streams(srv.port, 3, self.M)
             srv.send_signal(signal.SIGTERM)
-            self.assertTrue(wait_until(lambda: self.refused(srv.port), 2), "new connections still accepted while draining")
+            self.assertTrue(wait_until(lambda: refuses(srv.port), 2), "new connections still accepted while draining")
             results, threads = read_all_async(conns, 10)
             for t in threads:
                 t.join(12)
