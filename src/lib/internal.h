@@ -38,8 +38,9 @@ struct zjuchat_client {
      * ZJUCHAT__SHARD_STREAMS each (transport.c), created as load needs. */
     struct zjuchat__shard *shards[ZJUCHAT__SHARD_MAX];
     int nshards;
-    CURLSH *share;        /* DNS cache and TLS sessions, across every shard */
-    struct event *reaper; /* frees idle upper shards (transport.c) */
+    CURLSH *share;                  /* DNS cache and TLS sessions, across every shard */
+    struct event *reaper;           /* frees idle upper shards (transport.c) */
+    struct zjuchat__shard *touched; /* shards to look at for finished transfers */
     long shard_idle_ms;
     struct zjuchat__sock **socks; /* libcurl's sockets by fd (transport.c) */
     int socks_cap;

@@ -35,28 +35,25 @@ void zjuchat_response_free(zjuchat_response *resp)
 
 /* The tree, parsed on first use. The handle is logically const (its bytes
  * never change), and a response or chunk belongs to one thread. */
+static json_t *lazy_tree(int *parsed, json_t **json, const char *data, size_t len)
+{
+    if (!*parsed) {
+        *parsed = 1;
+        *json = json_loadb(data ? data : "", len, JSON_ALLOW_NUL, NULL);
+    }
+    return *json;
+}
+
 static json_t *response_json(const zjuchat_response *resp)
 {
-    if (!resp)
-        return NULL;
     zjuchat_response *r = (zjuchat_response *)resp;
-    if (!r->parsed) {
-        r->parsed = 1;
-        r->json = json_loadb(r->body ? r->body : "", r->len, JSON_ALLOW_NUL, NULL);
-    }
-    return r->json;
+    return r ? lazy_tree(&r->parsed, &r->json, r->body, r->len) : NULL;
 }
 
 static json_t *chunk_json(const zjuchat_chunk *chunk)
 {
-    if (!chunk)
-        return NULL;
     zjuchat_chunk *c = (zjuchat_chunk *)chunk;
-    if (!c->parsed) {
-        c->parsed = 1;
-        c->json = json_loadb(c->data, c->len, JSON_ALLOW_NUL, NULL);
-    }
-    return c->json;
+    return c ? lazy_tree(&c->parsed, &c->json, c->data, c->len) : NULL;
 }
 
 static int usage_from_scan(const zjuchat__scan *scan, long *prompt, long *completion,

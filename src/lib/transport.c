@@ -36,8 +36,9 @@ struct zjuchat__shard {
     zjuchat_client *client;
     CURLM *multi;
     struct event *timer;
-    int running;                /* transfers in this multi handle */
-    int touched;                /* entered since process_done last looked */
+    int running; /* transfers in this multi handle */
+    int touched; /* on client->touched: entered since process_done looked */
+    struct zjuchat__shard *next_touched;
     struct timespec idle_since; /* when running last dropped to 0 */
 };
 
@@ -123,8 +124,13 @@ static struct zjuchat__shard *pick_shard(zjuchat_client *client);
 /* Bracket every libcurl call that may run callbacks. */
 static void curl_enter(struct zjuchat__shard *shard)
 {
-    shard->touched = 1;
-    shard->client->in_curl++;
+    zjuchat_client *client = shard->client;
+    if (!shard->touched) {
+        shard->touched = 1;
+        shard->next_touched = client->touched;
+        client->touched = shard;
+    }
+    client->in_curl++;
 }
 
 static void curl_leave(zjuchat_client *client)
@@ -440,12 +446,13 @@ static void attempt_done(zjuchat_call *call, CURLcode rc)
     finish_code(call, ZJUCHAT_OK, ZJUCHAT_DETAIL_NONE, "success");
 }
 
+/* Only the shards entered since the last pass can hold finished transfers:
+ * one per socket event, not a walk over every shard. */
 static void process_done(zjuchat_client *client)
 {
-    for (int i = 0; i < client->nshards; i++) {
-        struct zjuchat__shard *shard = client->shards[i];
-        if (!shard->touched)
-            continue;
+    struct zjuchat__shard *shard;
+    while ((shard = client->touched) != NULL) {
+        client->touched = shard->next_touched;
         shard->touched = 0;
         CURLMsg *msg;
         int left;
@@ -828,7 +835,8 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
     zjuchat_client *client = arg;
     while (client->nshards > 1) {
         struct zjuchat__shard *top = client->shards[client->nshards - 1];
-        if (top->running > 0 || ms_since(&top->idle_since) < client->shard_idle_ms)
+        if (top->running > 0 || top->touched ||
+            ms_since(&top->idle_since) < client->shard_idle_ms)
             break;
         client->nshards--;
         shard_free(top); /* closes its connections through close_socket_cb */
@@ -974,6 +982,7 @@ void zjuchat__transport_free(zjuchat_client *client)
     if (client->reaper)
         event_free(client->reaper);
     client->reaper = NULL;
+    client->touched = NULL;
     while (client->nshards > 0)
         shard_free(client->shards[--client->nshards]);
     /* libcurl closed every connection above, through close_socket_cb. */
