@@ -5,10 +5,19 @@
  * byte per second would hold its connection for hours (slowloris). libevent
  * 2.1 has no hook for "a connection was accepted" or "it was freed", so:
  *   - we create each connection's bufferevent (evhttp_set_bevcb) and keep a
- *     reference to it, which keeps the struct (not the socket: it is made
- *     without BEV_OPT_CLOSE_ON_FREE, so evhttp closes the fd itself) alive
- *     after evhttp frees it; bufferevent_free clears its callbacks, which is
- *     how the sweep tells a dead connection;
+ *     reference to it, which keeps it alive after evhttp frees it;
+ *     bufferevent_free clears its callbacks, which is how we tell a dead
+ *     connection. The bufferevent owns its socket (BEV_OPT_CLOSE_ON_FREE):
+ *     evhttp then only shuts it down, and the descriptor is closed when the
+ *     last reference goes, after the bufferevent deleted its events. Had
+ *     evhttp closed it while our reference kept the bufferevent's read event
+ *     registered, the next connection accepted on the same descriptor number
+ *     would inherit libevent's stale "already in epoll" state and never be
+ *     polled: a Connection: close or HTTP/1.0 request whose body needed a
+ *     second read hung (docs/FAULTS.md, "front");
+ *   - a connection whose reply was just written is checked again right after
+ *     evhttp is done with it (a deferred event), so a closed connection's
+ *     descriptor goes at once, not at the next sweep;
  *   - its fd is learned right after the accept (a deferred event in the same
  *     loop turn, before any byte can be read), giving an fd-indexed table
  *     that maps a request back to its connection;
@@ -49,6 +58,9 @@ struct srv_conntrack {
     size_t nfresh, capfresh;
     struct event *register_ev;
     struct event *sweep_ev;
+    struct event *reap_ev; /* drops entries of connections closed after a reply */
+    conn_entry **reap;     /* entries to check, NULL where already gone */
+    size_t nreap, capreap;
     long closed; /* connections cut at their deadline */
 };
 
@@ -72,7 +84,10 @@ static void unlink_entry(srv_conntrack *ct, conn_entry *e)
     for (size_t i = 0; i < ct->nfresh; i++)
         if (ct->fresh[i] == e)
             ct->fresh[i] = NULL;
-    bufferevent_decref(e->bev);
+    for (size_t i = 0; i < ct->nreap; i++)
+        if (ct->reap[i] == e)
+            ct->reap[i] = NULL;
+    bufferevent_decref(e->bev); /* the last reference closes the socket */
     free(e);
 }
 
@@ -127,10 +142,23 @@ static void on_sweep(evutil_socket_t fd_unused, short what, void *arg)
     }
 }
 
+/* Runs after evhttp finished the reply that scheduled it: a connection it
+ * closed is dead by now. */
+static void on_reap(evutil_socket_t fd_unused, short what, void *arg)
+{
+    srv_conntrack *ct = arg;
+    for (size_t i = 0; i < ct->nreap; i++) {
+        conn_entry *e = ct->reap[i];
+        if (e && !entry_alive(e))
+            unlink_entry(ct, e);
+    }
+    ct->nreap = 0;
+}
+
 static struct bufferevent *make_bev(struct event_base *base, void *arg)
 {
     srv_conntrack *ct = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
     if (!bev)
         return NULL;
     conn_entry *e = calloc(1, sizeof *e);
@@ -176,7 +204,8 @@ srv_conntrack *srv_conntrack_new(struct event_base *base, struct evhttp *http,
     ct->by_fd = calloc(ct->nfd, sizeof *ct->by_fd);
     ct->register_ev = event_new(base, -1, 0, on_register, ct);
     ct->sweep_ev = event_new(base, -1, EV_PERSIST, on_sweep, ct);
-    if (!ct->by_fd || !ct->register_ev || !ct->sweep_ev) {
+    ct->reap_ev = event_new(base, -1, 0, on_reap, ct);
+    if (!ct->by_fd || !ct->register_ev || !ct->sweep_ev || !ct->reap_ev) {
         srv_conntrack_free(ct);
         return NULL;
     }
@@ -196,6 +225,9 @@ void srv_conntrack_free(srv_conntrack *ct)
         event_free(ct->register_ev);
     if (ct->sweep_ev)
         event_free(ct->sweep_ev);
+    if (ct->reap_ev)
+        event_free(ct->reap_ev);
+    free(ct->reap);
     free(ct->fresh);
     free(ct->by_fd);
     free(ct);
@@ -222,8 +254,21 @@ void srv_conntrack_request_received(srv_conntrack *ct, struct evhttp_request *re
 void srv_conntrack_reply_done(srv_conntrack *ct, struct evhttp_request *req)
 {
     conn_entry *e = entry_of(ct, req);
-    if (e)
-        e->deadline_ms = now_ms() + ct->timeout_ms;
+    if (!e)
+        return;
+    e->deadline_ms = now_ms() + ct->timeout_ms;
+    /* evhttp frees a connection that ends here right after this returns;
+     * look again once it has (a miss only waits for the sweep). */
+    if (ct->nreap == ct->capreap) {
+        size_t cap = ct->capreap ? ct->capreap * 2 : 64;
+        conn_entry **nr = realloc(ct->reap, cap * sizeof *nr);
+        if (!nr)
+            return;
+        ct->reap = nr;
+        ct->capreap = cap;
+    }
+    ct->reap[ct->nreap++] = e;
+    event_active(ct->reap_ev, EV_TIMEOUT, 0);
 }
 
 long srv_conntrack_closed(const srv_conntrack *ct)
