@@ -9,10 +9,29 @@ CC      ?= cc
 VERSION := 0.1.0
 SOVER   := 1
 
+# Flags of the Debian packages come from pkg-config, and pkg-config (like
+# the -dev packages) may only exist once scripts/install-deps.sh has run.
+# Reading them when the Makefile is parsed, as this file once did, gave an
+# empty result on a fresh machine: the first `make run` linked with `-lm`
+# alone and left a libzjuchat.so.1 without NEEDED entries that was never
+# relinked. So they live in a generated file, $(PKG_FLAGS_MK), whose rule
+# depends on the phony `deps`: GNU make brings an included makefile up to
+# date (here: installs what is missing, then asks pkg-config) before it
+# builds anything, and re-reads this Makefile if the file changed. The rule
+# replaces the file only when the flags differ, so the usual run costs one
+# quick install-deps check and no restart; every object and link depends on
+# it, so outputs built with other (or no) flags are rebuilt.
 PKGS    := libcurl libevent jansson yajl
+PKG_FLAGS_MK := $(BUILD)/pkg-flags.mk
+# Goals that compile nothing in this make (they need no packages, or they
+# depend on `deps` and recurse) leave the file alone.
+NO_FLAGS_GOALS := clean deps format format-check uninstall fresh-check test unit e2e asan fuzz
+ifneq ($(filter-out $(NO_FLAGS_GOALS),$(or $(MAKECMDGOALS),all)),)
+include $(PKG_FLAGS_MK)
+endif
+
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -DZJU_CHAT_VERSION=\"$(VERSION)\" -Wall -Wextra -Werror -Wshadow \
-               -Wno-unused-parameter -fPIC -Iinclude -Isrc/lib \
-               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+               -Wno-unused-parameter -fPIC -Iinclude -Isrc/lib $(PKG_CFLAGS)
 ifeq ($(SAN),1)
   OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 else
@@ -20,7 +39,7 @@ else
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+LDLIBS  := $(PKG_LIBS) -lm
 LDFLAGS += $(if $(filter 1,$(SAN)),-fsanitize=address$(comma)undefined)
 comma := ,
 
@@ -40,15 +59,28 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 STATIC  := $(BUILD)/libzjuchat.a
 SHARED  := $(BUILD)/libzjuchat.so.$(SOVER)
 PROGS   := $(BUILD)/zju-chat $(BUILD)/zju-chat-server $(BUILD)/zju-mock-upstream
+MAN_PAGES := $(wildcard man/*.[1-8])
+# man/NAME.S goes to share/man/manS/NAME.S
+MAN_DEST  := $(foreach p,$(MAN_PAGES),$(DESTDIR)$(PREFIX)/share/man/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
 ifneq ($(BENCH_SRC),)
 PROGS   += $(BUILD)/zju-loadgen
 endif
 
-.PHONY: all deps test unit e2e format format-check run bench fuzz soak install uninstall clean asan
+.PHONY: all deps test unit e2e format format-check run bench fuzz soak install uninstall clean asan \
+        fresh-check
 
 all: $(STATIC) $(SHARED) $(PROGS)
 
-$(BUILD)/obj/%.o: %.c
+$(PKG_FLAGS_MK): deps
+	@mkdir -p $(dir $@)
+	@cflags=$$(pkg-config --cflags $(PKGS)) && libs=$$(pkg-config --libs $(PKGS)) && \
+	  printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$cflags" "$$libs" > $@.new
+	@if cmp -s $@.new $@; then rm -f $@.new; else mv -f $@.new $@; fi
+
+# What the link steps read of their prerequisites (not the flags file).
+INPUTS = $(filter %.o %.a,$^)
+
+$(BUILD)/obj/%.o: %.c $(PKG_FLAGS_MK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
@@ -56,23 +88,25 @@ $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libzjuchat.so.$(SOVER) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# -z defs: a symbol no listed library defines fails the link, so the library
+# cannot come out without the NEEDED entries of its dependencies.
+$(SHARED): $(LIB_OBJ) $(PKG_FLAGS_MK)
+	$(CC) -shared -Wl,-soname,libzjuchat.so.$(SOVER) -Wl,-z,defs $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
 	ln -sf libzjuchat.so.$(SOVER) $(BUILD)/libzjuchat.so
 
-$(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -ledit
+$(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -ledit
 
-$(BUILD)/zju-chat-server: $(SERVER_OBJ) $(STATIC)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/zju-chat-server: $(SERVER_OBJ) $(STATIC) $(PKG_FLAGS_MK)
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
 
-$(BUILD)/zju-mock-upstream: $(MOCK_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -levent_openssl -lssl -lcrypto
+$(BUILD)/zju-mock-upstream: $(MOCK_OBJ) $(PKG_FLAGS_MK)
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -levent_openssl -lssl -lcrypto
 
-$(BUILD)/zju-loadgen: $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/zju-loadgen: $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(PKG_FLAGS_MK)
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(STATIC)
+$(BUILD)/tests/%: tests/unit/%.c $(STATIC) $(PKG_FLAGS_MK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(STATIC) $(LDFLAGS) $(LDLIBS) -lcmocka
 
@@ -115,22 +149,39 @@ fuzz: deps
 soak: deps all
 	bash scripts/soak.sh
 
+# Library, header, pkg-config file, the commands (the mock too: frontend
+# developers run it offline) and the man pages of man/. A real install
+# (no DESTDIR staging) then runs ldconfig: programs linked with -lzjuchat
+# find a library in /usr/local/lib only through the loader's cache.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(sort $(dir $(MAN_DEST)))
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libzjuchat.so.$(SOVER) $(DESTDIR)$(PREFIX)/lib/libzjuchat.so
 	install -m 644 include/zjuchat.h $(DESTDIR)$(PREFIX)/include/
-	install -m 755 $(BUILD)/zju-chat $(BUILD)/zju-chat-server $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 $(BUILD)/zju-chat $(BUILD)/zju-chat-server $(BUILD)/zju-mock-upstream \
+	  $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' libzjuchat.pc.in \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libzjuchat.pc
-	install -m 644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	$(foreach p,$(MAN_PAGES),install -m 644 $(p) $(filter %/$(notdir $(p)),$(MAN_DEST)) &&) true
+	$(LDCONFIG)
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/lib/libzjuchat.* $(DESTDIR)$(PREFIX)/include/zjuchat.h \
 	  $(DESTDIR)$(PREFIX)/bin/zju-chat $(DESTDIR)$(PREFIX)/bin/zju-chat-server \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/libzjuchat.pc $(DESTDIR)$(PREFIX)/share/man/man1/zju-chat*.1
+	  $(DESTDIR)$(PREFIX)/bin/zju-mock-upstream \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/libzjuchat.pc $(MAN_DEST)
+	$(LDCONFIG)
+
+# Only as root (a user installing into a home prefix cannot, and needs not).
+LDCONFIG = $(if $(DESTDIR),@true,@if [ "$$(id -u)" = 0 ]; then ldconfig; \
+	   else echo "install: not root, ldconfig not run" >&2; fi)
+
+# A clean Debian 12 root (debootstrap) runs the README's quick start:
+# `make run` until it answers, then `make test` (needs root; see the script).
+fresh-check:
+	bash scripts/fresh-check.sh
 
 clean:
 	rm -rf build build-asan build-fuzz
