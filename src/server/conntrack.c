@@ -18,6 +18,12 @@
  *   - a connection whose reply was just written is checked again right after
  *     evhttp is done with it (a deferred event), so a closed connection's
  *     descriptor goes at once, not at the next sweep;
+ *   - a dead connection is closed lingering, as nginx does: evhttp has shut
+ *     down our sending side, and we read and discard what the client still
+ *     sends until it closes (LINGER_TIMEOUT_MS of silence, LINGER_TOTAL_MS in
+ *     all). Closing a socket with unread input sends a reset, which destroys
+ *     the reply the client has not read yet: a 413 for a body it is still
+ *     sending arrived as "connection reset" / "broken pipe";
  *   - its fd is learned right after the accept (a deferred event in the same
  *     loop turn, before any byte can be read), giving an fd-indexed table
  *     that maps a request back to its connection;
@@ -32,6 +38,7 @@
 #include "accesslog.h"
 #include "worker.h"
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -41,10 +48,16 @@
 #include <sys/socket.h>
 #include <time.h>
 
+/* nginx's lingering_timeout and lingering_time */
+#define LINGER_TIMEOUT_MS 5000
+#define LINGER_TOTAL_MS 30000
+
 typedef struct conn_entry {
     struct bufferevent *bev;
     evutil_socket_t fd; /* -1 until registered */
     long deadline_ms;   /* 0: not reading a request */
+    long linger_end_ms; /* evhttp is done with it; discarding input until then */
+    struct srv_conntrack *ct;
     struct conn_entry *prev, *next;
 } conn_entry;
 
@@ -93,11 +106,47 @@ static void unlink_entry(srv_conntrack *ct, conn_entry *e)
 
 static int entry_alive(conn_entry *e)
 {
+    if (e->linger_end_ms)
+        return 0;
     bufferevent_data_cb rd = NULL, wr = NULL;
     bufferevent_event_cb ev = NULL;
     void *arg = NULL;
     bufferevent_getcb(e->bev, &rd, &wr, &ev, &arg);
     return rd != NULL || ev != NULL;
+}
+
+static void on_linger_read(struct bufferevent *bev, void *arg)
+{
+    conn_entry *e = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (now_ms() >= e->linger_end_ms)
+        unlink_entry(e->ct, e);
+}
+
+static void on_linger_event(struct bufferevent *bev, short what, void *arg)
+{
+    conn_entry *e = arg; /* end of input, an error, or LINGER_TIMEOUT_MS of silence */
+    unlink_entry(e->ct, e);
+}
+
+/* evhttp freed the connection: discard what the client still sends, then
+ * close (see the top of the file). */
+static void start_linger(srv_conntrack *ct, conn_entry *e)
+{
+    struct bufferevent *bev = e->bev;
+    if (bufferevent_getfd(bev) < 0) {
+        unlink_entry(ct, e);
+        return;
+    }
+    e->linger_end_ms = now_ms() + LINGER_TOTAL_MS;
+    e->deadline_ms = 0;
+    struct timeval t = {LINGER_TIMEOUT_MS / 1000, (LINGER_TIMEOUT_MS % 1000) * 1000};
+    bufferevent_disable(bev, EV_WRITE);
+    bufferevent_setcb(bev, on_linger_read, NULL, on_linger_event, e);
+    bufferevent_set_timeouts(bev, &t, NULL);
+    bufferevent_enable(bev, EV_READ);
+    on_linger_read(bev, e); /* what evhttp left in the input buffer */
 }
 
 /* Runs in the loop turn of the accept, after evhttp set the fd. */
@@ -127,8 +176,11 @@ static void on_sweep(evutil_socket_t fd_unused, short what, void *arg)
     conn_entry *e = ct->all;
     while (e) {
         conn_entry *next = e->next;
-        if (!entry_alive(e)) {
-            unlink_entry(ct, e);
+        if (e->linger_end_ms) {
+            if (now >= e->linger_end_ms)
+                unlink_entry(ct, e);
+        } else if (!entry_alive(e)) {
+            start_linger(ct, e);
         } else if (e->deadline_ms && now >= e->deadline_ms && e->fd >= 0) {
             /* evhttp sees end of input and frees the connection. */
             srv_log("connection fd %d sent no complete request within REQUEST_TIMEOUT; "
@@ -149,8 +201,8 @@ static void on_reap(evutil_socket_t fd_unused, short what, void *arg)
     srv_conntrack *ct = arg;
     for (size_t i = 0; i < ct->nreap; i++) {
         conn_entry *e = ct->reap[i];
-        if (e && !entry_alive(e))
-            unlink_entry(ct, e);
+        if (e && !e->linger_end_ms && !entry_alive(e))
+            start_linger(ct, e);
     }
     ct->nreap = 0;
 }
@@ -176,6 +228,7 @@ static struct bufferevent *make_bev(struct event_base *base, void *arg)
     }
     bufferevent_incref(bev);
     e->bev = bev;
+    e->ct = ct;
     e->fd = -1;
     e->deadline_ms = now_ms() + ct->timeout_ms;
     e->next = ct->all;

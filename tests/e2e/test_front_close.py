@@ -77,3 +77,40 @@ class ClosingRequestsWithLongBodies(MockCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class OverLimitBodiesGetTheirAnswer(MockCase):
+    """A client that sends a body over MAX_BODY_BYTES whole (no Expect:
+    100-continue, as browsers and most libraries do) must read the 413, not a
+    reset: the server closes lingering, discarding the rest of the body,
+    instead of closing a socket with unread input (docs/FAULTS.md)."""
+
+    def post_whole(self, port, size):
+        body = json.dumps({"user_content": "a" * size}).encode()
+        head = (
+            "POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://site.example\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            s.sendall(head + body)  # raises BrokenPipe/ConnectionReset on the old code
+            data = b""
+            while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 30:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            record(data)
+            return data
+        finally:
+            s.close()
+
+    def test_413_reaches_a_client_that_sends_everything(self):
+        with Server(self.mock.base_url, env={"MAX_BODY_BYTES": 100000}) as srv:
+            for size in (150_000, 3_000_000, 20_000_000):
+                data = self.post_whole(srv.port, size)
+                self.assertTrue(data.startswith(b"HTTP/1.1 413 "), (size, data[:200]))
+            self.assertEqual(self.mock.stats()["chat_requests"], 0)
+            # and the server still serves
+            status, _ = one_request(srv.port, "1.1", True, json.dumps({"user_content": "hi"}).encode(), 5)
+            self.assertTrue(status.endswith(b" 200 OK"), status)
