@@ -24,13 +24,34 @@ if [ -n "$key" ]; then
 fi
 
 [ -x "$MOCK" ] || { echo "run.sh: $MOCK missing; run 'make' first" >&2; exit 1; }
+
+# Ctrl-C in a terminal sends SIGINT to the whole foreground process group
+# (make, this shell and every child). If the mock got it too, it died under
+# the streams the server was still draining, and a server SIGINTed by the
+# terminal and again by the trap below took the second signal as "stop now".
+# So the mock and the server each run in their own session (setsid: as a
+# background child of a non-interactive shell it is no group leader, so
+# setsid execs in place and $! is the program itself); only this shell gets
+# the terminal's signals, and it stops them in order: the server first, with
+# the signal it got (the server drains up to DRAIN_TIMEOUT; a second Ctrl-C
+# is forwarded too and stops it at once), then the mock.
 mocklog=$(mktemp -t zju-mock.XXXXXX)
-"$MOCK" --host 127.0.0.1 --port 0 >"$mocklog" 2>&1 &
+setsid "$MOCK" --host 127.0.0.1 --port 0 >"$mocklog" 2>&1 </dev/null &
 mock_pid=$!
-cleanup() { kill "$mock_pid" 2>/dev/null || true; wait "$mock_pid" 2>/dev/null || true; rm -f "$mocklog"; }
+server_pid=""
+cleanup() {
+    if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    kill -TERM "$mock_pid" 2>/dev/null || true
+    wait "$mock_pid" 2>/dev/null || true
+    rm -f "$mocklog"
+}
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 url=""
 for _ in $(seq 1 100); do
     url=$(sed -n -E 's/.*listening on (http:\/\/127\.0\.0\.1:[0-9]+).*/\1/p' "$mocklog" | head -1)
@@ -53,9 +74,24 @@ cat >&2 <<BANNER
 #  serve the real ZJU Chat API.
 ################################################################################
 BANNER
-# Not exec: the trap must stop the mock when the server exits.
-"$SERVER" "$@" &
+# Not exec: the mock must be stopped after the server.
+setsid "$SERVER" "$@" &
 server_pid=$!
-trap 'kill -TERM "$server_pid" 2>/dev/null; wait "$server_pid"; exit 143' TERM
-trap 'kill -INT "$server_pid" 2>/dev/null; wait "$server_pid"; exit 130' INT
-wait "$server_pid"
+status=""
+stop() {
+    status=$2
+    kill -"$1" "$server_pid" 2>/dev/null || true
+}
+trap 'stop INT 130' INT
+trap 'stop TERM 143' TERM
+trap 'stop TERM 129' HUP
+# wait returns early whenever a trapped signal arrives: wait again until the
+# server is gone (its own status is the last wait's).
+rc=0
+while :; do
+    rc=0
+    wait "$server_pid" || rc=$?
+    kill -0 "$server_pid" 2>/dev/null || break
+done
+server_pid=""
+exit "${status:-$rc}"
