@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "chat.h"
+#include "dotenv.h"
 #include "interactive.h"
 #include "options.h"
 #include "output.h"
@@ -90,6 +91,20 @@ static int configure(zjuchat_client *client, const cli_options *o)
         return CLI_EXIT_USAGE;
     }
     zjuchat_client_set_cancel_flag(client, &cli_interrupted);
+    return 0;
+}
+
+/* ./.env (or --env-file, which must exist) into the environment, read by
+ * the same code and with the same precedence as zju-chat-server: a key kept
+ * next to the server's settings works for both. Returns 0 or an exit code. */
+static int load_env_file(const cli_options *opts)
+{
+    char err[512];
+    const char *path = opts->env_file ? opts->env_file : ".env";
+    if (zjuchat__dotenv_load(path, opts->env_file != NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "zju-chat: configuration error: %s\n", err);
+        return CLI_EXIT_CONFIG;
+    }
     return 0;
 }
 
@@ -178,7 +193,9 @@ int main(int argc, char **argv)
         cli_options_free(&opts);
         return CLI_EXIT_OTHER;
     }
-    code = run(&opts);
+    code = load_env_file(&opts);
+    if (!code)
+        code = run(&opts);
     cli_options_free(&opts);
     return code;
 }

@@ -29,6 +29,7 @@ enum {
     OPT_MAX_TOKENS,
     OPT_TEMPERATURE,
     OPT_RETRIES,
+    OPT_ENV_FILE,
     OPT_API_KEY
 };
 
@@ -46,6 +47,7 @@ static const struct option long_opts[] = {
     {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {"retries", required_argument, NULL, OPT_RETRIES},
+    {"env-file", required_argument, NULL, OPT_ENV_FILE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, 'V'},
     /* Not offered, only caught to explain why (see the file comment). */
@@ -80,6 +82,9 @@ static void print_help(FILE *f)
            "      --max-tokens N       longest answer, in tokens\n"
            "      --temperature T      sampling temperature (0 to 2)\n"
            "      --retries N          retries on connect failure, 429, 5xx (default 2)\n"
+           "      --env-file PATH      read KEY=VALUE settings from PATH (default:\n"
+           "                           ./.env when present); variables already in\n"
+           "                           the environment win\n"
            "  -h, --help               show this help and exit\n"
            "  -V, --version            show the version and exit\n"
            "\n"
@@ -88,7 +93,7 @@ static void print_help(FILE *f)
            "not a terminal, it goes to standard error so that standard output\n"
            "holds the answer alone. Set NO_COLOR to disable dimming.\n"
            "\n"
-           "Environment:\n"
+           "Environment (also read from ./.env, like zju-chat-server does):\n"
            "  ZJU_API_KEY    API key (required; never accepted as an argument)\n"
            "  ZJU_BASE_URL   API base URL\n"
            "\n"
@@ -197,6 +202,9 @@ static int set_option(int c, const char *arg, cli_options *o)
             return usage_error("bad --temperature (0 to 2): %s", arg);
         return -1;
     }
+    case OPT_ENV_FILE:
+        o->env_file = arg;
+        return -1;
     case OPT_RETRIES:
         o->retries = (int)parse_long(arg, 0, 100);
         return o->retries < 0 ? usage_error("bad --retries (0 to 100): %s", arg) : -1;

@@ -22,6 +22,7 @@ typedef struct cli_options {
     const char *model;       /* NULL: library default */
     const char *system;      /* NULL: no system message */
     const char *base_url;    /* NULL: env ZJU_BASE_URL, then default */
+    const char *env_file;    /* --env-file; NULL: ./.env when present */
     int no_stream;           /* --no-stream */
     int json;                /* --json */
     int no_reasoning;        /* --no-reasoning */

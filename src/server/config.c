@@ -1,11 +1,10 @@
 /*
- * config.c - settings from the environment and a .env file. The .env format
- * is the common one (python-dotenv, docker): KEY=VALUE per line, '#'
- * comments, optional single or double quotes, an optional "export " prefix.
- * Unlike the Flask seed, variables already in the environment win: an
- * operator's explicit setting should never be silently replaced by a file.
+ * config.c - settings from the environment and a .env file. The .env file
+ * is read by src/lib/dotenv.c, shared with the CLI: the common format
+ * (python-dotenv, docker), and variables already in the environment win.
  */
 #include "config.h"
+#include "dotenv.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,8 +16,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#define ENV_LINE_MAX 8192 /* longer lines are rejected, not truncated */
-
 static char *trim(char *s)
 {
     while (isspace((unsigned char)*s))
@@ -29,68 +26,11 @@ static char *trim(char *s)
     return s;
 }
 
-/* Strip matching quotes; for unquoted values drop a trailing " # comment". */
-static char *unquote(char *v)
-{
-    size_t n = strlen(v);
-    if (n >= 2 && (v[0] == '"' || v[0] == '\'') && v[n - 1] == v[0]) {
-        v[n - 1] = '\0';
-        return v + 1;
-    }
-    for (char *p = v; *p; p++) {
-        if (*p == '#' && p > v && isspace((unsigned char)p[-1])) {
-            *p = '\0';
-            return trim(v);
-        }
-    }
-    return v;
-}
-
+/* The CLI reads .env with the same code (src/lib/dotenv.c). */
 int srv_config_load_env_file(const char *env_file, int required, char *errbuf,
                              size_t errlen)
 {
-    FILE *f = fopen(env_file, "r");
-    if (!f) {
-        if (!required && errno == ENOENT)
-            return 0;
-        snprintf(errbuf, errlen, "cannot open env file %s: %s", env_file,
-                 strerror(errno));
-        return -1;
-    }
-    char line[ENV_LINE_MAX];
-    int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        size_t n = strlen(line);
-        if (n == sizeof line - 1 && line[n - 1] != '\n' && !feof(f)) {
-            snprintf(errbuf, errlen, "%s:%d: line too long", env_file, lineno);
-            rc = -1;
-            break;
-        }
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#')
-            continue;
-        if (strncmp(s, "export", 6) == 0 && isspace((unsigned char)s[6]))
-            s = trim(s + 6);
-        char *eq = strchr(s, '=');
-        if (!eq) {
-            snprintf(errbuf, errlen, "%s:%d: expected KEY=VALUE", env_file, lineno);
-            rc = -1;
-            break;
-        }
-        *eq = '\0';
-        char *key = trim(s);
-        char *val = unquote(trim(eq + 1));
-        if (*key == '\0') {
-            snprintf(errbuf, errlen, "%s:%d: empty key", env_file, lineno);
-            rc = -1;
-            break;
-        }
-        /* overwrite = 0: the process environment wins over the file */
-        setenv(key, val, 0);
-    }
-    fclose(f);
-    return rc;
+    return zjuchat__dotenv_load(env_file, required, errbuf, errlen);
 }
 
 int srv_config_truthy(const char *v)

@@ -1,25 +1,25 @@
 /*
  * main.c - zju-chat-server: flags, configuration, the startup report, and
- * the supervisor. The supervisor reserves the port, forks -w worker
- * processes (each with its own SO_REUSEPORT listener), restarts a worker
- * that dies abnormally (with a growing backoff when it keeps crashing), and
- * turns SIGTERM/SIGINT into a graceful drain of every worker; a second
- * signal kills them at once. Even -w 1 runs under the supervisor, so a
- * crash is always survived.
+ * the supervisor. The supervisor opens one SO_REUSEPORT listening socket
+ * per worker (listeners.c: a port in use is an error, not a shared port),
+ * forks -w worker processes, each serving its own socket, restarts a worker
+ * that exits (with a growing backoff when it keeps crashing) on the same
+ * socket, and turns SIGTERM/SIGINT into a graceful drain of every worker; a
+ * second signal kills them at once. Even -w 1 runs under the supervisor, so
+ * a crash is always survived.
  */
 #include "accesslog.h"
 #include "config.h"
+#include "listeners.h"
 #include "worker.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,7 +45,8 @@ static void usage(FILE *f)
         "\n"
         "Serves POST /api/chat (the ZJU Chat API relay) and GET /healthz.\n"
         "\n"
-        "  -b, --bind HOST:PORT  listen address (default 0.0.0.0:$PORT, PORT=5001)\n"
+        "  -b, --bind HOST:PORT  listen address (default 0.0.0.0:$PORT, PORT=5001;\n"
+        "                        IPv6 as [::1]:PORT); an address in use is an error\n"
         "  -w, --workers N       worker processes (default: number of cores)\n"
         "      --env-file PATH   read KEY=VALUE settings (default ./.env if present);\n"
         "                        variables already in the environment win\n"
@@ -63,42 +64,6 @@ static long now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/*
- * Bind (without listening) a SO_REUSEPORT socket on the address: it fails
- * early when the port is taken, resolves port 0 to a real port shared by
- * all workers, and keeps the port reserved while a worker restarts.
- */
-static int reserve_port(srv_config *cfg)
-{
-    char why[200];
-    struct addrinfo *ai = srv_config_bind_addr(cfg, why, sizeof why);
-    if (!ai) {
-        srv_log("%s", why);
-        return -1;
-    }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        srv_log("cannot bind %s:%d: %s", cfg->host, cfg->port, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return -1;
-    }
-    freeaddrinfo(ai);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char h[NI_MAXHOST], p[NI_MAXSERV];
-        if (getnameinfo((struct sockaddr *)&ss, sl, h, sizeof h, p, sizeof p,
-                        NI_NUMERICHOST | NI_NUMERICSERV) == 0)
-            cfg->port = atoi(p);
-    }
-    return fd;
 }
 
 /* Streams hold two descriptors each; use all the process may have. */
@@ -129,16 +94,21 @@ static void startup_report(const srv_config *cfg)
         srv_log("debug logging on (FLASK_DEBUG/DEBUG); the API key is never logged");
 }
 
-static pid_t spawn(const srv_config *cfg, int reserve_fd, const sigset_t *old)
+/* Worker `i` on its socket fds[i]. It closes its copies of the other
+ * workers' sockets: each socket must stop listening as soon as its own
+ * worker drains and the supervisor let it go. */
+static pid_t spawn(const srv_config *cfg, int *fds, int n, int i, const sigset_t *old)
 {
     pid_t pid = fork();
     if (pid != 0)
         return pid;
-    close(reserve_fd);
+    int mine = fds[i];
+    fds[i] = -1;
+    srv_listeners_close(fds, n);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     sigprocmask(SIG_SETMASK, old, NULL);
-    _exit(srv_worker_run(cfg));
+    _exit(srv_worker_run(cfg, mine));
 }
 
 static void signal_all(slot *s, int n, int sig)
@@ -148,7 +118,18 @@ static void signal_all(slot *s, int n, int sig)
             kill(s[i].pid, sig);
 }
 
-static int supervise(const srv_config *cfg, int reserve_fd)
+/* Stop: close the supervisor's copies of the listening sockets first. A
+ * socket stays in the listen state while any process holds it, and the
+ * kernel would queue connections there that no draining worker accepts;
+ * once each worker has closed its own copy too, new connections are
+ * refused. Then the workers drain. */
+static void begin_stop(slot *s, int n, int *fds)
+{
+    srv_listeners_close(fds, n);
+    signal_all(s, n, SIGTERM);
+}
+
+static int supervise(const srv_config *cfg, int *fds)
 {
     sigset_t set, old;
     sigemptyset(&set);
@@ -164,7 +145,7 @@ static int supervise(const srv_config *cfg, int reserve_fd)
     for (int i = 0; i < n; i++) {
         slots[i].backoff_ms = RESTART_MIN_MS;
         slots[i].started_ms = now_ms();
-        slots[i].pid = spawn(cfg, reserve_fd, &old);
+        slots[i].pid = spawn(cfg, fds, n, i, &old);
     }
     int stopping = 0, exit_code = 0;
     long kill_at = 0;
@@ -178,7 +159,7 @@ static int supervise(const srv_config *cfg, int reserve_fd)
                         sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->drain_timeout_s);
                 stopping = 1;
                 kill_at = now_ms() + (cfg->drain_timeout_s + KILL_GRACE_S) * 1000;
-                signal_all(slots, n, SIGTERM);
+                begin_stop(slots, n, fds);
             } else {
                 srv_log("second signal: stopping workers now");
                 signal_all(slots, n, SIGKILL);
@@ -191,15 +172,17 @@ static int supervise(const srv_config *cfg, int reserve_fd)
                 if (slots[i].pid != pid)
                     continue;
                 slots[i].pid = 0;
-                int clean = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-                if (stopping || clean)
+                /* Restarted even after a clean exit (a worker drained on its
+                 * own SIGTERM): its socket is still open here, and the
+                 * connections the kernel keeps queueing on it need a worker. */
+                if (stopping)
                     break;
                 if (WIFEXITED(st) && WEXITSTATUS(st) == 2) {
                     srv_log("worker %ld could not start; shutting down", (long)pid);
                     stopping = 1;
                     exit_code = 1;
                     kill_at = now_ms() + KILL_GRACE_S * 1000;
-                    signal_all(slots, n, SIGTERM);
+                    begin_stop(slots, n, fds);
                     break;
                 }
                 long alive = now_ms() - slots[i].started_ms;
@@ -226,7 +209,7 @@ static int supervise(const srv_config *cfg, int reserve_fd)
                 now_ms() >= slots[i].restart_at_ms) {
                 slots[i].restart_at_ms = 0;
                 slots[i].started_ms = now_ms();
-                slots[i].pid = spawn(cfg, reserve_fd, &old);
+                slots[i].pid = spawn(cfg, fds, n, i, &old);
                 if (slots[i].pid < 0) {
                     slots[i].pid = 0;
                     slots[i].restart_at_ms = now_ms() + RESTART_MAX_MS;
@@ -314,15 +297,17 @@ int main(int argc, char **argv)
         srv_config_free(&cfg);
         return 1;
     }
-    int reserve_fd = reserve_port(&cfg);
-    if (reserve_fd < 0) {
+    static int fds[MAX_WORKERS];
+    if (srv_listeners_open(&cfg, fds, cfg.workers) < 0) {
         srv_config_free(&cfg);
         return 1;
     }
     startup_report(&cfg);
-    srv_log("listening on http://%s:%d", cfg.host, cfg.port);
-    int rc = supervise(&cfg, reserve_fd);
-    close(reserve_fd);
+    char where[300];
+    srv_listen_addr_str(&cfg, where, sizeof where);
+    srv_log("listening on http://%s", where);
+    int rc = supervise(&cfg, fds);
+    srv_listeners_close(fds, cfg.workers);
     srv_config_free(&cfg);
     return rc;
 }

@@ -1,6 +1,7 @@
 /*
- * worker.c - one worker process: its own event loop, evhttp front and
- * SO_REUSEPORT listener (the kernel spreads connections over the workers),
+ * worker.c - one worker process: its own event loop, evhttp front on its
+ * own SO_REUSEPORT socket from the supervisor (the kernel spreads
+ * connections over the workers),
  * the request router, /healthz, and the graceful drain on SIGTERM/SIGINT:
  * stop accepting, let replies in progress finish up to DRAIN_TIMEOUT, then
  * close whatever is left.
@@ -15,7 +16,6 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +25,6 @@
 #include <unistd.h>
 #include <zjuchat.h>
 
-#define LISTEN_BACKLOG 4096
 #define ACCEPT_RETRY_MS 200
 
 static void maybe_finish_drain(srv_worker *w)
@@ -212,22 +211,14 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     event_add(w->accept_retry, &tv);
 }
 
+/* The supervisor's socket, already listening (backlog 0: no listen()
+ * again). CLOSE_ON_FREE: the drain's evhttp_del_accept_socket closes it. */
 static int bind_listener(srv_worker *w)
 {
-    const srv_config *cfg = w->cfg;
-    char why[200];
-    struct addrinfo *ai = srv_config_bind_addr(cfg, why, sizeof why);
-    if (!ai) {
-        srv_log("%s", why);
-        return -1;
-    }
-    unsigned flags = LEV_OPT_REUSEABLE_PORT | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
-                     LEV_OPT_CLOSE_ON_EXEC;
-    w->listener = evconnlistener_new_bind(w->base, NULL, NULL, flags, LISTEN_BACKLOG,
-                                          ai->ai_addr, (int)ai->ai_addrlen);
-    freeaddrinfo(ai);
+    w->listener =
+        evconnlistener_new(w->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE, 0, w->listen_fd);
     if (!w->listener) {
-        srv_log("cannot listen on %s:%d: %s", cfg->host, cfg->port,
+        srv_log("cannot accept on the listening socket: %s",
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         return -1;
     }
@@ -330,11 +321,12 @@ static void teardown(srv_worker *w)
         event_base_free(w->base);
 }
 
-int srv_worker_run(const srv_config *cfg)
+int srv_worker_run(const srv_config *cfg, int listen_fd)
 {
     srv_worker w;
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
+    w.listen_fd = listen_fd;
     signal(SIGPIPE, SIG_IGN);
     int rc = 0;
     if (setup(&w) < 0) {

@@ -1,6 +1,7 @@
 /*
- * worker.h - one worker process: an event_base, an evhttp front with its own
- * SO_REUSEPORT listener, and one zjuchat_client for the upstream.
+ * worker.h - one worker process: an event_base, an evhttp front on its own
+ * SO_REUSEPORT listening socket (opened by the supervisor, listeners.c), and
+ * one zjuchat_client for the upstream.
  */
 #ifndef SRV_WORKER_H
 #define SRV_WORKER_H
@@ -19,6 +20,7 @@ struct srv_conntrack;
 
 typedef struct srv_worker {
     const srv_config *cfg;
+    int listen_fd; /* from the supervisor; the listener owns it once made */
     struct event_base *base;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
@@ -34,9 +36,10 @@ typedef struct srv_worker {
     struct srv_conntrack *conns; /* whole-request deadlines */
 } srv_worker;
 
-/* Run a worker until drained. Returns the process exit code: 0 after a
- * drain, 2 when it could not start (bind, config). */
-int srv_worker_run(const srv_config *cfg);
+/* Run a worker on the listening socket listen_fd until drained (the drain
+ * closes listen_fd). Returns the process exit code: 0 after a drain, 2 when
+ * it could not start. */
+int srv_worker_run(const srv_config *cfg, int listen_fd);
 
 /* A request counted in `pending` will never complete normally (its client
  * left); forget it, and end the drain if it was the last. */
