@@ -100,6 +100,16 @@ size_t zjuchat_redact(char *buf, size_t len, const char *secret);
 
 typedef struct zjuchat_client zjuchat_client;
 
+/*
+ * Shortest API key accepted. The key is kept out of every output by exact
+ * match (zjuchat_redact), so a short key would also mask innocent text that
+ * happens to contain it (a key "k" stars out every 'k' of model names and
+ * answers). Real keys are long random strings (32 characters and more); 16
+ * leaves room for any real key while making an accidental match in output
+ * practically impossible.
+ */
+#define ZJUCHAT_MIN_KEY_LEN 16
+
 /* Process-wide setup (libcurl). Idempotent. Returns ZJUCHAT_OK or an error. */
 zjuchat_code zjuchat_global_init(void);
 
@@ -107,7 +117,9 @@ zjuchat_code zjuchat_global_init(void);
  * Create a client.
  *   api_key   borrowed; copied. NULL or "" falls back to env ZJU_API_KEY;
  *             if that is empty too: NULL and ZJUCHAT_ERR_CONFIG saying to
- *             set ZJU_API_KEY.
+ *             set ZJU_API_KEY. A key shorter than ZJUCHAT_MIN_KEY_LEN is
+ *             ZJUCHAT_ERR_CONFIG too (the message names the minimum, never
+ *             the key).
  *   base_url  borrowed; copied. NULL falls back to env ZJU_BASE_URL, then
  *             ZJUCHAT_DEFAULT_BASE_URL. A trailing '/' is tolerated. Must
  *             start with http:// or https://, else ZJUCHAT_ERR_CONFIG.

@@ -75,6 +75,13 @@ zjuchat_client *zjuchat_client_new(const char *api_key, const char *base_url,
                            "the API key contains spaces or control characters");
         return NULL;
     }
+    if (strlen(api_key) < ZJUCHAT_MIN_KEY_LEN) { /* see zjuchat.h: redaction */
+        zjuchat__error_set(err, ZJUCHAT_ERR_CONFIG, ZJUCHAT_DETAIL_NONE,
+                           "the API key is shorter than %d characters: too short to "
+                           "keep out of output safely (check ZJU_API_KEY)",
+                           ZJUCHAT_MIN_KEY_LEN);
+        return NULL;
+    }
     if (!base_url || !*base_url)
         base_url = getenv("ZJU_BASE_URL");
     if (!base_url || !*base_url)

@@ -6,6 +6,11 @@
  * accessor would decode back into the key, so parsed JSON is checked on its
  * decoded strings too. That walk only runs when the raw bytes contain a
  * backslash, the only way an escape can hide the key.
+ *
+ * Matching is exact, so it is only safe for a long key: a short one would
+ * also star out innocent text that contains it (model names, timestamps).
+ * zjuchat_client_new and the server refuse keys shorter than
+ * ZJUCHAT_MIN_KEY_LEN for that reason.
  */
 #include "internal.h"
 

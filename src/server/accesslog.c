@@ -6,12 +6,16 @@
  * sends it back to us.
  */
 #include "accesslog.h"
+#include "proxies.h"
 
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <zjuchat.h>
@@ -23,6 +27,39 @@ static const char *secret;
 void srv_log_set_secret(const char *key)
 {
     secret = key;
+}
+
+static const srv_proxies *proxies;
+
+void srv_access_set_proxies(const srv_proxies *p)
+{
+    proxies = p;
+}
+
+/* Every value of header `name` joined with ',' (RFC 9110 5.3: the same as
+ * one line): a proxy may add its own line after one the client sent, and
+ * the first line alone would then be the client's word. NULL when absent. */
+static char *header_values(const struct evkeyvalq *headers, const char *name)
+{
+    char *joined = NULL;
+    size_t len = 0;
+    const struct evkeyval *h;
+    for (h = headers->tqh_first; h; h = h->next.tqe_next) {
+        if (strcasecmp(h->key, name) != 0)
+            continue;
+        size_t vlen = strlen(h->value);
+        char *grown = realloc(joined, len + vlen + 2);
+        if (!grown) { /* a partial list could name the wrong client */
+            free(joined);
+            return NULL;
+        }
+        joined = grown;
+        if (len)
+            joined[len++] = ',';
+        memcpy(joined + len, h->value, vlen + 1);
+        len += vlen;
+    }
+    return joined;
 }
 
 /* getpid() is a system call on every line otherwise (glibc stopped caching
@@ -108,6 +145,17 @@ void srv_access_begin(srv_access *a, struct evhttp_request *req)
         evhttp_connection_get_peer(c, &addr, &port);
         if (addr)
             snprintf(a->client, sizeof a->client, "%s:%u", addr, (unsigned)port);
+        const struct sockaddr *peer = evhttp_connection_get_addr(c);
+        if (srv_proxies_trusts(proxies, peer)) {
+            struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+            char *xff = header_values(in, "X-Forwarded-For");
+            char *xri = header_values(in, "X-Real-IP");
+            char ip[SRV_PROXIES_ADDR_MAX];
+            if (srv_proxies_client_addr(proxies, peer, xff, xri, ip, sizeof ip) == 1)
+                snprintf(a->client, sizeof a->client, "%s", ip);
+            free(xff);
+            free(xri);
+        }
     }
     const char *m = "OTHER";
     switch (evhttp_request_get_command(req)) {

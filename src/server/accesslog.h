@@ -9,10 +9,12 @@
 #include <sys/time.h>
 
 struct evhttp_request;
+struct srv_proxies;
 
 typedef struct srv_access {
     struct timeval start;
-    char client[64];
+    char client[64]; /* peer "addr:port", or the address a trusted proxy
+                        forwarded (TRUSTED_PROXIES, proxies.h) */
     char method[16];
     char path[256];
     int status;
@@ -25,6 +27,10 @@ typedef struct srv_access {
 
 /* Key to scrub from every log line (borrowed; must outlive logging). */
 void srv_log_set_secret(const char *key);
+
+/* Proxies whose X-Forwarded-For / X-Real-IP are believed (borrowed; must
+ * outlive logging). NULL, the default: none. */
+void srv_access_set_proxies(const struct srv_proxies *proxies);
 
 /* printf-like log line with a timestamp and the pid; a newline is added. */
 void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

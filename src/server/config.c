@@ -15,6 +15,8 @@
 #include <netdb.h>
 #include <sys/resource.h>
 #include <unistd.h>
+#include <curl/curl.h>
+#include <zjuchat.h>
 
 static char *trim(char *s)
 {
@@ -110,6 +112,142 @@ struct addrinfo *srv_config_bind_addr(const srv_config *cfg, char *errbuf, size_
     return ai;
 }
 
+/*
+ * One CORS_ORIGINS entry as the browser will send it in Origin: lower-case
+ * scheme and host, no default port, nothing after the authority. A single
+ * trailing '/' is dropped (a common slip that otherwise never matches);
+ * anything else after the host is refused, since it can never match either.
+ * libcurl parses; the shape check before it catches what curl forgives (an
+ * empty query or fragment, "http:///host"). Returns 0 with *out (malloc), or
+ * -1 with *why (static text), or -2 when out of memory.
+ */
+static int origin_normalise(const char *raw, char **out, const char **why)
+{
+    const char *sep = strstr(raw, "://");
+    if (!sep || sep == raw) {
+        *why = "no scheme";
+        return -1;
+    }
+    const char *after = strpbrk(sep + 3, "/?#");
+    if (after && !(after[0] == '/' && after[1] == '\0')) {
+        *why = "an origin has no path, query or fragment";
+        return -1;
+    }
+    if (sep[3] == '/' || strchr(sep + 3, '@')) {
+        *why = "no host, or a user name before it";
+        return -1;
+    }
+    CURLU *u = curl_url();
+    if (!u)
+        return -2;
+    char *scheme = NULL, *host = NULL, *port = NULL, *zone = NULL;
+    int rc = -1;
+    *why = "not a valid URL origin";
+    if (curl_url_set(u, CURLUPART_URL, raw, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK)
+        goto done;
+#ifdef CURLU_PUNYCODE /* browsers send an internationalised host as xn-- */
+    if (curl_url_get(u, CURLUPART_HOST, &host, CURLU_PUNYCODE) != CURLUE_OK) {
+#else
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+#endif
+        *why = "the host is not valid (write an international name as xn--...)";
+        goto done;
+    }
+    if (curl_url_get(u, CURLUPART_ZONEID, &zone, 0) == CURLUE_OK) {
+        *why = "an origin has no IPv6 zone";
+        goto done;
+    }
+    /* NULL port: none given, or the scheme's default, which Origin omits */
+    curl_url_get(u, CURLUPART_PORT, &port, CURLU_NO_DEFAULT_PORT);
+    for (char *p = scheme; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    for (char *p = host; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    rc = asprintf(out, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "") < 0
+             ? -2
+             : 0;
+done:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(zone);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+/* Append ", text" (or text) to the malloc'd string *list. -1 on OOM. */
+static int list_append(char **list, const char *text)
+{
+    char *grown = NULL;
+    if (asprintf(&grown, "%s%s%s", *list ? *list : "", *list ? ", " : "", text) < 0)
+        return -1;
+    free(*list);
+    *list = grown;
+    return 0;
+}
+
+/*
+ * CORS_ORIGINS: unset means "*" (the Flask seed's default). Set but empty is
+ * refused rather than read as "*": whoever set it meant to restrict. Each
+ * entry is normalised (origin_normalise); rewritten entries are listed in
+ * cfg->cors_notice for the startup report.
+ */
+static int cors_from_env(srv_config *cfg, char *errbuf, size_t errlen)
+{
+    const char *v = getenv("CORS_ORIGINS");
+    char *copy = strdup(v ? v : "*"), *save = NULL, *notes = NULL;
+    int rc = copy ? 0 : -2;
+    for (char *e = copy ? strtok_r(copy, ",", &save) : NULL; e && rc == 0;
+         e = strtok_r(NULL, ",", &save)) {
+        e = trim(e);
+        char *norm = NULL;
+        const char *why = NULL;
+        int r = 0; /* 0: keep (norm or e), 1: skip, -1: refuse, -2: out of memory */
+        if (*e == '\0')
+            r = 1;
+        else if (strcmp(e, "*") != 0)
+            r = origin_normalise(e, &norm, &why);
+        if (r == -1) {
+            snprintf(errbuf, errlen,
+                     "CORS_ORIGINS entry \"%.100s\" is not an origin (%s): want "
+                     "scheme://host[:port], e.g. https://chat.example.com",
+                     e, why);
+            rc = -1;
+        } else if (r < 0 ||
+                   (r == 0 && list_append(&cfg->cors_origins, norm ? norm : e))) {
+            rc = -2;
+        } else if (norm && strcmp(norm, e) != 0) {
+            char *note = NULL;
+            if (asprintf(&note, "\"%.100s\" taken as \"%s\"", e, norm) < 0)
+                note = NULL;
+            if (!note || list_append(&notes, note) < 0)
+                rc = -2;
+            free(note);
+        }
+        free(norm);
+    }
+    free(copy);
+    if (rc == 0 && !cfg->cors_origins) {
+        snprintf(errbuf, errlen,
+                 "CORS_ORIGINS is set but empty; unset it for '*' (any origin) or list "
+                 "the allowed origins, e.g. https://chat.example.com");
+        rc = -1;
+    }
+    if (rc == 0 && notes &&
+        asprintf(&cfg->cors_notice,
+                 "CORS_ORIGINS: %s (browsers send an origin with a lower-case scheme "
+                 "and host, no default port and no trailing '/')",
+                 notes) < 0) {
+        cfg->cors_notice = NULL;
+        rc = -2;
+    }
+    free(notes);
+    if (rc == -2)
+        snprintf(errbuf, errlen, "out of memory");
+    return rc < 0 ? -1 : 0;
+}
+
 /* Each relay holds two descriptors (client and upstream) and main() raises
  * the soft limit to the hard one: allow what that limit can carry, leaving
  * room for listeners, logs and idle connections. */
@@ -137,12 +275,21 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = cores > 0 ? (int)cores : 1;
     cfg->api_key = env_dup("ZJU_API_KEY");
+    if (cfg->api_key && strlen(cfg->api_key) < ZJUCHAT_MIN_KEY_LEN) {
+        /* Never quote the key, nor its length. Why a minimum: zjuchat.h. */
+        snprintf(errbuf, errlen,
+                 "ZJU_API_KEY is shorter than %d characters: too short to keep out of "
+                 "replies and logs safely (every occurrence is masked, so a short key "
+                 "would mask ordinary text); set the full key",
+                 ZJUCHAT_MIN_KEY_LEN);
+        return -1;
+    }
     cfg->base_url = env_dup("ZJU_BASE_URL");
     cfg->ca_file = env_dup("ZJU_CA_FILE");
     cfg->default_model = env_dup("DEFAULT_MODEL");
-    cfg->cors_origins = env_dup("CORS_ORIGINS");
-    if (!cfg->cors_origins)
-        cfg->cors_origins = strdup("*");
+    if (cors_from_env(cfg, errbuf, errlen) < 0)
+        return -1;
+    cfg->trusted_proxies = env_dup("TRUSTED_PROXIES");
     cfg->debug =
         srv_config_truthy(getenv("FLASK_DEBUG")) || srv_config_truthy(getenv("DEBUG"));
     struct {
@@ -194,5 +341,7 @@ void srv_config_free(srv_config *cfg)
     free(cfg->ca_file);
     free(cfg->default_model);
     free(cfg->cors_origins);
+    free(cfg->cors_notice);
+    free(cfg->trusted_proxies);
     memset(cfg, 0, sizeof *cfg);
 }

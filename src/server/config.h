@@ -15,7 +15,9 @@ typedef struct srv_config {
     char *base_url;      /* ZJU_BASE_URL, NULL: the library default */
     char *ca_file;       /* ZJU_CA_FILE: CA bundle for the upstream's TLS */
     char *default_model; /* DEFAULT_MODEL */
-    char *cors_origins;  /* CORS_ORIGINS, default "*" */
+    char *cors_origins;  /* CORS_ORIGINS normalised ("a, b"), default "*" */
+    char *cors_notice;   /* CORS_ORIGINS entries rewritten, for the startup
+                            report; NULL when none was */
     int debug;           /* FLASK_DEBUG or DEBUG truthy */
     long connect_ms;     /* ZJU_*_TIMEOUT_MS, -1: library default */
     long first_byte_ms;
@@ -28,6 +30,8 @@ typedef struct srv_config {
                                default: what the descriptor limit allows */
     long drain_timeout_s;   /* DRAIN_TIMEOUT, default 30 */
     long request_timeout_s; /* REQUEST_TIMEOUT, default 30 */
+    /* TRUSTED_PROXIES as given, NULL: none (main parses it, proxies.h) */
+    char *trusted_proxies;
 } srv_config;
 
 /*

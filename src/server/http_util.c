@@ -2,7 +2,10 @@
  * http_util.c - headers and error replies common to every response. CORS
  * follows CORS_ORIGINS: "*" answers any origin with "*"; a list echoes the
  * request's Origin when it is listed (with Vary: Origin, since the answer
- * then depends on that header, so caches must key on it).
+ * then depends on that header, so caches must key on it). The list was
+ * normalised at start to what browsers send in Origin (src/server/config.c:
+ * lower case, no default port, no trailing '/'), so comparing whole entries
+ * is enough.
  */
 #include "http_util.h"
 #include "config.h"

@@ -10,6 +10,7 @@
  */
 #include "accesslog.h"
 #include "config.h"
+#include "proxies.h"
 #include "listeners.h"
 #include "worker.h"
 
@@ -55,7 +56,8 @@ static void usage(FILE *f)
         "Environment: ZJU_API_KEY, ZJU_BASE_URL, PORT, DEFAULT_MODEL, CORS_ORIGINS,\n"
         "FLASK_DEBUG/DEBUG, ZJU_CONNECT_TIMEOUT_MS, ZJU_FIRST_BYTE_TIMEOUT_MS,\n"
         "ZJU_IDLE_TIMEOUT_MS, ZJU_TOTAL_TIMEOUT_MS, HEARTBEAT_MS, MAX_BODY_BYTES,\n"
-        "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT.\n"
+        "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT,\n"
+        "TRUSTED_PROXIES.\n"
         "See zju-chat-server(1).\n");
 }
 
@@ -90,6 +92,8 @@ static void startup_report(const srv_config *cfg)
         srv_log("WARNING: CORS_ORIGINS is '*': any web site may call this server from "
                 "a browser. Set CORS_ORIGINS to your frontend's origin(s) in "
                 "production.");
+    if (cfg->cors_notice)
+        srv_log("WARNING: %s", cfg->cors_notice);
     if (cfg->debug)
         srv_log("debug logging on (FLASK_DEBUG/DEBUG); the API key is never logged");
 }
@@ -280,6 +284,13 @@ int main(int argc, char **argv)
         return 2;
     }
     srv_log_set_secret(cfg.api_key);
+    srv_proxies *proxies = NULL; /* lives as long as the process */
+    if (srv_proxies_parse(cfg.trusted_proxies, &proxies, err, sizeof err) < 0) {
+        fprintf(stderr, "zju-chat-server: %s\n", err);
+        srv_config_free(&cfg);
+        return 2;
+    }
+    srv_access_set_proxies(proxies);
     if (bind_spec && srv_config_parse_bind(&cfg, bind_spec) < 0) {
         fprintf(stderr, "zju-chat-server: bad -b value \"%s\" (want HOST:PORT)\n",
                 bind_spec);

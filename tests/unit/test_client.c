@@ -209,7 +209,7 @@ static void missing_key_is_a_config_error_naming_the_variable(void **state)
     assert_null(zjuchat_client_new(NULL, mock.base, &err));
     assert_int_equal(err.code, ZJUCHAT_ERR_CONFIG);
     assert_non_null(strstr(err.message, "ZJU_API_KEY"));
-    setenv("ZJU_API_KEY", "env-key", 1);
+    setenv("ZJU_API_KEY", "env-key-0123456789", 1);
     setenv("ZJU_BASE_URL", "http://127.0.0.1:1/v1///", 1);
     zjuchat_client *c = zjuchat_client_new_from_env(&err);
     assert_non_null(c);
@@ -221,12 +221,20 @@ static void missing_key_is_a_config_error_naming_the_variable(void **state)
     assert_int_equal(err.code, ZJUCHAT_ERR_CONFIG);
     assert_null(zjuchat_client_new("bad\r\nInjected: 1", mock.base, &err));
     assert_int_equal(err.code, ZJUCHAT_ERR_CONFIG);
+    /* Too short to redact safely (issue 9): refused, the key not quoted. */
+    assert_null(zjuchat_client_new("sk-Zq7short-15c", mock.base, &err));
+    assert_int_equal(err.code, ZJUCHAT_ERR_CONFIG);
+    assert_non_null(strstr(err.message, "16"));
+    assert_null(strstr(err.message, "Zq7short"));
+    c = zjuchat_client_new("sk-Zq7short-16ch", mock.base, &err);
+    assert_non_null(c);
+    zjuchat_client_free(c);
 }
 
 static void wrong_key_is_an_api_error(void **state)
 {
     zjuchat_error err;
-    zjuchat_client *c = zjuchat_client_new("sk-wrong", mock.base, &err);
+    zjuchat_client *c = zjuchat_client_new("sk-wrong-0123456789", mock.base, &err);
     zjuchat_response *resp = NULL;
     assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_API);
     assert_int_equal(err.http_status, 401);
