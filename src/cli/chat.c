@@ -233,8 +233,12 @@ void cli_report_error(const zjuchat_error *err)
 {
     char msg[sizeof(err->message)];
     snprintf(msg, sizeof(msg), "%s", err->message);
-    /* The library already redacts; this is a second lock on the same door. */
-    zjuchat_redact(msg, strlen(msg), getenv("ZJU_API_KEY"));
+    /* The library already redacts; this is a second lock on the same door.
+     * A key too short to be used was never sent anywhere, and masking it
+     * would garble ordinary words of the message that refuses it. */
+    const char *key = getenv("ZJU_API_KEY");
+    if (key && strlen(key) >= ZJUCHAT_MIN_KEY_LEN)
+        zjuchat_redact(msg, strlen(msg), key);
     const char *cls = zjuchat_strerror(err->code);
     char status[32];
     snprintf(status, sizeof(status), "HTTP %ld", err->http_status);

@@ -70,6 +70,16 @@ class ShortKey(unittest.TestCase):
         self.assertIn("ZJU_API_KEY", out)
         self.assertNotIn(SHORT_KEY, out)
 
+    def test_cli_message_about_a_short_key_is_not_garbled(self):
+        # The refused key is never sent, so masking it in the message only
+        # garbled words that contain it ("*****er than 16 characters").
+        env = dict(base_env(), ZJU_API_KEY="short", ZJU_BASE_URL="http://127.0.0.1:9/v1")
+        p = subprocess.run([CLI, "--retries", "0", "hi"], env=env, capture_output=True,
+                           stdin=subprocess.DEVNULL, timeout=15)
+        out = (p.stdout + p.stderr).decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 3, out)
+        self.assertIn("shorter than 16 characters", out)
+
 
 def preflight(port, origin):
     return request(port, "OPTIONS", "/api/chat",
