@@ -158,12 +158,27 @@ zjuchat_code zjuchat_client_set_timeout(zjuchat_client *client, zjuchat_timeout 
 /*
  * Retries for connect failures, 429 and 5xx, only while nothing of the
  * answer has reached the caller. Exponential backoff from base_delay_ms
- * (doubling, capped at 8 s) with full jitter; a Retry-After header wins
- * when it asks for at most 30 s (longer: no retry, the error is returned).
- * Defaults: 2 retries, 200 ms.
+ * (doubling, capped at 8 s) with jitter (half fixed, half random); a
+ * Retry-After header wins when it asks for at most 30 s (longer: no retry,
+ * the error is returned). Every wait also has to fit the retry budget
+ * (zjuchat_client_set_retry_budget). Defaults: 2 retries, 200 ms.
  */
 zjuchat_code zjuchat_client_set_retries(zjuchat_client *client, int max_retries,
                                         long base_delay_ms);
+
+/*
+ * Retry budget, in milliseconds: a retry waits only when its delay ends
+ * within `ms` of the call's start, so the waits between attempts (and the
+ * attempts before them) never hold a call longer than that. A delay that
+ * would end later is not shortened: the call ends at once with the last
+ * error; for an upstream 429 that is ZJUCHAT_ERR_API with http_status 429
+ * and retry_after_ms as the upstream sent it, so the caller can pass the
+ * Retry-After on. 0: never wait, so no retry. Default 3000 (the default
+ * backoff and a Retry-After of 1-2 s fit; longer waits go back to the
+ * caller, whose own timeout would otherwise fire first).
+ * ZJUCHAT_ERR_INVALID for ms < 0.
+ */
+zjuchat_code zjuchat_client_set_retry_budget(zjuchat_client *client, long ms);
 
 /* CA bundle file for TLS verification (borrowed, copied); NULL: system. */
 zjuchat_code zjuchat_client_set_ca_file(zjuchat_client *client, const char *path);
@@ -208,6 +223,17 @@ zjuchat_request *zjuchat_request_new(void);
 zjuchat_request *zjuchat_request_new_simple(const char *model, const char *user_content,
                                             const char *system_content);
 
+/*
+ * The same with explicit lengths, for texts that may contain NUL (JSON's
+ * \u0000, e.g. from a parsed request): user_content[0..user_len) and
+ * system_content[0..system_len) are sent as they are, NUL bytes included
+ * (written as \u0000). The system message is omitted when system_content is
+ * NULL or system_len is 0. NULL on OOM, NULL user_content or invalid UTF-8.
+ */
+zjuchat_request *zjuchat_request_new_simple_n(const char *model, const char *user_content,
+                                              size_t user_len, const char *system_content,
+                                              size_t system_len);
+
 void zjuchat_request_free(zjuchat_request *req);
 
 /* All strings are borrowed and copied; they must be valid UTF-8, else
@@ -216,6 +242,9 @@ zjuchat_code zjuchat_request_set_model(zjuchat_request *req, const char *model);
 /* Append a turn; role is "system", "user", "assistant" or "tool". */
 zjuchat_code zjuchat_request_add_message(zjuchat_request *req, const char *role,
                                          const char *content);
+/* Same, with content[0..len): NUL bytes inside are kept (sent as \u0000). */
+zjuchat_code zjuchat_request_add_message_n(zjuchat_request *req, const char *role,
+                                           const char *content, size_t len);
 zjuchat_code zjuchat_request_set_temperature(zjuchat_request *req, double t);
 zjuchat_code zjuchat_request_set_top_p(zjuchat_request *req, double p);
 zjuchat_code zjuchat_request_set_max_tokens(zjuchat_request *req, long n);

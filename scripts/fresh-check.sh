@@ -17,6 +17,9 @@
 #   FRESH_WORK=dir         the root and the logs (default /tmp/zju-fresh-check;
 #                          the root is deleted at the end, the logs stay)
 #   FRESH_KEEP=1           keep the root too
+#   FRESH_COMMAND='make fuzz FUZZ_SECONDS=5'
+#                          run this as the first command instead of the quick
+#                          start (any front-door target must work that way)
 # Everything inside runs in its own mount and PID namespaces (unshare): the
 # mounts and every process started in the root go away with it, whatever
 # way this script ends; the inner part also unmounts and stops them itself.
@@ -76,6 +79,15 @@ inside() {
         say "FAILED: could not install make"
         return 1
     }
+
+    if [ -n "${FRESH_COMMAND:-}" ]; then
+        say "step 2: $FRESH_COMMAND (instead of the quick start), log $WORK/command.log"
+        local crc=0
+        in_chroot "cd $SRC && $FRESH_COMMAND" >"$WORK/command.log" 2>&1 </dev/null || crc=$?
+        tail -15 "$WORK/command.log"
+        say "$FRESH_COMMAND: exit $crc"
+        return $crc
+    fi
 
     say "step 2: make run (PORT=$port), log $WORK/run.log"
     # setsid: its own process group, which gets the SIGINT as Ctrl-C would.

@@ -116,6 +116,12 @@ zjuchat_client *zjuchat_client_new(const char *api_key, const char *base_url,
     c->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_TOTAL] = 0;
     c->max_retries = 2;
     c->retry_base_ms = 200;
+    /* Enough for what retrying is for: the default backoff (at most ~0.6 s
+     * for two retries) and a short rate limit (Retry-After: 1 or 2). A longer
+     * wait is the caller's to decide: a chat frontend's own request timeout
+     * fires after a few seconds of nothing, so a 429 with Retry-After at once
+     * serves it better than an answer it has stopped waiting for. */
+    c->retry_budget_ms = 3000;
     c->max_body = 8u << 20;
     return c;
 }
@@ -164,6 +170,14 @@ zjuchat_code zjuchat_client_set_retries(zjuchat_client *c, int max_retries,
         return ZJUCHAT_ERR_INVALID;
     c->max_retries = max_retries;
     c->retry_base_ms = base_delay_ms;
+    return ZJUCHAT_OK;
+}
+
+zjuchat_code zjuchat_client_set_retry_budget(zjuchat_client *c, long ms)
+{
+    if (!c || ms < 0)
+        return ZJUCHAT_ERR_INVALID;
+    c->retry_budget_ms = ms;
     return ZJUCHAT_OK;
 }
 

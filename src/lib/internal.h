@@ -26,6 +26,7 @@ struct zjuchat_client {
     long timeouts_ms[4]; /* indexed by zjuchat_timeout */
     int max_retries;
     long retry_base_ms;
+    long retry_budget_ms; /* longest a call waits for retries, from its start */
     size_t max_body;
     volatile sig_atomic_t *cancel_flag;
 

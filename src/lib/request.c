@@ -1,8 +1,9 @@
 /*
  * request.c - the chat request: model, messages, sampling options and the
  * raw escape hatch, serialised to the JSON body sent upstream.
- * jansson does the escaping, so any valid UTF-8 (Chinese, emoji, U+2028,
- * control characters) round-trips; invalid UTF-8 is refused up front.
+ * The serialiser escapes, so any valid UTF-8 (Chinese, emoji, U+2028,
+ * control characters, NUL through the _n functions) round-trips; invalid
+ * UTF-8 is refused up front.
  */
 #include "internal.h"
 
@@ -44,13 +45,24 @@ zjuchat_request *zjuchat_request_new_simple(const char *model, const char *user_
 {
     if (!user_content)
         return NULL;
+    return zjuchat_request_new_simple_n(model, user_content, strlen(user_content),
+                                        system_content,
+                                        system_content ? strlen(system_content) : 0);
+}
+
+zjuchat_request *zjuchat_request_new_simple_n(const char *model, const char *user_content,
+                                              size_t user_len, const char *system_content,
+                                              size_t system_len)
+{
+    if (!user_content)
+        return NULL;
     zjuchat_request *req = zjuchat_request_new();
     if (!req)
         return NULL;
     if ((model && *model && zjuchat_request_set_model(req, model)) ||
-        (system_content && *system_content &&
-         zjuchat_request_add_message(req, "system", system_content)) ||
-        zjuchat_request_add_message(req, "user", user_content)) {
+        (system_content && system_len > 0 &&
+         zjuchat_request_add_message_n(req, "system", system_content, system_len)) ||
+        zjuchat_request_add_message_n(req, "user", user_content, user_len)) {
         zjuchat_request_free(req);
         return NULL;
     }
@@ -82,12 +94,22 @@ const char *zjuchat_request_model(const zjuchat_request *req)
 zjuchat_code zjuchat_request_add_message(zjuchat_request *req, const char *role,
                                          const char *content)
 {
+    if (!content)
+        return ZJUCHAT_ERR_INVALID;
+    return zjuchat_request_add_message_n(req, role, content, strlen(content));
+}
+
+zjuchat_code zjuchat_request_add_message_n(zjuchat_request *req, const char *role,
+                                           const char *content, size_t len)
+{
     if (!req || !role || !content)
         return ZJUCHAT_ERR_INVALID;
     if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant") &&
         strcmp(role, "tool"))
         return ZJUCHAT_ERR_INVALID;
-    json_t *text = json_string(content);
+    /* Explicit length: a NUL inside the text is kept (YAJL writes it as
+     * \u0000), not taken for the end. */
+    json_t *text = json_stringn(content, len);
     if (!text)
         return ZJUCHAT_ERR_INVALID;
     json_t *msg = json_pack("{s:s, s:o}", "role", role, "content", text);

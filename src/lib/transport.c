@@ -291,12 +291,24 @@ static long retry_delay_ms(zjuchat_call *call, const zjuchat_error *e)
     return cap / 2 + (long)(rand_r(&call->rng) % (unsigned)(cap / 2 + 1));
 }
 
+/* A wait fits the budget when it ends within retry_budget_ms of the call's
+ * start: the attempts so far count too, since the caller waits through them
+ * as well, and the sum of the waits can never exceed the budget. A delay
+ * that does not fit is not shortened (a Retry-After is the upstream's
+ * demand): the call ends now with the error, its retry_after_ms kept for
+ * the caller to pass on. */
+static int fits_retry_budget(zjuchat_call *call, long delay)
+{
+    long budget = call->client->retry_budget_ms;
+    return budget > 0 && delay <= budget - ms_since(&call->start);
+}
+
 static void attempt_failed(zjuchat_call *call, const zjuchat_error *e)
 {
     zjuchat_client *client = call->client;
     if (!call->accepted && retryable(e) && call->stats.retries < client->max_retries) {
         long delay = retry_delay_ms(call, e);
-        if (delay >= 0) {
+        if (delay >= 0 && fits_retry_budget(call, delay)) {
             detach_easy(call);
             evtimer_del(call->phase_timer);
             call->stats.retries++;

@@ -507,21 +507,15 @@ static int validate(struct evhttp_request *req, const srv_config *cfg, json_t **
     }
     const char *bytes = (const char *)evbuffer_pullup(body, -1);
     json_error_t jerr;
-    *root = json_loadb(bytes ? bytes : "", len, 0, &jerr);
+    /* \u0000 is valid JSON: the texts keep it (their lengths go upstream). */
+    *root = json_loadb(bytes ? bytes : "", len, JSON_ALLOW_NUL, &jerr);
     if (!*root) {
         /* Say where and why; one worker is one thread, so a static buffer
-         * lives until the reply is built. jansson's own words for a NUL
-         * name a flag the client cannot know. */
+         * lives until the reply is built. */
         static char why[320];
-        if (strstr(jerr.text, "\\u0000"))
-            snprintf(why, sizeof why,
-                     "request body is not valid JSON: strings may not "
-                     "contain \\u0000 (line %d, column %d)",
-                     jerr.line, jerr.column);
-        else
-            snprintf(why, sizeof why,
-                     "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                     jerr.line, jerr.column);
+        snprintf(why, sizeof why,
+                 "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
+                 jerr.line, jerr.column);
         *msg = why;
         return 400;
     }
@@ -537,6 +531,10 @@ static int validate(struct evhttp_request *req, const srv_config *cfg, json_t **
     *user = json_string_value(u);
     if (opt_string(*root, "model", model) < 0) {
         *msg = "model must be a string";
+        return 400;
+    }
+    if (*model && strlen(*model) != json_string_length(json_object_get(*root, "model"))) {
+        *msg = "model must not contain NUL"; /* no model id does */
         return 400;
     }
     if (opt_string(*root, "system_content", system) < 0) {
@@ -557,12 +555,21 @@ static int validate(struct evhttp_request *req, const srv_config *cfg, json_t **
     return 0;
 }
 
+/* A validated text's length: it may hold \u0000, so not strlen. 0 for an
+ * absent or null member. */
+static size_t text_length(json_t *root, const char *key)
+{
+    return json_string_length(json_object_get(root, key));
+}
+
 /* Start the upstream call; 0 on success (c owns the request), else an HTTP
  * status and message. */
-static int start_call(chat_ctx *c, const char *model, const char *user,
-                      const char *system, const char **msg, zjuchat_error *err)
+static int start_call(chat_ctx *c, const char *model, const char *user, size_t user_len,
+                      const char *system, size_t system_len, const char **msg,
+                      zjuchat_error *err)
 {
-    zjuchat_request *r = zjuchat_request_new_simple(model, user, system);
+    zjuchat_request *r =
+        zjuchat_request_new_simple_n(model, user, user_len, system, system_len);
     if (!r) {
         *msg = "out of memory";
         return 500;
@@ -624,7 +631,8 @@ int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc)
         if (w->chats)
             w->chats->prev = c;
         w->chats = c;
-        status = start_call(c, model, user, system, &msg, &err);
+        status = start_call(c, model, user, text_length(root, "user_content"), system,
+                            text_length(root, "system_content"), &msg, &err);
         if (status != 0) {
             /* msg may point into err, which lives on this stack frame */
             srv_http_send_json_error(req, cfg, status, msg, -1, &acc->bytes);

@@ -301,6 +301,7 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
         {"ZJU_FIRST_BYTE_TIMEOUT_MS", -1, &cfg->first_byte_ms},
         {"ZJU_IDLE_TIMEOUT_MS", -1, &cfg->idle_ms},
         {"ZJU_TOTAL_TIMEOUT_MS", -1, &cfg->total_ms},
+        {"ZJU_RETRY_BUDGET_MS", -1, &cfg->retry_budget_ms},
         {"HEARTBEAT_MS", 15000, &cfg->heartbeat_ms},
         {"MAX_CONNECTIONS", default_max_connections(), &cfg->max_connections},
         {"DRAIN_TIMEOUT", 30, &cfg->drain_timeout_s},

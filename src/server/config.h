@@ -23,6 +23,7 @@ typedef struct srv_config {
     long first_byte_ms;
     long idle_ms;
     long total_ms;
+    long retry_budget_ms;   /* ZJU_RETRY_BUDGET_MS, -1: library default (3000) */
     long heartbeat_ms;      /* HEARTBEAT_MS, default 15000, 0 disables */
     size_t max_body;        /* MAX_BODY_BYTES, default 1 MiB */
     size_t max_headers;     /* MAX_HEADER_BYTES, default 16 KiB */

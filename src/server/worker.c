@@ -257,6 +257,11 @@ static int make_client(srv_worker *w)
             srv_log("invalid upstream timeout setting");
             return -1;
         }
+    if (cfg->retry_budget_ms >= 0 &&
+        zjuchat_client_set_retry_budget(w->client, cfg->retry_budget_ms) != ZJUCHAT_OK) {
+        srv_log("invalid ZJU_RETRY_BUDGET_MS");
+        return -1;
+    }
     if (zjuchat_client_use_event_base(w->client, w->base) != ZJUCHAT_OK) {
         srv_log("cannot bind the upstream client to the event loop");
         return -1;

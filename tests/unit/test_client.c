@@ -477,6 +477,50 @@ static void retry_after_is_honoured(void **state)
     zjuchat_client_free(c);
 }
 
+/* No retry wait may end past the budget, counted from the call's start: a
+ * Retry-After beyond it comes back at once (issue 9: Retry-After: 7 held
+ * the caller 14 s, past its own timeout). */
+static void retry_budget_bounds_the_waits(void **state)
+{
+    zjuchat_client *c = new_client();
+    zjuchat_client_set_retries(c, 2, 10); /* the default budget: 3000 ms */
+    zjuchat_error err;
+    zjuchat_response *resp = NULL;
+    json_decref(mock_control(&mock, "/_mock/reset-stats", "{}"));
+    long t0 = now_ms();
+    assert_int_equal(
+        run_complete(c, "deepseek-r1-671b#status=429,retry_after=7", &resp, &err),
+        ZJUCHAT_ERR_API);
+    assert_true(now_ms() - t0 < 1000);
+    assert_int_equal(err.http_status, 429);
+    assert_int_equal(err.retry_after_ms, 7000);
+    assert_int_equal(mock_stat(&mock, "chat_requests"), 1);
+
+    /* A 1500 ms budget has room for one Retry-After: 1, not two. */
+    zjuchat_client_set_retry_budget(c, 1500);
+    json_decref(mock_control(&mock, "/_mock/reset-stats", "{}"));
+    json_decref(mock_control(&mock, "/_mock/config",
+                             "{\"fail_next\":5,\"fail_status\":503,\"retry_after\":1}"));
+    t0 = now_ms();
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_API);
+    long took = now_ms() - t0;
+    assert_true(took >= 950 && took < 1500);
+    assert_int_equal(err.http_status, 503);
+    assert_int_equal(mock_stat(&mock, "chat_requests"), 2);
+    json_decref(mock_control(&mock, "/_mock/config", "{\"reset\":true}"));
+
+    /* 0: no waiting, so no retry at all. */
+    assert_int_equal(zjuchat_client_set_retry_budget(c, 0), ZJUCHAT_OK);
+    json_decref(mock_control(&mock, "/_mock/reset-stats", "{}"));
+    json_decref(
+        mock_control(&mock, "/_mock/config", "{\"fail_next\":1,\"fail_status\":503}"));
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_ERR_API);
+    assert_int_equal(mock_stat(&mock, "chat_requests"), 1);
+    json_decref(mock_control(&mock, "/_mock/config", "{\"reset\":true}"));
+    assert_int_equal(zjuchat_client_set_retry_budget(c, -1), ZJUCHAT_ERR_INVALID);
+    zjuchat_client_free(c);
+}
+
 static volatile sig_atomic_t cancel_flag;
 
 static void *raise_flag_later(void *arg)
@@ -909,6 +953,7 @@ int main(void)
         cmocka_unit_test(each_timeout),
         cmocka_unit_test(retries_until_success),
         cmocka_unit_test(retry_after_is_honoured),
+        cmocka_unit_test(retry_budget_bounds_the_waits),
         cmocka_unit_test(cancel_by_flag_and_by_callback),
         cmocka_unit_test(list_models),
         cmocka_unit_test(evented_concurrent_streams),

@@ -86,6 +86,39 @@ static void escaping_and_unicode_round_trip(void **state)
     zjuchat_request_free(req);
 }
 
+/* JSON's \u0000 is a character like any other: the length-aware forms send
+ * it escaped, where a C string would have cut the text there. */
+static void nul_inside_texts_is_sent_as_u0000(void **state)
+{
+    zjuchat_request *req = zjuchat_request_new_simple_n(NULL, "a\0b", 3, "s\0t", 3);
+    assert_non_null(req);
+    assert_int_equal(zjuchat_request_add_message_n(req, "assistant", "\0", 1),
+                     ZJUCHAT_OK);
+    char *s = zjuchat_request_to_json(req, 0);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "{\"role\":\"system\",\"content\":\"s\\u0000t\"}"));
+    assert_non_null(strstr(s, "{\"role\":\"user\",\"content\":\"a\\u0000b\"}"));
+    assert_non_null(strstr(s, "{\"role\":\"assistant\",\"content\":\"\\u0000\"}"));
+    json_t *j = json_loads(s, JSON_ALLOW_NUL, NULL);
+    free(s);
+    json_t *user =
+        json_object_get(json_array_get(json_object_get(j, "messages"), 1), "content");
+    assert_int_equal(json_string_length(user), 3);
+    assert_memory_equal(json_string_value(user), "a\0b", 3);
+    json_decref(j);
+    zjuchat_request_free(req);
+
+    /* system_len 0: no system message; invalid UTF-8 is still refused. */
+    req = zjuchat_request_new_simple_n(NULL, "q", 1, "ignored", 0);
+    j = body_of(req, 0);
+    assert_int_equal(json_array_size(json_object_get(j, "messages")), 1);
+    json_decref(j);
+    assert_int_equal(zjuchat_request_add_message_n(req, "user", "\0\xff", 2),
+                     ZJUCHAT_ERR_INVALID);
+    zjuchat_request_free(req);
+    assert_null(zjuchat_request_new_simple_n(NULL, "\xff\0", 2, NULL, 0));
+}
+
 static void invalid_utf8_and_roles_are_refused(void **state)
 {
     zjuchat_request *req = zjuchat_request_new();
@@ -290,6 +323,7 @@ int main(void)
         cmocka_unit_test(simple_without_system_has_one_message),
         cmocka_unit_test(simple_with_system_puts_it_first),
         cmocka_unit_test(escaping_and_unicode_round_trip),
+        cmocka_unit_test(nul_inside_texts_is_sent_as_u0000),
         cmocka_unit_test(invalid_utf8_and_roles_are_refused),
         cmocka_unit_test(sampling_and_extra_fields),
         cmocka_unit_test(body_bytes_are_stable),
