@@ -1,0 +1,385 @@
+"""The server as deployed: directly, behind the smallest nginx reverse proxy
+(nginx's defaults: HTTP/1.0 and Connection: close upstream, response
+buffering on) and behind docs/deploy/nginx.conf itself (TLS, kept-alive
+HTTP/1.1 upstream, no buffering); with 1 and 2 workers. Through each front:
+clients speaking HTTP/1.1 keep-alive, HTTP/1.1 with Connection: close and
+HTTP/1.0; bodies of 1 KB, 17 KB, 64 KB and 900 KB (MAX_BODY_BYTES is 1 MiB);
+stream and non-stream; one client after another and 8 at once.
+
+Every answer is checked: status 200; non-stream, the mock's chat.completion
+with its content and a prompt_tokens that says the mock got the whole
+user_content; stream, strict SSE framing, every event, the final one, a clean
+end. Sequential requests also compare the user_content the mock received,
+byte for byte. A slow stream's first event must reach the client long before
+its last one is produced (nginx does not hold events back). nginx's error log
+must stay free of errors, and the recommended front must reuse its upstream
+connections.
+
+One mock for the module; one server and one nginx per (front, workers). A
+failing combination reports every failed request (front, workers, client
+mode, size, stream, sequential or concurrent) with the server's log tail and
+nginx's errors, not just the first one."""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import shutil
+import ssl
+import tempfile
+import time
+import unittest
+
+import mockctl
+import nginxctl
+from proctools import free_port
+from serverctl import Mock, Server, have_binaries, model, record, split_frames
+
+SIZES = (1024, 17 * 1024, 64 * 1024, 900 * 1024)  # whole request body, bytes
+MODES = ("keep-alive", "close", "http/1.0")
+CONCURRENCY = 8
+ROUNDS = 3  # requests per concurrent client: 24 per client mode, 6 of them 900 KB
+EVENTS = 2  # content deltas per answer: short answers keep the matrix fast
+ANSWER = "你好，"  # the mock's first EVENTS deltas (mock/content.c)
+FILLER = "浙江大学 ZJU chat 🌍 求是创新。"  # 1-, 3- and 4-byte UTF-8
+TIMEOUT = 10  # per request; a 900 KB one takes under 1 s here even loaded
+MAX_FAILURES = 8  # per combination: then the rest is skipped (a hang costs TIMEOUT each)
+
+# Slow stream: EVENTS_SLOW events DELAY_MS apart, so the last one is produced
+# about (EVENTS_SLOW - 1) * DELAY_MS after the first.
+EVENTS_SLOW, DELAY_MS = 5, 300
+SLOW_ANSWER = "你好，世界 🌍!"
+
+
+def make_body(size, stream, m):
+    """(request body of exactly size bytes, its user_content)."""
+
+    def encode(content):
+        payload = {"user_content": content, "model": m, "stream": stream}
+        return json.dumps(payload, ensure_ascii=False).encode()
+
+    need = size - len(encode(""))
+    text = (FILLER * (need // len(FILLER.encode()) + 1)).encode()[:need].decode("utf-8", "ignore")
+    content = text + "a" * (need - len(text.encode()))
+    body = encode(content)
+    assert len(body) == size, (len(body), size)
+    return body, content
+
+
+def prompt_tokens(content):
+    """What the mock counts for one user message (mock/chat.c)."""
+    return 4 + (len(content.encode()) + 3) // 4
+
+
+class Front:
+    """Where clients connect: the server itself or an nginx before it."""
+
+    def __init__(self, name, port, tls_context=None):
+        self.name = name
+        self.port = port
+        self.tls_context = tls_context
+
+    def connect(self, mode):
+        if self.tls_context:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=TIMEOUT, context=self.tls_context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+        if mode == "http/1.0":
+            conn._http_vsn, conn._http_vsn_str = 10, "HTTP/1.0"  # http.client's own switch
+        return conn
+
+
+class Outcome:
+    """One request as the client saw it."""
+
+    def __init__(self):
+        self.status = None
+        self.headers = []
+        self.chunks = []  # (seconds since sent, bytes)
+        self.error = None
+        self.kept = None  # the connection stayed open for the next request
+
+    @property
+    def body(self):
+        return b"".join(c for _, c in self.chunks)
+
+    def header(self, name):
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+
+def send(conn, mode, body):
+    """Sends one POST /api/chat on conn and reads the whole answer."""
+    out = Outcome()
+    headers = {"Content-Type": "application/json"}
+    if mode == "close":
+        headers["Connection"] = "close"
+    t0 = time.monotonic()
+    try:
+        conn.request("POST", "/api/chat", body=body, headers=headers)
+        r = conn.getresponse()
+        out.status, out.headers = r.status, r.getheaders()
+        while True:
+            data = r.read1(65536)
+            if not data:
+                break
+            out.chunks.append((time.monotonic() - t0, data))
+        out.kept = not r.will_close
+        r.close()  # read1 leaves a finished Content-Length answer open
+    except (OSError, http.client.HTTPException) as e:
+        out.error = e
+        conn.close()
+    record(b"%d " % (out.status or 0) + out.body)
+    return out
+
+
+def check(out, stream, content, answer=ANSWER):
+    """What is wrong with an answer ('' if nothing)."""
+    if out.error is not None:
+        return f"{type(out.error).__name__}: {out.error} (status {out.status}, {len(out.body)} bytes read)"
+    if out.status != 200:
+        return f"status {out.status}: {out.body[:300]!r}"
+    want_tokens = prompt_tokens(content)
+    try:
+        if not stream:
+            doc = json.loads(out.body)
+            if doc.get("object") != "chat.completion":
+                return f"not a chat.completion: {out.body[:300]!r}"
+            if doc["choices"][0]["message"]["content"] != answer:
+                return f"content {doc['choices'][0]['message']['content']!r}"
+            if doc["usage"]["prompt_tokens"] != want_tokens:
+                return f"mock counted {doc['usage']['prompt_tokens']} prompt tokens, not {want_tokens}"
+            return ""
+        if not (out.header("content-type") or "").startswith("text/event-stream"):
+            return f"content-type {out.header('content-type')!r}"
+        events = [json.loads(v) for kind, v in split_frames(out.body) if kind == "data"]
+        if any("error" in e for e in events):
+            return f"error event: {out.body[-300:]!r}"
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
+        if text != answer:
+            return f"streamed content {text!r} ({len(events)} events)"
+        last = events[-1]
+        if last["choices"][0].get("finish_reason") != "stop" or last["usage"]["prompt_tokens"] != want_tokens:
+            return f"last event {json.dumps(last)[:300]}"
+    except (AssertionError, ValueError, KeyError, IndexError, TypeError) as e:
+        return f"{type(e).__name__}: {e}; body {out.body[:200]!r}...{out.body[-200:]!r}"
+    return ""
+
+
+class DeploymentMatrix(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not have_binaries():
+            raise RuntimeError("binaries missing: run make asan")
+        if not nginxctl.have_nginx():
+            raise RuntimeError("nginx missing: make deps installs nginx-light")
+        cls.tmp = tempfile.mkdtemp(prefix="zju-deploy-")
+        cls.cert, cls.key = mockctl.make_self_signed_cert(cls.tmp)
+        cls.tls = ssl.create_default_context(cafile=cls.cert)
+        cls.mock = Mock().start()
+        cls.bodies = {}
+        for stream in (False, True):
+            for size in SIZES:
+                cls.bodies[size, stream] = make_body(size, stream, model(events=EVENTS, reasoning=0))
+        cls.slow_body = make_body(1024, True, model(events=EVENTS_SLOW, reasoning=0, delay=DELAY_MS))
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.mock.stop()
+        finally:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------ fronts
+
+    def start(self, front, workers, env=None):
+        """Starts the server (and nginx) for one combination; returns a Front."""
+        self.server = Server(self.mock.base_url, workers=workers, env=env).start()
+        self.addCleanup(self.server.kill)
+        self.nginx = None
+        if front == "direct":
+            return Front(front, self.server.port)
+        if front == "minimal":
+            port = free_port()
+            self.nginx = nginxctl.Nginx(nginxctl.minimal_site(port, self.server.port), [port]).start()
+            self.addCleanup(self.nginx.stop)
+            return Front(front, port)
+        tls_port, http_port = free_port(), free_port()
+        site = nginxctl.recommended_site(tls_port, http_port, self.server.port, self.cert, self.key)
+        self.nginx = nginxctl.Nginx(site, [tls_port, http_port]).start()
+        self.addCleanup(self.nginx.stop)
+        return Front(front, tls_port, self.tls)
+
+    # ------------------------------------------------------------ runs
+
+    def sequential(self, front, mode, failures, label):
+        """Every size and stream mode, one after another (one connection for
+        keep-alive); compares what the mock received, byte for byte."""
+        conn = front.connect(mode)
+        try:
+            first_sock = None
+            for i, (size, stream) in enumerate((sz, st) for st in (False, True) for sz in SIZES):
+                if len(failures) >= MAX_FAILURES:
+                    return
+                body, content = self.bodies[size, stream]
+                where = f"{label} mode={mode} size={size} stream={stream} sequential"
+                out = send(conn, mode, body)
+                problem = check(out, stream, content)
+                if not problem:
+                    got = self.mock.last_body()["messages"][-1]["content"]
+                    if got != content:
+                        problem = f"mock received user_content of {len(got)} chars, sent {len(content)}"
+                if not problem and mode == "keep-alive":
+                    if not out.kept:
+                        problem = "keep-alive connection not kept"
+                    elif i == 0:
+                        first_sock = conn.sock
+                    elif conn.sock is not first_sock:
+                        problem = "keep-alive connection replaced"
+                if problem:
+                    failures.append(f"{where}: {problem}")
+                if mode != "keep-alive" or out.error:
+                    conn.close()
+        finally:
+            conn.close()
+
+    def concurrent(self, front, mode, failures, label):
+        """CONCURRENCY clients at once, ROUNDS requests each (on one
+        connection for keep-alive): client k starts at the k-th size and
+        stream mode and moves one on per round, so every round has all
+        eight mixes in flight together."""
+        combos = [(sz, st) for st in (False, True) for sz in SIZES]
+
+        def client(k):
+            conn = front.connect(mode)
+            try:
+                for j in range(ROUNDS):
+                    if len(failures) >= MAX_FAILURES:
+                        return
+                    size, stream = combos[(j + k) % len(combos)]
+                    body, content = self.bodies[size, stream]
+                    out = send(conn, mode, body)
+                    problem = check(out, stream, content)
+                    if problem:  # list.append is atomic
+                        failures.append(f"{label} mode={mode} size={size} stream={stream} client {k} of "
+                                        f"{CONCURRENCY}, round {j + 1}: {problem}")
+                    if mode != "keep-alive" or out.error:
+                        conn.close()
+            finally:
+                conn.close()
+
+        with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+            list(pool.map(client, range(CONCURRENCY)))
+
+    def slow_streams(self, front, failures, label):
+        """One slow stream per client mode, at once: the first event must
+        arrive long before the last one is produced."""
+        body, content = self.slow_body
+        span = (EVENTS_SLOW - 1) * DELAY_MS / 1000.0
+
+        def client(mode):
+            conn = front.connect(mode)
+            try:
+                out = send(conn, mode, body)
+            finally:
+                conn.close()
+            problem = check(out, True, content, SLOW_ANSWER)
+            if not problem:
+                t_first = next(t for t, c in out.chunks if b"data: " in c)
+                t_last = out.chunks[-1][0]
+                # Buffered, everything arrives at once; streamed, the first
+                # event comes about span before the end.
+                if t_last - t_first < span / 2:
+                    problem = (f"not incremental: first event at {t_first:.2f}s, end at {t_last:.2f}s, "
+                               f"{len(out.chunks)} reads (events {DELAY_MS} ms apart)")
+            return f"{label} mode={mode} slow stream: {problem}" if problem else ""
+
+        with concurrent.futures.ThreadPoolExecutor(len(MODES)) as pool:
+            failures.extend(p for p in pool.map(client, MODES) if p)
+
+    def run_combination(self, front_name, workers):
+        label = f"front={front_name} workers={workers}"
+        t0 = time.monotonic()
+        front = self.start(front_name, workers)
+        failures = []
+        self.slow_streams(front, failures, label)
+        for mode in MODES:
+            self.sequential(front, mode, failures, label)
+            self.concurrent(front, mode, failures, label)
+        if self.nginx is not None:
+            failures += [f"{label}: nginx: {line}" for line in self.nginx.problems()]
+        if front_name == "recommended":
+            # Kept-alive upstream: far fewer server connections than requests.
+            peers = re.findall(r" access (\S+) \"POST /api/chat\"", self.server.log())
+            if len(set(peers)) * 4 > len(peers):
+                failures.append(f"{label}: {len(set(peers))} upstream connections for {len(peers)} requests")
+        took = time.monotonic() - t0
+        if failures:
+            log = self.server.log()[-3000:]
+            nginx_log = self.nginx.log(2000) if self.nginx else ""
+            more = " (the rest skipped)" if len(failures) >= MAX_FAILURES else ""
+            self.fail(f"{len(failures)} failures{more} in {took:.1f}s:\n" + "\n".join(failures)
+                      + f"\n--- server log tail:\n{log}\n--- nginx log tail:\n{nginx_log}")
+        self.server.stop()  # exit 0, no sanitizer report, no key in the log
+        print(f"[{label}: {took:.1f}s] ", end="", flush=True)
+
+    def test_direct_one_worker(self):
+        self.run_combination("direct", 1)
+
+    def test_direct_two_workers(self):
+        self.run_combination("direct", 2)
+
+    def test_nginx_minimal_one_worker(self):
+        self.run_combination("minimal", 1)
+
+    def test_nginx_minimal_two_workers(self):
+        self.run_combination("minimal", 2)
+
+    def test_nginx_recommended_one_worker(self):
+        self.run_combination("recommended", 1)
+
+    def test_nginx_recommended_two_workers(self):
+        self.run_combination("recommended", 2)
+
+    def test_nginx_recommended_body_limit_agrees_with_server(self):
+        """client_max_body_size and MAX_BODY_BYTES are the same limit: a body
+        of exactly 1 MiB is answered, one byte more is refused with a JSON
+        413, by nginx and by the server alike."""
+        self.assertEqual(nginxctl.deploy_setting("client_max_body_size"), "1m")
+        front = self.start("recommended", 1)
+        direct = Front("direct", self.server.port)
+        at_limit, content = make_body(1 << 20, False, model(events=EVENTS, reasoning=0))
+        over = make_body((1 << 20) + 1, False, model(events=EVENTS, reasoning=0))[0]
+        for f in (front, direct):
+            conn = f.connect("close")
+            out = send(conn, "close", at_limit)
+            conn.close()
+            self.assertEqual(check(out, False, content), "", f.name)
+            conn = f.connect("close")
+            out = send(conn, "close", over)
+            conn.close()
+            self.assertEqual(out.status, 413, f"{f.name}: {out.body[:300]!r}")
+            self.assertIsInstance(json.loads(out.body).get("error"), str, f.name)
+        self.server.stop()
+
+    def test_nginx_recommended_names_the_client(self):
+        """The forwarding headers of docs/deploy/nginx.conf with the server's
+        TRUSTED_PROXIES: the access log names the client (here 127.0.0.2, a
+        second loopback address), not nginx and not an X-Forwarded-For the
+        client made up."""
+        front = self.start("recommended", 1, env={"TRUSTED_PROXIES": "127.0.0.1"})
+        body, content = self.bodies[1024, False]
+        conn = http.client.HTTPSConnection("127.0.0.1", front.port, timeout=TIMEOUT, context=self.tls,
+                                           source_address=("127.0.0.2", 0))
+        conn.request("POST", "/api/chat", body=body,
+                     headers={"Content-Type": "application/json", "X-Forwarded-For": "203.0.113.9"})
+        r = conn.getresponse()
+        self.assertEqual(r.status, 200, r.read()[:300])
+        r.read()
+        conn.close()
+        self.assertTrue(self.server.wait_log('access 127.0.0.2 "POST /api/chat" 200'), self.server.log()[-2000:])
+        self.server.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()
