@@ -1043,7 +1043,7 @@ static int setup_easy(zjuchat_call *call)
     bad |=
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms > 0 ? connect_ms : 0L);
     /* Debian's libcurl has a CA path compiled in, which disables the CA store
-     * cache: every handshake would reload the store (STACK.md pitfall 7). */
+     * cache: every handshake would reload the store (docs/STACK.md pitfall 7). */
     curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
     if (client->ca_file)
         bad |= curl_easy_setopt(e, CURLOPT_CAINFO, client->ca_file);

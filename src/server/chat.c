@@ -6,9 +6,10 @@
  *     soon as the upstream accepted the request, with ": ping" comments
  *     during silences, pausing the upstream while the client's output
  *     buffer is above a high-water mark.
- * evhttp does not read a client's socket while we wait (STACK.md pitfall
- * 1), so a read watcher on the socket notices a client that leaves in any
- * phase and cancels the upstream call at once.
+ * evhttp does not read a client's socket while we wait (docs/STACK.md
+ * pitfall 1), so a read watcher on the socket notices a client that leaves in any
+ * phase and cancels the upstream call at once. Every "pitfall N" in this file
+ * is numbered as in docs/STACK.md.
  */
 #include "chat.h"
 #include "http_util.h"

@@ -4,7 +4,8 @@
  * connections over the workers),
  * the request router, /healthz, and the graceful drain on SIGTERM/SIGINT:
  * stop accepting, let replies in progress finish up to DRAIN_TIMEOUT, then
- * close whatever is left.
+ * close whatever is left. Every "pitfall N" in this file is numbered as in
+ * docs/STACK.md.
  */
 #include "worker.h"
 #include "accesslog.h"
