@@ -2,7 +2,8 @@
  * fuzz_env.c - libFuzzer driver for the server's .env and environment
  * parsing (src/server/config.c): the input is a .env file.
  *
- * config.c is #included so that its setenv/getenv calls go to a private map
+ * config.c and the .env reader it calls (src/lib/dotenv.c, shared with
+ * the CLI) are #included so that their setenv/getenv calls go to a private map
  * instead of the process environment: the real environment would grow with
  * every input (glibc never frees setenv strings) and leak state between
  * inputs. After the file is loaded, srv_config_from_env reads the map, and
@@ -79,6 +80,7 @@ static void map_clear(void)
 
 #define setenv fuzz_setenv
 #define getenv fuzz_getenv
+#include "../src/lib/dotenv.c" /* the .env reader config.c calls */
 #include "../src/server/config.c"
 #undef setenv
 #undef getenv

@@ -16,6 +16,7 @@
  * call is left counted once the connection is gone.
  */
 #include "../src/server/worker.c"
+#include "listeners.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -97,6 +98,9 @@ static void init(void)
     memset(&w, 0, sizeof w);
     w.cfg = &cfg;
     signal(SIGPIPE, SIG_IGN);
+    /* The worker accepts on a socket the supervisor opened (listeners.c). */
+    if (srv_listeners_open(&cfg, &w.listen_fd, 1) < 0)
+        die("cannot open the listening socket");
     if (setup(&w) < 0)
         die("worker setup failed");
     zjuchat_client_set_retries(w.client, 0, 1);
