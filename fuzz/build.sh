@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# fuzz/build.sh FLAVOUR [TARGET...] - build fuzz drivers into build-fuzz/FLAVOUR/.
+# fuzz/build.sh FLAVOUR [TARGET...] - build fuzz drivers into build-fuzz/FLAVOUR/
+# ($FUZZ_BUILD/FLAVOUR/ when FUZZ_BUILD names another directory, so that two
+# people can build at once).
 #   FLAVOUR fuzz:   clang -fsanitize=fuzzer,address,undefined (libFuzzer main)
 #   FLAVOUR replay: clang -fsanitize=address,undefined with fuzz/replay_main.c
 # Sources are compiled once per flavour and rebuilt only when a .c or any
@@ -11,7 +13,7 @@ cd "$(dirname "$0")/.."
 flavour=${1:?usage: fuzz/build.sh fuzz|replay [target...]}
 shift
 CC=${FUZZ_CC:-clang}
-out=build-fuzz/$flavour
+out=${FUZZ_BUILD:-build-fuzz}/$flavour
 mkdir -p "$out/obj"
 
 PKG_CFLAGS=$(pkg-config --cflags libcurl libevent jansson yajl)
@@ -26,7 +28,7 @@ fuzz)
     SAN_LD="-fsanitize=fuzzer,address,undefined"
     ;;
 replay)
-    SAN_CC="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+    SAN_CC="-fsanitize=address,undefined -fno-sanitize-recover=undefined -DFUZZ_REPLAY"
     SAN_LD="-fsanitize=address,undefined"
     ;;
 *)

@@ -6,12 +6,15 @@
 #   fuzz-replay: N passed, N failed
 # where N counts targets (a target passes when all its files run clean:
 # no sanitizer report, no abort, no leak).
+#   FUZZ_BUILD=dir   build there instead of build-fuzz/
 set -uo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p build-fuzz # a fresh clone has none: the build log goes there
+bd=${FUZZ_BUILD:-build-fuzz}
+export FUZZ_BUILD=$bd
+mkdir -p "$bd" # a fresh clone has none: the build log goes there
 
-bins=$(bash fuzz/build.sh replay 2>build-fuzz/replay-build.log) || {
-    cat build-fuzz/replay-build.log
+bins=$(bash fuzz/build.sh replay 2>"$bd"/replay-build.log) || {
+    cat "$bd"/replay-build.log
     echo "fuzz-replay: 0 passed, 1 failed (build)"
     exit 1
 }
@@ -25,7 +28,7 @@ for bin in $bins; do
     for d in fuzz/corpus/"$t" fuzz/regressions/"$t"; do
         [ -d "$d" ] && dirs+=("$d")
     done
-    log=build-fuzz/replay/$t.log
+    log=$bd/replay/$t.log
     # The server targets log to stderr; keep it in the log file and show it
     # only on failure.
     # (the subshell keeps the shell's "Aborted" notice out of the output)

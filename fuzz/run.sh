@@ -5,6 +5,7 @@
 # after the other, and print executions, coverage and findings per target.
 #   FUZZ_TARGETS="fuzz_sse fuzz_env"  run only these
 #   FUZZ_WORK=dir                     where corpora copies and crashes go
+#   FUZZ_BUILD=dir                    build there instead of build-fuzz/
 # Crash inputs are left in $FUZZ_WORK/TARGET/ (crash-*, leak-*, timeout-*);
 # a fixed one belongs in fuzz/regressions/TARGET/ so replay.sh keeps it.
 # Exit status: 0 when no target found anything.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-60}
 [ -n "$secs" ] || secs=60
-work=${FUZZ_WORK:-build-fuzz/work}
+work=${FUZZ_WORK:-${FUZZ_BUILD:-build-fuzz}/work}
 
 bins=$(bash fuzz/build.sh fuzz ${FUZZ_TARGETS:-}) || {
     echo "fuzz: build failed"

@@ -58,6 +58,8 @@ struct zjuchat_call {
     char *url;
     char *body; /* NULL for GET */
     CURL *easy;
+    /* easy has carried a transfer: replaced before the next (fresh_easy) */
+    int easy_used;
     struct zjuchat__shard *shard; /* set while the easy handle is in a multi */
     char errbuf[CURL_ERROR_SIZE];
 
@@ -166,12 +168,9 @@ static void call_free(zjuchat_call *call)
     if (call->next)
         call->next->prev = call->prev;
     detach_easy(call);
-    /* An easy handle is costly to create (7k instructions, a 6 KB calloc):
-     * keep it for the next call, which sets every per-call option again. */
-    if (call->easy &&
-        client->easy_pooled < (int)(sizeof client->easy_pool / sizeof *client->easy_pool))
-        client->easy_pool[client->easy_pooled++] = call->easy;
-    else if (call->easy)
+    /* Not kept for the next call, cheap as that would be (7k instructions,
+     * a 6 KB calloc): see fresh_easy. */
+    if (call->easy)
         curl_easy_cleanup(call->easy);
     if (call->phase_timer)
         event_free(call->phase_timer);
@@ -243,9 +242,21 @@ static void reset_attempt(zjuchat_call *call)
         zjuchat__sse_reset(call->sse);
 }
 
+static int setup_easy(zjuchat_call *call);
+static CURL *fresh_easy(void);
+
 static int start_attempt(zjuchat_call *call, zjuchat_error *err)
 {
     zjuchat_client *client = call->client;
+    if (call->easy_used) { /* a retry: never a second transfer on one handle */
+        curl_easy_cleanup(call->easy);
+        call->easy = fresh_easy();
+        if (!call->easy || setup_easy(call)) {
+            zjuchat__nomem(err);
+            return -1;
+        }
+    }
+    call->easy_used = 1;
     reset_attempt(call);
     clock_gettime(CLOCK_MONOTONIC, &call->attempt_start);
     call->phase = PHASE_FIRST_BYTE;
@@ -973,6 +984,7 @@ zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
     return ZJUCHAT_OK;
 }
 
+/* The pool stays empty now (see fresh_easy); kept for its callers. */
 void zjuchat__transport_flush_pool(zjuchat_client *client)
 {
     while (client->easy_pooled > 0)
@@ -1006,6 +1018,27 @@ void zjuchat__transport_free(zjuchat_client *client)
     if (client->share)
         curl_share_cleanup(client->share);
     client->share = NULL;
+}
+
+/* Every attempt gets a new easy handle, never one that has carried a
+ * transfer. libcurl 7.88.1 (Debian 12's) keeps a pointer to the last
+ * response header a handle stored (state.prevhead); the handle's next
+ * transfer frees the stored headers but not that pointer, and a first
+ * header line that is folded (starts with a space or tab) is appended to
+ * it: a use after free driven by upstream bytes (curl issue #11101, fixed
+ * in 8.1.0; docs/FAULTS.md, fuzz/regressions/fuzz_upstream/uaf-*). Only a
+ * new handle has no such pointer; connections are the multi handle's and
+ * are still reused. */
+static CURL *fresh_easy(void)
+{
+    CURL *e = curl_easy_init();
+    /* libcurl's receive buffer, 16 KB by default. 8 KB measured 1.1 KB less
+     * resident memory per held stream (1,000 streams: 28.8 -> 27.8 MB);
+     * events are far smaller, a long answer takes a few more reads.
+     * Settable only before the handle's first transfer allocates it. */
+    if (e)
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 8192L);
+    return e;
 }
 
 static int setup_easy(zjuchat_call *call)
@@ -1082,15 +1115,7 @@ zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
                 (client->calls_started++ * 2654435761u);
     size_t ulen = strlen(client->base_url) + strlen(path) + 1;
     call->url = malloc(ulen);
-    if (client->easy_pooled) {
-        call->easy = client->easy_pool[--client->easy_pooled];
-    } else if ((call->easy = curl_easy_init()) != NULL) {
-        /* libcurl's receive buffer, 16 KB by default. 8 KB measured 1.1 KB
-         * less resident memory per held stream (1,000 streams: 28.8 -> 27.8
-         * MB); events are far smaller, a long answer takes a few more reads.
-         * Settable only before the handle's first transfer allocates it. */
-        curl_easy_setopt(call->easy, CURLOPT_BUFFERSIZE, 8192L);
-    }
+    call->easy = fresh_easy();
     call->phase_timer = evtimer_new(client->base, on_phase_timer, call);
     call->total_timer = evtimer_new(client->base, on_total_timer, call);
     call->wake = evtimer_new(client->base, on_wake, call);

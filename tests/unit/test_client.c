@@ -661,6 +661,28 @@ struct closing_upstream {
     int closed; /* the first connection is closed (atomic) */
 };
 
+/* Reads one request (head and Content-Length body) from fd. */
+static void read_request(int fd)
+{
+    char req[16384];
+    size_t got = 0;
+    long want = -1;
+    while (got < sizeof req - 1) {
+        ssize_t r = read(fd, req + got, sizeof req - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+        req[got] = '\0';
+        char *end = strstr(req, "\r\n\r\n");
+        if (!end)
+            continue;
+        char *cl = strcasestr(req, "content-length:");
+        want = (end - req) + 4 + (cl ? atol(cl + 15) : 0);
+        if ((long)got >= want)
+            break;
+    }
+}
+
 static void *closing_upstream_run(void *arg)
 {
     struct closing_upstream *u = arg;
@@ -672,23 +694,7 @@ static void *closing_upstream_run(void *arg)
         int fd = accept(u->lfd, NULL, NULL);
         if (fd < 0)
             return NULL;
-        char req[16384];
-        size_t got = 0;
-        long want = -1;
-        while (got < sizeof req - 1) {
-            ssize_t r = read(fd, req + got, sizeof req - 1 - got);
-            if (r <= 0)
-                break;
-            got += (size_t)r;
-            req[got] = '\0';
-            char *end = strstr(req, "\r\n\r\n");
-            if (!end)
-                continue;
-            char *cl = strcasestr(req, "content-length:");
-            want = (end - req) + 4 + (cl ? atol(cl + 15) : 0);
-            if ((long)got >= want)
-                break;
-        }
+        read_request(fd);
         char resp[512];
         int len = snprintf(resp, sizeof resp,
                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -783,6 +789,85 @@ static void idle_connection_closed_by_upstream(void **state)
     assert_int_equal(u->served, 2);
     zjuchat_client_free(c);
     event_base_free(base);
+    pthread_join(th, NULL);
+    close(u->lfd);
+    free(u);
+}
+
+/* An upstream that answers each connection's request with the next of
+ * its replies, then closes the connection. */
+struct scripted_upstream {
+    int lfd;
+    const char *const *replies;
+    int n, served;
+};
+
+static void *scripted_upstream_run(void *arg)
+{
+    struct scripted_upstream *u = arg;
+    for (int i = 0; i < u->n; i++) {
+        int fd = accept(u->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        read_request(fd);
+        size_t len = strlen(u->replies[i]);
+        if (write(fd, u->replies[i], len) == (ssize_t)len)
+            __atomic_add_fetch(&u->served, 1, __ATOMIC_RELEASE);
+        close(fd);
+    }
+    return NULL;
+}
+
+/* libcurl 7.88.1 keeps a pointer to the last response header an easy
+ * handle stored, frees the header when the handle's next transfer starts,
+ * and appends a folded first header line (leading space) of that next
+ * reply to it (curl issue #11101, fixed in 8.1.0). So no easy handle may
+ * carry a second transfer, neither the next call's nor a retry's. Found by
+ * fuzz_upstream (issue 9); under ASan the old code fails here with a
+ * heap-use-after-free in libcurl. */
+static void folded_first_header_after_a_used_handle(void **state)
+{
+#define JSON_CLOSE "Content-Type: application/json\r\nConnection: close\r\n"
+    static const char ok[] =
+        "HTTP/1.1 200 OK\r\n" JSON_CLOSE "Content-Length: 2\r\n\r\n{}";
+    static const char busy[] =
+        "HTTP/1.1 503 Busy\r\n" JSON_CLOSE "Content-Length: 2\r\n\r\n{}";
+    static const char folded[] =
+        "HTTP/1.1 200 OK\r\n Folded: x\r\n" JSON_CLOSE "Content-Length: 2\r\n\r\n{}";
+#undef JSON_CLOSE
+    /* Next call, then a retry, then an ordinary call. */
+    static const char *const replies[] = {ok, folded, busy, folded, ok};
+    struct scripted_upstream *u = calloc(1, sizeof *u); /* see idle_connection_... */
+    u->replies = replies;
+    u->n = 5;
+    u->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(u->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(u->lfd, 8), 0);
+    getsockname(u->lfd, (struct sockaddr *)&a, &al);
+    pthread_t th;
+    pthread_create(&th, NULL, scripted_upstream_run, u);
+
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", ntohs(a.sin_port));
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    assert_non_null(c);
+    zjuchat_client_set_retries(c, 0, 0);
+    zjuchat_response *resp = NULL;
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    zjuchat_response_free(resp);
+    resp = NULL;
+    /* Libcurl refuses a fold with nothing before it: an error, not a crash. */
+    assert_int_not_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    zjuchat_client_set_retries(c, 1, 1);
+    assert_int_not_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    assert_int_equal(__atomic_load_n(&u->served, __ATOMIC_ACQUIRE), 4); /* retried */
+    assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
+    zjuchat_response_free(resp);
+    zjuchat_client_free(c);
     pthread_join(th, NULL);
     close(u->lfd);
     free(u);
@@ -959,6 +1044,7 @@ int main(void)
         cmocka_unit_test(evented_concurrent_streams),
         cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(idle_connection_closed_by_upstream),
+        cmocka_unit_test(folded_first_header_after_a_used_handle),
         cmocka_unit_test(idle_multi_handles_are_freed_after_a_burst),
         cmocka_unit_test(tls_verification_and_reuse),
     };
