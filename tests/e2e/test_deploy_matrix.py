@@ -4,7 +4,9 @@ buffering on) and behind docs/deploy/nginx.conf itself (TLS, kept-alive
 HTTP/1.1 upstream, no buffering); with 1 and 2 workers. Through each front:
 clients speaking HTTP/1.1 keep-alive, HTTP/1.1 with Connection: close and
 HTTP/1.0; bodies of 1 KB, 17 KB, 64 KB and 900 KB (MAX_BODY_BYTES is 1 MiB);
-stream and non-stream; one client after another and 8 at once.
+stream and non-stream; one client after another (on one connection for
+keep-alive, which must stay open) and 8 at once (3 rounds, all eight
+size/stream mixes in flight together).
 
 Every answer is checked: status 200; non-stream, the mock's chat.completion
 with its content and a prompt_tokens that says the mock got the whole
@@ -13,7 +15,9 @@ end. Sequential requests also compare the user_content the mock received,
 byte for byte. A slow stream's first event must reach the client long before
 its last one is produced (nginx does not hold events back). nginx's error log
 must stay free of errors, and the recommended front must reuse its upstream
-connections.
+connections. Beside the matrix, for the recommended front: its body limit
+and MAX_BODY_BYTES agree to the byte, HTTP/2 (curl, as browsers) streams and
+carries 900 KB, and with TRUSTED_PROXIES the access log names the client.
 
 One mock for the module; one server and one nginx per (front, workers). A
 failing combination reports every failed request (front, workers, client
@@ -27,6 +31,7 @@ import os
 import re
 import shutil
 import ssl
+import subprocess
 import tempfile
 import time
 import unittest
@@ -166,6 +171,53 @@ def check(out, stream, content, answer=ANSWER):
     return ""
 
 
+def check_slow(out, content):
+    """check() for the slow stream, and that it came incrementally: buffered,
+    everything arrives at once; streamed, the first event comes about the
+    whole span of the stream before its end."""
+    problem = check(out, True, content, SLOW_ANSWER)
+    if problem:
+        return problem
+    span = (EVENTS_SLOW - 1) * DELAY_MS / 1000.0
+    t_first = next(t for t, c in out.chunks if b"data: " in c)
+    t_last = out.chunks[-1][0]
+    if t_last - t_first < span / 2:
+        return (f"not incremental: first event at {t_first:.2f}s, end at {t_last:.2f}s, "
+                f"{len(out.chunks)} reads (events {DELAY_MS} ms apart)")
+    return ""
+
+
+def curl_http2(port, body, cert, tmp):
+    """POST /api/chat over HTTP/2 with curl (what browsers speak to the
+    recommended front; Python's stdlib has no HTTP/2), read as it comes."""
+    path = os.path.join(tmp, "body.json")
+    with open(path, "wb") as f:
+        f.write(body)
+    head = os.path.join(tmp, "headers.txt")
+    cmd = ["curl", "-sS", "-N", "--http2", "--cacert", cert, "--max-time", str(TIMEOUT), "-D", head,
+           "-H", "Content-Type: application/json", "--data-binary", "@" + path,
+           f"https://127.0.0.1:{port}/api/chat"]
+    out = Outcome()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while True:
+        data = os.read(proc.stdout.fileno(), 65536)
+        if not data:
+            break
+        out.chunks.append((time.monotonic() - t0, data))
+    err = proc.communicate(timeout=TIMEOUT)[1]
+    if proc.returncode != 0:
+        out.error = RuntimeError(f"curl exited {proc.returncode}: {err.decode(errors='replace')}")
+    with open(head, encoding="latin-1") as f:
+        lines = [l.strip() for l in f if l.strip()]
+    if lines:
+        version, status = lines[0].split()[:2]
+        out.status = int(status) if version == "HTTP/2" else f"{status} over {version}, not HTTP/2"
+        out.headers = [tuple(x.strip() for x in l.split(":", 1)) for l in lines[1:] if ":" in l]
+    record(b"%s " % str(out.status).encode() + out.body)
+    return out
+
+
 class DeploymentMatrix(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -275,7 +327,6 @@ class DeploymentMatrix(unittest.TestCase):
         """One slow stream per client mode, at once: the first event must
         arrive long before the last one is produced."""
         body, content = self.slow_body
-        span = (EVENTS_SLOW - 1) * DELAY_MS / 1000.0
 
         def client(mode):
             conn = front.connect(mode)
@@ -283,15 +334,7 @@ class DeploymentMatrix(unittest.TestCase):
                 out = send(conn, mode, body)
             finally:
                 conn.close()
-            problem = check(out, True, content, SLOW_ANSWER)
-            if not problem:
-                t_first = next(t for t, c in out.chunks if b"data: " in c)
-                t_last = out.chunks[-1][0]
-                # Buffered, everything arrives at once; streamed, the first
-                # event comes about span before the end.
-                if t_last - t_first < span / 2:
-                    problem = (f"not incremental: first event at {t_first:.2f}s, end at {t_last:.2f}s, "
-                               f"{len(out.chunks)} reads (events {DELAY_MS} ms apart)")
+            problem = check_slow(out, content)
             return f"{label} mode={mode} slow stream: {problem}" if problem else ""
 
         with concurrent.futures.ThreadPoolExecutor(len(MODES)) as pool:
@@ -378,6 +421,17 @@ class DeploymentMatrix(unittest.TestCase):
         r.read()
         conn.close()
         self.assertTrue(self.server.wait_log('access 127.0.0.2 "POST /api/chat" 200'), self.server.log()[-2000:])
+        self.server.stop()
+
+    def test_nginx_recommended_http2(self):
+        """Browsers speak HTTP/2 to the recommended front: a slow stream
+        still comes event by event, and a 900 KB body arrives whole."""
+        front = self.start("recommended", 2)
+        body, content = self.slow_body
+        self.assertEqual(check_slow(curl_http2(front.port, body, self.cert, self.tmp), content), "")
+        body, content = self.bodies[900 * 1024, False]
+        self.assertEqual(check(curl_http2(front.port, body, self.cert, self.tmp), False, content), "")
+        self.assertEqual(self.nginx.problems(), [])
         self.server.stop()
 
 
