@@ -686,7 +686,10 @@ def scan_for_key():
     for name in sorted(os.listdir(LOG_DIR)):
         if not (name.startswith(("server-", "mock-", "cli-")) or name == "responses.bin"):
             continue
-        with open(os.path.join(LOG_DIR, name), "rb") as f:
+        path = os.path.join(LOG_DIR, name)
+        if not os.path.isfile(path):
+            continue  # a test's working directory (its .env holds the key on purpose)
+        with open(path, "rb") as f:
             if KEY.encode() in f.read():
                 hits.append(name)
     return hits
