@@ -340,12 +340,36 @@ class DeploymentMatrix(unittest.TestCase):
         with concurrent.futures.ThreadPoolExecutor(len(MODES)) as pool:
             failures.extend(p for p in pool.map(client, MODES) if p)
 
+    def hang_up(self, front, failures, label):
+        """A browser tab closed mid-stream: the upstream call must end at
+        once, through nginx too (it costs tokens until it does)."""
+        body, _ = make_body(1024, True, model(events=100, reasoning=0, delay=DELAY_MS))
+        conn = front.connect("keep-alive")
+        try:
+            conn.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            first = r.read1(65536)
+        except (OSError, http.client.HTTPException) as e:
+            failures.append(f"{label} hang-up: {type(e).__name__}: {e}")
+            return
+        finally:
+            conn.close()
+        if r.status != 200 or b"data: " not in first:
+            failures.append(f"{label} hang-up: status {r.status}, first read {first[:200]!r}")
+            return
+        t0 = time.monotonic()
+        left = self.mock.wait_stat("streams_active", lambda n: n == 0, timeout=3)["streams_active"]
+        if left:
+            failures.append(f"{label} hang-up: the upstream stream still open {time.monotonic() - t0:.1f}s "
+                            "after the client left")
+
     def run_combination(self, front_name, workers):
         label = f"front={front_name} workers={workers}"
         t0 = time.monotonic()
         front = self.start(front_name, workers)
         failures = []
         self.slow_streams(front, failures, label)
+        self.hang_up(front, failures, label)
         for mode in MODES:
             self.sequential(front, mode, failures, label)
             self.concurrent(front, mode, failures, label)
