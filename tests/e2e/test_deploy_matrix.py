@@ -375,9 +375,9 @@ class DeploymentMatrix(unittest.TestCase):
             self.concurrent(front, mode, failures, label)
         if self.nginx is not None:
             failures += [f"{label}: nginx: {line}" for line in self.nginx.problems()]
+        peers = re.findall(r" access (\S+) \"POST /api/chat\"", self.server.log())
         if front_name == "recommended":
             # Kept-alive upstream: far fewer server connections than requests.
-            peers = re.findall(r" access (\S+) \"POST /api/chat\"", self.server.log())
             if len(set(peers)) * 4 > len(peers):
                 failures.append(f"{label}: {len(set(peers))} upstream connections for {len(peers)} requests")
         took = time.monotonic() - t0
@@ -388,7 +388,8 @@ class DeploymentMatrix(unittest.TestCase):
             self.fail(f"{len(failures)} failures{more} in {took:.1f}s:\n" + "\n".join(failures)
                       + f"\n--- server log tail:\n{log}\n--- nginx log tail:\n{nginx_log}")
         self.server.stop()  # exit 0, no sanitizer report, no key in the log
-        print(f"[{label}: {took:.1f}s] ", end="", flush=True)
+        print(f"[{label}: {took:.1f}s, {len(peers)} requests on {len(set(peers))} server connections] ",
+              end="", flush=True)
 
     def test_direct_one_worker(self):
         self.run_combination("direct", 1)
