@@ -31,7 +31,10 @@ CACHE=${FRESH_CACHE:-/var/cache/zju-fresh-check}
 WORK=${FRESH_WORK:-/tmp/zju-fresh-check}
 ROOT=$WORK/root
 SRC=/root/zju-chat # the checkout, inside the root
-CHROOT_ENV=(env -i HOME=/root TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
+# A login's environment and signal dispositions: this script may run under
+# nohup in the background, which starts its commands with SIGINT ignored.
+CHROOT_ENV=(env -i --default-signal HOME=/root TERM=dumb
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
 say() { echo "fresh-check: $*"; }
 
 # ---------------------------------------------------------------- inside

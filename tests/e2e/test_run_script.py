@@ -60,8 +60,12 @@ class CtrlCOnMakeRun(unittest.TestCase):
         env = dict(base_env(), BUILD=BUILD_DIR, DRAIN_TIMEOUT="20")
         log_path = os.path.join(LOG_DIR, f"server-run-script-{os.getpid()}.err")
         with open(log_path, "wb") as log:
-            # Its own process group, standing for the terminal's foreground job.
-            proc = subprocess.Popen(["bash", "scripts/run.sh", "-b", f"127.0.0.1:{port}", "-w", "1"],
+            # Its own process group, standing for the terminal's foreground
+            # job, with SIGINT at its default as a terminal's job has it (a
+            # run started in the background, e.g. under nohup, would pass
+            # SIGINT on ignored, and bash cannot trap a signal ignored at entry).
+            proc = subprocess.Popen(["env", "--default-signal=INT", "bash", "scripts/run.sh",
+                                     "-b", f"127.0.0.1:{port}", "-w", "1"],
                                     cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -110,7 +114,10 @@ class CtrlCOnMakeRun(unittest.TestCase):
             # upstream's [DONE]; the last event carries the finish reason.
             self.assertEqual(events[-1]["choices"][0].get("finish_reason"), "stop")
 
-            rc = proc.wait(25)
+            try:
+                rc = proc.wait(25)
+            except subprocess.TimeoutExpired:
+                self.fail("run.sh still running 25 s after the stream ended:\n" + read_log()[-2000:])
             self.assertEqual(rc, 130, read_log()[-2000:])
             self.assertTrue(wait_until(lambda: not any(alive(p) for p in pids), 5),
                             f"still running after run.sh exited: {[cmdline(p) for p in pids if alive(p)]}")
