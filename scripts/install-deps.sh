@@ -7,6 +7,7 @@
 #                    (a recommendation apt skips with --no-install-recommends;
 #                    a minimal Debian 12 has none)
 #   time             /usr/bin/time, used by the benchmarks
+# and the npm packages of the Node.js client tests (tests/node/).
 set -euo pipefail
 pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev libyajl-dev
       libcmocka-dev libedit-dev libssl-dev python3 curl openssl ca-certificates git clang-format
@@ -19,10 +20,26 @@ missing=()
 for p in "${pkgs[@]}"; do
     grep -qxF "$p" <<<"$installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-echo "install-deps: installing ${missing[*]}" >&2
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO=sudo
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Node.js for the client tests (tests/node/): Debian's nodejs (18.x) and npm,
+# only when there is no node or npm command at all. A node installed another
+# way is kept: NodeSource's nodejs bundles npm and conflicts with Debian's.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The client tests' npm packages, exactly as tests/node/package-lock.json
+# pins them, when they are missing or the lock file changed since. npm writes
+# node_modules/.package-lock.json last, so an install cut short is redone.
+node_dir=$(dirname "$0")/../tests/node
+if [ -f "$node_dir/package-lock.json" ] &&
+   ! [ "$node_dir/node_modules/.package-lock.json" -nt "$node_dir/package-lock.json" ]; then
+    echo "install-deps: npm ci in tests/node" >&2
+    npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >/dev/null
+fi

@@ -3,7 +3,8 @@
 # one line "N passed, N failed" that CI reads.
 #   scripts/test.sh          everything
 #   scripts/test.sh unit     cmocka unit tests only
-#   scripts/test.sh e2e      end-to-end tests only (tests/e2e/test_*.py)
+#   scripts/test.sh e2e      end-to-end tests only (tests/e2e/test_*.py, and
+#                            tests/node/*.test.mjs with Node.js)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -70,6 +71,33 @@ if [ "$what" = all ] || [ "$what" = e2e ]; then
     passed=$((passed + ${p:-0}))
     failed=$((failed + ${f:-0}))
     if [ -z "$p" ]; then failed=$((failed + 1)); failures+=("e2e runner (exit $rc)"); fi
+
+    # The browser-side client tests: Node.js's fetch and the npm packages of
+    # tests/node/package-lock.json against the same binaries, logging into
+    # the same directory (so the key scan below covers them). make deps
+    # installs node, so a missing one is a failure. node --test reports a
+    # failed after() hook in its exit status only, hence the rc check.
+    if command -v node >/dev/null; then
+        out=$(timeout -k 10 600 node --test --test-reporter=tap tests/node/*.test.mjs 2>&1); rc=$?
+        if [ $rc -eq 0 ]; then
+            echo "$out" | grep -E '^ *(not )?ok |^# (pass|fail|cancelled|skipped|todo) '
+        else
+            echo "$out"
+        fi
+        p=$(echo "$out" | sed -n 's/^# pass \([0-9]*\)$/\1/p' | tail -1)
+        f=$(echo "$out" | sed -n 's/^# fail \([0-9]*\)$/\1/p' | tail -1)
+        c=$(echo "$out" | sed -n 's/^# cancelled \([0-9]*\)$/\1/p' | tail -1)
+        passed=$((passed + ${p:-0}))
+        failed=$((failed + ${f:-0} + ${c:-0}))
+        if [ -z "$p" ] || { [ $rc -ne 0 ] && [ $((${f:-0} + ${c:-0})) -eq 0 ]; }; then
+            failed=$((failed + 1)); failures+=("node tests (exit $rc)")
+        elif [ $rc -ne 0 ]; then
+            failures+=("node tests (tests/node/)")
+        fi
+    else
+        echo "node not found: make deps installs Node.js for tests/node/"
+        failed=$((failed + 1)); failures+=("node tests (no node)")
+    fi
 
     # Key safety over the whole run. Only the files the tests wrote at the
     # top of the directory are outputs (subdirectories hold inputs such as
