@@ -6,7 +6,9 @@
  *   - blocking calls (zjuchat_complete, zjuchat_stream, zjuchat_list_models)
  *     for programs and scripts;
  *   - an evented interface (zjuchat_call_start) that runs on the caller's
- *     libevent event_base, for servers holding thousands of streams.
+ *     libevent event_base, for servers holding thousands of streams; its
+ *     pass-through form (zjuchat_call_start_raw, zjuchat_models_start) relays
+ *     a caller's own request bytes, for gateways.
  * Both build requests, parse SSE and map errors the same way.
  *
  * Conventions
@@ -296,6 +298,13 @@ const char *zjuchat_chunk_finish_reason(const zjuchat_chunk *chunk);
 /* usage, when the chunk carries one (0), else -1. */
 int zjuchat_chunk_usage(const zjuchat_chunk *chunk, long *prompt, long *completion,
                         long *total);
+/*
+ * 1 when the chunk is the upstream's end marker `data: [DONE]`, else 0 (also
+ * for NULL). Only calls started with ZJUCHAT_CALL_PASS_DONE ever get one:
+ * zjuchat_chunk_data gives "[DONE]" (6 bytes), the other accessors NULL or
+ * -1. It is not counted in zjuchat_call_stats.events.
+ */
+int zjuchat_chunk_is_done(const zjuchat_chunk *chunk);
 
 /* ------------------------------------------------------------------ */
 /* Blocking calls                                                     */
@@ -386,6 +395,97 @@ typedef struct zjuchat_call_stats {
 } zjuchat_call_stats;
 
 void zjuchat_call_get_stats(const zjuchat_call *call, zjuchat_call_stats *out);
+
+/*
+ * The upstream's error body, for a call that ends with ZJUCHAT_ERR_API
+ * (an HTTP status outside 2xx): the bytes as received (Content-Type in
+ * zjuchat_call_content_type), so a gateway can pass the upstream's own
+ * 400/404/422 answer on. For every kind of call (zjuchat_call_start too).
+ * Callable only from inside on_done; borrowed until on_done returns. *len
+ * (may be NULL) gets its length.
+ *   - The key is redacted: an echoed key is masked byte for byte (sizes
+ *     unchanged), and a JSON body that hides it behind escapes
+ *     ("\u0073k-...") is re-serialised with it masked. A body that hides it
+ *     so and is not valid JSON is withheld (NULL); err->message still says
+ *     what happened.
+ *   - Only the first 64 KiB of a longer body are kept: such a body comes
+ *     back cut (it is then seldom valid JSON).
+ *   - An empty body gives "" and 0. NULL (and 0) for every other outcome
+ *     (success, network error, timeout, cancel...) and outside on_done.
+ */
+const char *zjuchat_call_error_body(const zjuchat_call *call, size_t *len);
+
+/*
+ * Content-Type of the upstream's last response to this call, "" when none
+ * arrived (or NULL call). Borrowed; valid during the call's callbacks. Key
+ * redacted.
+ */
+const char *zjuchat_call_content_type(const zjuchat_call *call);
+
+/* ------------------------------------------------------------------ */
+/* Pass-through calls (for gateways)                                  */
+/* ------------------------------------------------------------------ */
+
+/* Flags of zjuchat_call_start_raw. */
+#define ZJUCHAT_CALL_STREAM 0x1u /* a stream: on_chunk per event, no resp */
+/* With ZJUCHAT_CALL_STREAM: hand the upstream's `data: [DONE]` to on_chunk
+ * as one last chunk (zjuchat_chunk_is_done), as OpenAI's API forwards it.
+ * None is made up: a stream the upstream ends on a finish chunk alone still
+ * succeeds without one (zjuchat_call_stats.saw_done tells the two apart). */
+#define ZJUCHAT_CALL_PASS_DONE 0x2u
+
+/*
+ * Start a POST of a caller-made JSON body on the client's event base: for a
+ * gateway that relays an OpenAI request byte for byte. Everything else is
+ * zjuchat_call_start's: callbacks, timeouts, retries and retry budget
+ * (the body is sent again as is), cancel, pause/resume, stats, and the key
+ * kept out of every byte handed back.
+ *   path      borrowed; appended to the base URL, e.g. "chat/completions"
+ *             or "embeddings" ({base}/chat/completions); a leading '/' is
+ *             optional. It must stay under the base URL: only URL path
+ *             characters (RFC 3986 pchar, '/' and a '?' query), no "." or
+ *             ".." segment (plain or %2e-encoded), else ZJUCHAT_ERR_INVALID.
+ *   body      body[0..body_len), borrowed and copied (it may be freed on
+ *             return). Sent as it is, with Content-Type: application/json:
+ *             never parsed, checked or rebuilt. Choosing the model (for a
+ *             request that names none) and "stream" is the caller's job;
+ *             "stream" must agree with ZJUCHAT_CALL_STREAM. NULL:
+ *             ZJUCHAT_ERR_INVALID (body_len 0 sends an empty body).
+ *   flags     0 (non-stream) or ZJUCHAT_CALL_STREAM, optionally with
+ *             ZJUCHAT_CALL_PASS_DONE; other bits, or PASS_DONE without
+ *             STREAM: ZJUCHAT_ERR_INVALID.
+ * Non-stream: on success on_done's resp holds the upstream's 2xx body
+ * (zjuchat_response_body) and its status (zjuchat_response_status); a 2xx
+ * body that is not a JSON object is ZJUCHAT_ERR_PROTOCOL. Stream: the
+ * upstream must answer text/event-stream; on_chunk gets each JSON event, its
+ * bytes in zjuchat_chunk_data; events that are not JSON are skipped (stats
+ * count them). Bytes come as received, the key masked: in place when echoed
+ * as is, by re-serialising the body or event when it hides behind JSON
+ * escapes (the only case where they differ from upstream's). An
+ * error status (either kind) ends with ZJUCHAT_ERR_API: err->http_status,
+ * err->retry_after_ms, and the body in zjuchat_call_error_body.
+ * Returns the call, or NULL with err filled (no callback ever runs):
+ * ZJUCHAT_ERR_INVALID for a client not bound to an event base or a bad
+ * argument, ZJUCHAT_ERR_NOMEM. Same thread rules as zjuchat_call_start.
+ */
+zjuchat_call *zjuchat_call_start_raw(zjuchat_client *client, const char *path,
+                                     const char *body, size_t body_len, unsigned flags,
+                                     const zjuchat_callbacks *cb, void *userdata,
+                                     zjuchat_error *err);
+
+/*
+ * GET {base}/models on the client's event base: the evented
+ * zjuchat_list_models. cb->on_done is required, cb->on_accepted optional,
+ * cb->on_chunk unused. On success on_done's resp (borrowed, as for any call)
+ * holds the raw body (zjuchat_response_body, key redacted) and the parsed
+ * list (zjuchat_response_model_count, zjuchat_response_model_id). The
+ * client's timeouts and retries apply; zjuchat_call_cancel cancels it; an
+ * error status ends with ZJUCHAT_ERR_API and zjuchat_call_error_body.
+ * Returns the call, or NULL with err filled (ZJUCHAT_ERR_INVALID for a
+ * client not bound to an event base or no on_done; ZJUCHAT_ERR_NOMEM).
+ */
+zjuchat_call *zjuchat_models_start(zjuchat_client *client, const zjuchat_callbacks *cb,
+                                   void *userdata, zjuchat_error *err);
 
 #ifdef __cplusplus
 }

@@ -308,7 +308,8 @@ static zjuchat_code run_blocking(zjuchat_client *c, const char *path, char *body
     }
     b->client = c;
     zjuchat_callbacks cb = {NULL, stream ? blocking_chunk : NULL, blocking_done};
-    b->call = zjuchat__call_start(c, path, body, stream, &cb, b, err);
+    b->call = zjuchat__call_start(c, path, body, body ? strlen(body) : 0,
+                                  stream ? ZJUCHAT_CALL_STREAM : 0, &cb, b, err);
     if (!b->call)
         return err ? err->code : ZJUCHAT_ERR_NOMEM;
     struct event *poll = NULL;
@@ -376,7 +377,7 @@ zjuchat_code zjuchat_list_models(zjuchat_client *c, zjuchat_response **out,
     }
     *out = NULL;
     struct blocking b = {0};
-    zjuchat_code rc = run_blocking(c, "/models", NULL, 0, &b, err);
+    zjuchat_code rc = run_blocking(c, ZJUCHAT__MODELS_PATH, NULL, 0, &b, err);
     if (rc == ZJUCHAT_OK)
         *out = b.resp;
     else

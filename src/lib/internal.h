@@ -90,6 +90,7 @@ struct zjuchat_chunk {
     json_t *json;
     int parsed;
     zjuchat__scan scan;
+    int done; /* the upstream's [DONE] (ZJUCHAT_CALL_PASS_DONE) */
 };
 
 /* error.c */
@@ -124,11 +125,14 @@ zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
 void zjuchat__transport_free(zjuchat_client *client);
 /* Drop pooled easy handles (after a change of TLS options). */
 void zjuchat__transport_flush_pool(zjuchat_client *client);
-/* Start a GET (body NULL) or POST; path is appended to the base URL. */
+/* Start a GET (body NULL) or POST of body[0..body_len); path ("/..." ) is
+ * appended to the base URL; flags are ZJUCHAT_CALL_*. */
 zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
-                                  char *body_steal, int stream,
+                                  char *body_steal, size_t body_len, unsigned flags,
                                   const zjuchat_callbacks *cb, void *userdata,
                                   zjuchat_error *err);
+/* GET {base}/models, for the blocking and the evented listing. */
+#define ZJUCHAT__MODELS_PATH "/models"
 /* Take ownership of the response handed to on_done (blocking wrappers). */
 zjuchat_response *zjuchat__call_take_response(zjuchat_call *call);
 

@@ -169,3 +169,8 @@ int zjuchat_chunk_usage(const zjuchat_chunk *chunk, long *prompt, long *completi
 {
     return chunk ? usage_from_scan(&chunk->scan, prompt, completion, total) : -1;
 }
+
+int zjuchat_chunk_is_done(const zjuchat_chunk *chunk)
+{
+    return chunk ? chunk->done : 0;
+}

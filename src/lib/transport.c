@@ -55,8 +55,10 @@ struct zjuchat_call {
     zjuchat_callbacks cb;
     void *userdata;
     int stream;
+    int pass_done; /* ZJUCHAT_CALL_PASS_DONE: [DONE] reaches on_chunk */
     char *url;
     char *body; /* NULL for GET */
+    size_t body_len;
     CURL *easy;
     /* easy has carried a transfer: replaced before the next (fresh_easy) */
     int easy_used;
@@ -90,6 +92,8 @@ struct zjuchat_call {
     zjuchat_call_stats stats;
     zjuchat_response *resp;
     unsigned rng;
+    int error_body_ok;      /* on_done: buf is the upstream's error body */
+    int error_body_dropped; /* it hid the key where it cannot be masked */
 };
 
 /* ---------------------------------------------------------------- */
@@ -211,6 +215,7 @@ static void call_finish(zjuchat_call *call, const zjuchat_error *err)
     evtimer_del(call->total_timer);
     evtimer_del(call->wake);
     call->stats.http_status = call->status;
+    call->error_body_ok = final.code == ZJUCHAT_ERR_API && !call->error_body_dropped;
     call->cb.on_done(call, &final, final.code == ZJUCHAT_OK ? call->resp : NULL,
                      call->userdata);
     call_free(call);
@@ -236,6 +241,7 @@ static void reset_attempt(zjuchat_call *call)
     call->content_type[0] = '\0';
     call->retry_after_ms = -1;
     call->buf_len = 0;
+    call->error_body_dropped = 0;
     call->saw_done = call->saw_finish = 0;
     call->abort = 0;
     if (call->sse)
@@ -393,6 +399,30 @@ static void map_curl_error(zjuchat_call *call, CURLcode rc, zjuchat_error *e)
     zjuchat_redact(e->message, strlen(e->message), call->client->api_key);
 }
 
+/* The error body is handed out (zjuchat_call_error_body), so a key that
+ * hides behind JSON escapes is masked too, as in a 2xx body. When it cannot
+ * be (the body is not valid JSON past the escaped key), the body is dropped:
+ * err->message still says what happened. */
+static void mask_escaped_key(zjuchat_call *call)
+{
+    zjuchat__scan scan;
+    const char *key = call->client->api_key;
+    if (!call->buf || !memchr(call->buf, '\\', call->buf_len) ||
+        zjuchat__scan_json(call->buf, call->buf_len, key, &scan) == -2 ||
+        !scan.secret_seen)
+        return;
+    size_t clean_len = 0;
+    json_t *json = json_loadb(call->buf, call->buf_len, JSON_ALLOW_NUL, NULL);
+    char *clean =
+        json ? zjuchat__redact_json(call->buf, call->buf_len, json, key, &clean_len)
+             : NULL;
+    json_decref(json);
+    free(call->buf);
+    call->buf = clean;
+    call->buf_len = call->buf_cap = clean ? clean_len : 0;
+    call->error_body_dropped = clean == NULL;
+}
+
 static void api_error(zjuchat_call *call, zjuchat_error *e)
 {
     zjuchat_redact(call->buf, call->buf_len, call->client->api_key);
@@ -403,6 +433,7 @@ static void api_error(zjuchat_call *call, zjuchat_error *e)
                          call->client->api_key, e->message, sizeof e->message);
     e->http_status = call->status;
     e->retry_after_ms = call->retry_after_ms;
+    mask_escaped_key(call); /* after the message: it reads the whole body */
 }
 
 /* libcurl says the attempt is over (outside every callback). */
@@ -517,6 +548,24 @@ static int append(zjuchat_call *call, const char *p, size_t len, size_t cap)
     return 0;
 }
 
+/* Runs on_chunk; ZJUCHAT_STOP ends the call as cancelled. Returns what the
+ * SSE parser should: non-zero to stop parsing. */
+static int deliver_chunk(zjuchat_call *call, zjuchat_chunk *chunk)
+{
+    int r = 0;
+    if (call->cb.on_chunk) {
+        call->in_callback++;
+        r = call->cb.on_chunk(call, chunk, call->userdata);
+        call->in_callback--;
+    }
+    json_decref(chunk->json); /* built by an accessor, if one asked */
+    chunk->json = NULL;
+    if (r == ZJUCHAT_STOP)
+        set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
+                    "stream stopped by the caller");
+    return call->abort ? 1 : 0;
+}
+
 static int on_sse_event(void *userdata, const char *event, const char *data, size_t len)
 {
     zjuchat_call *call = userdata;
@@ -524,12 +573,15 @@ static int on_sse_event(void *userdata, const char *event, const char *data, siz
         return 0; /* nothing after [DONE] counts */
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
         call->saw_done = 1;
-        return 0;
+        call->stats.saw_done = 1;
+        /* A relay that speaks OpenAI's protocol forwards the marker. */
+        zjuchat_chunk done = {data, len, NULL, 0, {0}, 1};
+        return call->pass_done ? deliver_chunk(call, &done) : 0;
     }
     /* The parser hands out its own buffer or libcurl's receive buffer, both
      * writable: redact in place so no copy of the event is needed. */
     zjuchat_redact((char *)data, len, call->client->api_key);
-    zjuchat_chunk chunk = {data, len, NULL, 0, {0}};
+    zjuchat_chunk chunk = {data, len, NULL, 0, {0}, 0};
     if (zjuchat__scan_json(data, len, call->client->api_key, &chunk.scan) == -2) {
         set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE, "out of memory");
         return 1;
@@ -554,18 +606,9 @@ static int on_sse_event(void *userdata, const char *event, const char *data, siz
             chunk.len = clean_len;
         }
     }
-    int r = 0;
-    if (call->cb.on_chunk) {
-        call->in_callback++;
-        r = call->cb.on_chunk(call, &chunk, call->userdata);
-        call->in_callback--;
-    }
+    int r = deliver_chunk(call, &chunk);
     free(clean);
-    json_decref(chunk.json); /* built by an accessor, if one asked */
-    if (r == ZJUCHAT_STOP)
-        set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
-                    "stream stopped by the caller");
-    return call->abort ? 1 : 0;
+    return r;
 }
 
 static void headers_complete(zjuchat_call *call)
@@ -1052,8 +1095,8 @@ static int setup_easy(zjuchat_call *call)
                             call->stream ? client->headers_stream : client->headers_json);
     if (call->body) {
         bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, call->body);
-        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                                (curl_off_t)strlen(call->body));
+        bad |=
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
     } else {
         bad |= curl_easy_setopt(e, CURLOPT_HTTPGET,
                                 1L); /* a pooled handle may have posted */
@@ -1088,10 +1131,11 @@ static int setup_easy(zjuchat_call *call)
 }
 
 zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
-                                  char *body_steal, int stream,
+                                  char *body_steal, size_t body_len, unsigned flags,
                                   const zjuchat_callbacks *cb, void *userdata,
                                   zjuchat_error *err)
 {
+    int stream = (flags & ZJUCHAT_CALL_STREAM) != 0;
     if (!cb || !cb->on_done) {
         free(body_steal);
         zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
@@ -1108,7 +1152,9 @@ zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
     call->cb = *cb;
     call->userdata = userdata;
     call->stream = stream;
+    call->pass_done = stream && (flags & ZJUCHAT_CALL_PASS_DONE);
     call->body = body_steal;
+    call->body_len = body_len;
     call->stats.first_byte_ms = -1;
     /* Jitter only needs calls to differ, not secrecy: no getpid() syscall. */
     call->rng = (unsigned)time(NULL) ^ (unsigned)(uintptr_t)call ^
@@ -1170,8 +1216,8 @@ zjuchat_call *zjuchat_call_start(zjuchat_client *client, const zjuchat_request *
         zjuchat__nomem(err);
         return NULL;
     }
-    return zjuchat__call_start(client, "/chat/completions", body, stream, cb, userdata,
-                               err);
+    return zjuchat__call_start(client, "/chat/completions", body, strlen(body),
+                               stream ? ZJUCHAT_CALL_STREAM : 0, cb, userdata, err);
 }
 
 zjuchat_response *zjuchat__call_take_response(zjuchat_call *call)
@@ -1222,4 +1268,19 @@ void zjuchat_call_get_stats(const zjuchat_call *call, zjuchat_call_stats *out)
 {
     if (call && out)
         *out = call->stats;
+}
+
+const char *zjuchat_call_error_body(const zjuchat_call *call, size_t *len)
+{
+    int ok = call && call->finished && call->error_body_ok;
+    if (len)
+        *len = ok ? call->buf_len : 0;
+    if (!ok)
+        return NULL;
+    return call->buf ? call->buf : "";
+}
+
+const char *zjuchat_call_content_type(const zjuchat_call *call)
+{
+    return call ? call->content_type : "";
 }
