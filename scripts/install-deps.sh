@@ -9,7 +9,7 @@
 #   time             /usr/bin/time, used by the benchmarks
 set -euo pipefail
 pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev libyajl-dev
-      libcmocka-dev libedit-dev libssl-dev python3 curl openssl ca-certificates git clang-format
+      libcmocka-dev libedit-dev libssl-dev libhttp-parser-dev python3 curl openssl ca-certificates git clang-format
       clang libclang-rt-14-dev nginx-light wrk procps time)
 # One dpkg-query for all: "name status" per known package (unknown ones are
 # simply not listed, and so count as missing).
