@@ -98,7 +98,7 @@ $(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -ledit
 
 $(BUILD)/zju-chat-server: $(SERVER_OBJ) $(STATIC) $(PKG_FLAGS_MK)
-	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -lhttp_parser
 
 $(BUILD)/zju-mock-upstream: $(MOCK_OBJ) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -levent_openssl -lssl -lcrypto

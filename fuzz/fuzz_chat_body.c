@@ -86,17 +86,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.max_body = (sel & 4) ? 64 : 1024 * 1024;
     cfg.cors_origins = "*";
 
-    struct evhttp_request *req = evhttp_request_new(NULL, NULL);
-    if (!req)
-        abort();
-    if (type)
-        evhttp_add_header(evhttp_request_get_input_headers(req), "Content-Type", type);
-    evbuffer_add(evhttp_request_get_input_buffer(req), body, len);
-
     json_t *root = NULL;
     const char *user = NULL, *model = NULL, *system = NULL, *msg = NULL;
     int stream = -1;
-    int status = validate(req, &cfg, &root, &user, &model, &system, &stream, &msg);
+    int status =
+        validate(type, body, len, &cfg, &root, &user, &model, &system, &stream, &msg);
     if (status == 0) {
         if (!json_is_object(root) || !user || !*user)
             die("accepted without a non-empty user_content");
@@ -116,6 +110,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(j);
     }
     json_decref(root);
-    evhttp_request_free(req);
     return 0;
 }

@@ -1,11 +1,11 @@
 /*
  * fuzz_http.c - libFuzzer driver for the server's HTTP front as a whole:
  * the input is written as raw bytes on a loopback TCP connection to a
- * worker running in this process (evhttp parsing, the router, /healthz,
+ * worker running in this process (the front's http-parser, the router, /healthz,
  * CORS preflight, /api/chat validation, the relay's error replies).
  *
  * worker.c is #included to reach its static setup(): the worker is built by
- * the server's own code (same evhttp limits, same handlers) and bound to
+ * the server's own code (same front limits, same handlers) and bound to
  * 127.0.0.1 on an ephemeral port. Its upstream is 127.0.0.1:1, which
  * refuses at once (retries off), so a valid chat request costs one refused
  * connect and ends in the JSON 503 path. The client side writes the input,
@@ -105,7 +105,7 @@ static void init(void)
         die("worker setup failed");
     zjuchat_client_set_retries(w.client, 0, 1);
     socklen_t al = sizeof addr;
-    if (getsockname(evconnlistener_get_fd(w.listener), (struct sockaddr *)&addr, &al))
+    if (getsockname(w.listen_fd, (struct sockaddr *)&addr, &al))
         die("getsockname");
 }
 
@@ -151,7 +151,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(c.fd);
     if (c.hung)
         die("server kept the connection open after the client's EOF");
-    /* evhttp answers in the request's version (even "HTTP/0.1"), so only
+    /* The front answers in HTTP/1.0 or HTTP/1.1 (its error replies too), so only
      * the protocol name is checked. */
     if (c.got > 0 && strncmp(c.head, "HTTP/", c.got < 5 ? c.got : 5) != 0)
         die("reply does not start with HTTP/");

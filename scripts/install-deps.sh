@@ -10,7 +10,7 @@
 # and the npm packages of the Node.js client tests (tests/node/).
 set -euo pipefail
 pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev libyajl-dev
-      libcmocka-dev libedit-dev libssl-dev python3 curl openssl ca-certificates git clang-format
+      libcmocka-dev libedit-dev libssl-dev libhttp-parser-dev python3 curl openssl ca-certificates git clang-format
       clang libclang-rt-14-dev nginx-light wrk procps time)
 # One dpkg-query for all: "name status" per known package (unknown ones are
 # simply not listed, and so count as missing).

@@ -758,8 +758,10 @@ static size_t write_cb(char *ptr, size_t size, size_t n, void *userdata)
 struct zjuchat__sock {
     struct event *ev;
     struct zjuchat__shard *shard;
-    short kind; /* what ev is registered for; 0 when not registered */
-    int parked; /* libcurl has no interest; ev may still be registered */
+    short kind;   /* what ev is registered for; 0 when not registered */
+    int parked;   /* libcurl has no interest; ev may still be registered */
+    int parkable; /* a connection socket: libcurl closes it through
+                     close_socket_cb, which drops the registration first */
 };
 
 static struct zjuchat__sock *sock_lookup(zjuchat_client *client, curl_socket_t fd)
@@ -831,7 +833,12 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     if (what == CURL_POLL_REMOVE) {
         if (!sc)
             return 0;
-        if (sc->kind == (EV_PERSIST | EV_READ)) {
+        /* Only sockets libcurl opened through open_socket_cb may stay
+         * registered: the others (the threaded resolver's socketpair) are
+         * closed by libcurl without a callback, and a registration left on
+         * a closed descriptor makes libevent skip the next socket that gets
+         * its number (the server's next client was never read). */
+        if (sc->parkable && sc->kind == (EV_PERSIST | EV_READ)) {
             sc->parked = 1; /* see struct zjuchat__sock */
             return 0;
         }
@@ -864,6 +871,32 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     sc->kind = kind;
     event_add(sc->ev, NULL);
     return 0;
+}
+
+/* libcurl opens its connection sockets here (CURLOPT_OPENSOCKETFUNCTION):
+ * noted as parkable, since their close comes through close_socket_cb. */
+static curl_socket_t open_socket_cb(void *clientp, curlsocktype purpose,
+                                    struct curl_sockaddr *addr)
+{
+    zjuchat_client *client = clientp;
+    curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+    if (fd == CURL_SOCKET_BAD)
+        return fd;
+    struct zjuchat__sock *sc = NULL;
+    if (sock_slot(client, fd) == 0 && (sc = calloc(1, sizeof *sc)) != NULL) {
+        sc->ev = event_new(client->base, fd, 0, on_socket_event, sc);
+        if (!sc->ev) {
+            free(sc);
+            sc = NULL;
+        }
+    }
+    if (!sc) { /* unparkable is only slower: carry on without */
+        return fd;
+    }
+    sock_drop(client, fd); /* a stale entry for a number reused behind our back */
+    sc->parkable = 1;
+    client->socks[fd] = sc;
+    return fd;
 }
 
 /* libcurl closes its sockets here (CURLOPT_CLOSESOCKETFUNCTION): the event
@@ -1101,6 +1134,8 @@ static int setup_easy(zjuchat_call *call)
         bad |= curl_easy_setopt(e, CURLOPT_HTTPGET,
                                 1L); /* a pooled handle may have posted */
     }
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, client);
     bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
     bad |= curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, client);
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);

@@ -6,10 +6,9 @@
  * sends it back to us.
  */
 #include "accesslog.h"
+#include "front.h"
 #include "proxies.h"
 
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,32 +33,6 @@ static const srv_proxies *proxies;
 void srv_access_set_proxies(const srv_proxies *p)
 {
     proxies = p;
-}
-
-/* Every value of header `name` joined with ',' (RFC 9110 5.3: the same as
- * one line): a proxy may add its own line after one the client sent, and
- * the first line alone would then be the client's word. NULL when absent. */
-static char *header_values(const struct evkeyvalq *headers, const char *name)
-{
-    char *joined = NULL;
-    size_t len = 0;
-    const struct evkeyval *h;
-    for (h = headers->tqh_first; h; h = h->next.tqe_next) {
-        if (strcasecmp(h->key, name) != 0)
-            continue;
-        size_t vlen = strlen(h->value);
-        char *grown = realloc(joined, len + vlen + 2);
-        if (!grown) { /* a partial list could name the wrong client */
-            free(joined);
-            return NULL;
-        }
-        joined = grown;
-        if (len)
-            joined[len++] = ',';
-        memcpy(joined + len, h->value, vlen + 1);
-        len += vlen;
-    }
-    return joined;
 }
 
 /* getpid() is a system call on every line otherwise (glibc stopped caching
@@ -130,59 +103,26 @@ static void safe_copy(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
-void srv_access_begin(srv_access *a, struct evhttp_request *req)
+void srv_access_begin(srv_access *a, const srv_request *req)
 {
     memset(a, 0, sizeof *a);
     gettimeofday(&a->start, NULL);
     a->stream = -1;
     a->ttfb_ms = -1;
     a->prompt_tokens = a->completion_tokens = a->total_tokens = -1;
-    snprintf(a->client, sizeof a->client, "-");
-    struct evhttp_connection *c = evhttp_request_get_connection(req);
-    if (c) {
-        char *addr = NULL;
-        ev_uint16_t port = 0;
-        evhttp_connection_get_peer(c, &addr, &port);
-        if (addr)
-            snprintf(a->client, sizeof a->client, "%s:%u", addr, (unsigned)port);
-        const struct sockaddr *peer = evhttp_connection_get_addr(c);
-        if (srv_proxies_trusts(proxies, peer)) {
-            struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-            char *xff = header_values(in, "X-Forwarded-For");
-            char *xri = header_values(in, "X-Real-IP");
-            char ip[SRV_PROXIES_ADDR_MAX];
-            if (srv_proxies_client_addr(proxies, peer, xff, xri, ip, sizeof ip) == 1)
-                snprintf(a->client, sizeof a->client, "%s", ip);
-            free(xff);
-            free(xri);
-        }
+    snprintf(a->client, sizeof a->client, "%s", srv_req_peer_text(req));
+    const struct sockaddr *peer = srv_req_peer(req);
+    if (srv_proxies_trusts(proxies, peer)) {
+        char *xff = srv_req_header_joined(req, "X-Forwarded-For");
+        char *xri = srv_req_header_joined(req, "X-Real-IP");
+        char ip[SRV_PROXIES_ADDR_MAX];
+        if (srv_proxies_client_addr(proxies, peer, xff, xri, ip, sizeof ip) == 1)
+            snprintf(a->client, sizeof a->client, "%s", ip);
+        free(xff);
+        free(xri);
     }
-    const char *m = "OTHER";
-    switch (evhttp_request_get_command(req)) {
-    case EVHTTP_REQ_GET:
-        m = "GET";
-        break;
-    case EVHTTP_REQ_POST:
-        m = "POST";
-        break;
-    case EVHTTP_REQ_OPTIONS:
-        m = "OPTIONS";
-        break;
-    case EVHTTP_REQ_HEAD:
-        m = "HEAD";
-        break;
-    case EVHTTP_REQ_PUT:
-        m = "PUT";
-        break;
-    case EVHTTP_REQ_DELETE:
-        m = "DELETE";
-        break;
-    default:
-        break;
-    }
-    snprintf(a->method, sizeof a->method, "%s", m);
-    const char *uri = evhttp_request_get_uri(req);
-    safe_copy(a->path, sizeof a->path, uri ? uri : "-");
+    safe_copy(a->method, sizeof a->method, srv_req_method(req));
+    safe_copy(a->path, sizeof a->path, srv_req_uri(req)[0] ? srv_req_uri(req) : "-");
 }
 
 void srv_access_write(const srv_access *a)

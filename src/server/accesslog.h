@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <sys/time.h>
 
-struct evhttp_request;
+struct srv_request;
 struct srv_proxies;
 
 typedef struct srv_access {
@@ -36,7 +36,7 @@ void srv_access_set_proxies(const struct srv_proxies *proxies);
 void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Start an access record for req: time, client address, method, path. */
-void srv_access_begin(srv_access *a, struct evhttp_request *req);
+void srv_access_begin(srv_access *a, const struct srv_request *req);
 
 /* Write the access line. */
 void srv_access_write(const srv_access *a);

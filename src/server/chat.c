@@ -6,26 +6,20 @@
  *     soon as the upstream accepted the request, with ": ping" comments
  *     during silences, pausing the upstream while the client's output
  *     buffer is above a high-water mark.
- * evhttp does not read a client's socket while we wait (docs/STACK.md
- * pitfall 1), so a read watcher on the socket notices a client that leaves in any
- * phase and cancels the upstream call at once. Every "pitfall N" in this file
- * is numbered as in docs/STACK.md.
+ * The front (front.c) reads the client's socket all along and tells us when
+ * the client leaves (on_gone), in any phase: the upstream call is cancelled
+ * at once.
  */
 #include "chat.h"
+#include "front.h"
 #include "http_util.h"
 
-#include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <zjuchat.h>
 
 /* Above this many bytes waiting for a client, the upstream is paused. */
@@ -38,15 +32,11 @@ typedef struct chat_ctx {
     srv_worker *w;
     struct chat_ctx *prev, *next; /* w->chats */
     const char *abort_reason;     /* set by srv_chat_abort_all */
-    struct evhttp_request *req;   /* NULL once the client is gone */
-    struct evhttp_connection *evcon;
+    srv_request *req;             /* NULL once the client is gone */
     zjuchat_call *call;
     int stream;
     int started; /* stream reply headers sent */
     int paused;
-    int chunked;              /* the reply uses chunked encoding (HTTP/1.1 clients) */
-    int direct;               /* chunks may be written to the socket directly */
-    struct event *watch;      /* client socket readable: EOF or data */
     struct event *ping;       /* heartbeat timer */
     struct timeval last_send; /* loop time of the last chunk, for the heartbeat */
     struct event *flush;      /* sends c->out once the current burst is queued */
@@ -66,15 +56,6 @@ static void stop_timers(chat_ctx *c)
     }
 }
 
-static void ctx_stop_watchers(chat_ctx *c)
-{
-    if (c->watch) {
-        event_free(c->watch);
-        c->watch = NULL;
-    }
-    stop_timers(c);
-}
-
 static void ctx_free(chat_ctx *c)
 {
     if (c->prev)
@@ -83,76 +64,34 @@ static void ctx_free(chat_ctx *c)
         c->w->chats = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    ctx_stop_watchers(c);
+    stop_timers(c);
     if (c->out)
         evbuffer_free(c->out);
     c->w->calls--;
     free(c);
 }
 
-/* Ends the upstream call of a client that left. The request is gone with
- * its connection; on_done will see c->req == NULL and only log and free. */
-static void client_gone(chat_ctx *c, int from_closecb)
-{
-    struct evhttp_request *req = c->req;
-    if (!req)
-        return;
-    c->req = NULL;
-    ctx_stop_watchers(c);
-    c->acc.status = STATUS_CLIENT_GONE;
-    if (from_closecb) {
-        /* pitfall 2: evhttp detached the request it could not finish; it is
-         * ours to free. If still attached, the connection frees it. */
-        if (evhttp_request_get_connection(req) == NULL)
-            evhttp_request_free(req);
-    } else {
-        evhttp_connection_set_closecb(c->evcon, NULL, NULL);
-        evhttp_connection_free(c->evcon); /* frees req too */
-    }
-    c->evcon = NULL;
-    srv_worker_request_gone(c->w);
-    zjuchat_call_cancel(c->call); /* on_done runs, frees c */
-}
-
-static void on_conn_close(struct evhttp_connection *evcon, void *arg)
-{
-    client_gone(arg, 1);
-}
-
-/* The client's socket became readable while we own the request: either it
- * closed (recv 0 or an error) or it pipelined the next request. */
-static void on_client_readable(evutil_socket_t fd, short what, void *arg)
+/* The client left before the reply ended: the request is gone with its
+ * connection; cancel the upstream call (on_done then only logs and frees). */
+static void on_gone(srv_request *req, void *arg)
 {
     chat_ctx *c = arg;
-    char b;
-    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) {
-        /* Pipelined bytes: they stay for evhttp; stop watching so the
-         * level-triggered event does not spin. A close will then be
-         * noticed on the next write. */
-        event_del(c->watch);
-        return;
-    }
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    client_gone(c, 0);
-}
-
-static struct bufferevent *ctx_bev(chat_ctx *c)
-{
-    return c->evcon ? evhttp_connection_get_bufferevent(c->evcon) : NULL;
+    c->req = NULL;
+    stop_timers(c);
+    c->acc.status = STATUS_CLIENT_GONE;
+    zjuchat_call_cancel(c->call);
 }
 
 static size_t ctx_outlen(chat_ctx *c)
 {
-    struct bufferevent *bev = ctx_bev(c);
-    return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+    return c->req ? srv_req_output_pending(c->req) : 0;
 }
 
-static void on_drained(struct evhttp_connection *evcon, void *arg)
+/* The client caught up: resume the upstream. */
+static void on_drained(srv_request *req, void *arg)
 {
     chat_ctx *c = arg;
-    if (c->paused && c->req && ctx_outlen(c) < OUT_HIGH_WATER / 2) {
+    if (c->paused && c->req) {
         c->paused = 0;
         if (c->w->cfg->debug)
             srv_log("debug: client caught up, resuming upstream");
@@ -186,80 +125,12 @@ static void arm_ping(chat_ctx *c)
     arm_ping_in(c, left < 1 ? 1 : left);
 }
 
-/* "%zx\r\n" without the printf machinery: once per relayed chunk. */
-static int chunk_head(char *out, size_t n)
-{
-    char digits[2 * sizeof n];
-    int k = 0, len = 0;
-    do {
-        digits[k++] = "0123456789abcdef"[n & 15];
-        n >>= 4;
-    } while (n);
-    while (k)
-        out[len++] = digits[--k];
-    out[len++] = '\r';
-    out[len++] = '\n';
-    return len;
-}
-
-/*
- * Write one HTTP chunk straight to the socket when nothing is queued before
- * it. Going through the bufferevent costs two epoll_ctl calls per event (it
- * arms the write event, then disarms it once flushed); strace counted 0.9
- * epoll_ctl per relayed event. Whatever the socket does not take goes to the
- * bufferevent, in order, and is flushed by evhttp as usual (its on_drained
- * callback is set by the first chunk, which always takes the evhttp path).
- * Returns 0 when nothing was written (the caller uses the evhttp path).
- */
-static int send_direct(chat_ctx *c, struct bufferevent *bev, size_t n)
-{
-    char head[24];
-    int hl = chunk_head(head, n);
-    struct iovec iov[10];
-    struct evbuffer_iovec vec[8];
-    int nvec = evbuffer_peek(c->out, -1, NULL, vec, 8);
-    if (nvec < 1 || nvec > 8)
-        return 0;
-    iov[0].iov_base = head;
-    iov[0].iov_len = (size_t)hl;
-    for (int i = 0; i < nvec; i++) {
-        iov[i + 1].iov_base = vec[i].iov_base;
-        iov[i + 1].iov_len = vec[i].iov_len;
-    }
-    iov[nvec + 1].iov_base = (char *)"\r\n";
-    iov[nvec + 1].iov_len = 2;
-    ssize_t w = writev(bufferevent_getfd(bev), iov, nvec + 2);
-    if (w <= 0)
-        return 0; /* EAGAIN or an error: evhttp queues it or notices the error */
-    size_t done = (size_t)w, total = (size_t)hl + n + 2;
-    if (done < (size_t)hl) {
-        bufferevent_write(bev, head + done, (size_t)hl - done);
-        done = (size_t)hl;
-    }
-    if (done < (size_t)hl + n) {
-        evbuffer_drain(c->out, done - (size_t)hl);
-        bufferevent_write_buffer(bev, c->out);
-        done = (size_t)hl + n;
-    } else {
-        evbuffer_drain(c->out, n);
-    }
-    if (done < total)
-        bufferevent_write(bev, &"\r\n"[done - (size_t)hl - n], total - done);
-    return 1;
-}
-
-/* Send what is in c->out as one chunk; pause upstream above high water. */
+/* Send what is in c->out as one piece of the reply; pause the upstream
+ * above high water. */
 static void send_out(chat_ctx *c)
 {
-    size_t n = evbuffer_get_length(c->out);
-    c->acc.bytes += n;
-    struct bufferevent *bev = ctx_bev(c);
-    if (!(c->direct && bev && evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
-          send_direct(c, bev, n))) {
-        evhttp_send_reply_chunk_with_cb(c->req, c->out, on_drained, c);
-        /* From now on evhttp calls on_drained whenever its output empties. */
-        c->direct = c->chunked;
-    }
+    c->acc.bytes += evbuffer_get_length(c->out);
+    srv_req_write_buffer(c->req, c->out);
     event_base_gettimeofday_cached(c->w->base, &c->last_send);
     if (!c->paused && ctx_outlen(c) > OUT_HIGH_WATER) {
         c->paused = 1;
@@ -301,22 +172,16 @@ static void on_accepted(zjuchat_call *call, void *arg)
     chat_ctx *c = arg;
     if (!c->stream || !c->req)
         return;
-    struct evkeyvalq *h = evhttp_request_get_output_headers(c->req);
     srv_http_common_headers(c->req, c->w->cfg);
-    evhttp_add_header(h, "Content-Type", "text/event-stream");
-    evhttp_add_header(h, "Cache-Control", "no-cache");
-    evhttp_add_header(h, "X-Accel-Buffering", "no");
-    evhttp_send_reply_start(c->req, 200, "OK");
+    srv_req_add_header(c->req, "Content-Type", "text/event-stream");
+    srv_req_add_header(c->req, "Cache-Control", "no-cache");
+    srv_req_add_header(c->req, "X-Accel-Buffering", "no");
+    srv_req_start(c->req, 200);
     c->started = 1;
-    const char *te = evhttp_find_header(h, "Transfer-Encoding");
-    c->chunked = te && strcasecmp(te, "chunked") == 0;
     c->acc.status = 200;
-    /* pitfall 4: a quiet stream must not die of the read timeout; keep a
-     * write timeout so a client that stops reading is dropped eventually. */
-    struct bufferevent *bev = ctx_bev(c);
-    struct timeval wt = {STREAM_WRITE_TIMEOUT_S, 0};
-    if (bev)
-        bufferevent_set_timeouts(bev, NULL, &wt);
+    /* A quiet stream is fine; a client that takes no byte for this long is
+     * dropped (on_gone). */
+    srv_req_set_write_timeout(c->req, STREAM_WRITE_TIMEOUT_S);
     c->flush = event_new(c->w->base, -1, 0, on_flush, c);
     if (c->w->cfg->heartbeat_ms > 0) {
         c->ping = evtimer_new(c->w->base, on_ping, c);
@@ -380,21 +245,8 @@ static const char *error_text(const zjuchat_error *e)
     return e->message[0] ? e->message : zjuchat_strerror(e->code);
 }
 
-/* Put the keep-alive timeouts back once the stream is over (pitfall 4). */
-static void restore_timeouts(chat_ctx *c)
-{
-    struct bufferevent *bev = ctx_bev(c);
-    struct timeval t = {c->w->cfg->request_timeout_s, 0};
-    if (bev)
-        bufferevent_set_timeouts(bev, &t, &t);
-}
-
 static void finish_stream(chat_ctx *c, const zjuchat_error *err)
 {
-    if (err->code == ZJUCHAT_OK && evbuffer_get_length(c->out) > 0) {
-        c->acc.bytes += evbuffer_get_length(c->out);
-        evhttp_send_reply_chunk_with_cb(c->req, c->out, NULL, NULL);
-    }
     if (err->code != ZJUCHAT_OK) {
         char *j = srv_http_error_json(error_text(err));
         evbuffer_add(c->out, "data: ", 6);
@@ -402,11 +254,12 @@ static void finish_stream(chat_ctx *c, const zjuchat_error *err)
                      j ? strlen(j) : 26);
         evbuffer_add(c->out, "\n\n", 2);
         free(j);
-        c->acc.bytes += evbuffer_get_length(c->out);
-        evhttp_send_reply_chunk_with_cb(c->req, c->out, NULL, NULL);
     }
-    restore_timeouts(c);
-    evhttp_send_reply_end(c->req);
+    if (evbuffer_get_length(c->out) > 0) {
+        c->acc.bytes += evbuffer_get_length(c->out);
+        srv_req_write_buffer(c->req, c->out);
+    }
+    srv_req_end(c->req);
 }
 
 static void finish_plain(chat_ctx *c, const zjuchat_error *err,
@@ -429,12 +282,10 @@ static void finish_plain(chat_ctx *c, const zjuchat_error *err,
         c->acc.total_tokens = t;
     }
     srv_http_common_headers(c->req, c->w->cfg);
-    evhttp_add_header(evhttp_request_get_output_headers(c->req), "Content-Type",
-                      "application/json");
-    evbuffer_add(c->out, body, len);
+    srv_req_add_header(c->req, "Content-Type", "application/json");
     c->acc.status = 200;
     c->acc.bytes = len;
-    evhttp_send_reply(c->req, 200, "OK", c->out);
+    srv_req_reply(c->req, 200, body, len);
 }
 
 static void on_done(zjuchat_call *call, const zjuchat_error *err,
@@ -452,16 +303,8 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
         err = &shutdown_err;
     }
     c->acc.ttfb_ms = st.first_byte_ms;
-    /* The socket watch goes last (ctx_free): evhttp_send_reply* re-enables
-     * reading on the same descriptor, so while the watch still holds read
-     * interest the kernel sees no change; freeing it first cost an
-     * epoll_ctl DEL and ADD per request. */
     stop_timers(c);
     if (c->req) {
-        /* The request is ours until the reply is sent: from here on a close
-         * is evhttp's business again (pitfall 2), and the worker's to count
-         * if it comes before the reply is written. */
-        srv_worker_watch_close(c->w, c->evcon);
         if (c->started)
             finish_stream(c, err);
         else
@@ -491,22 +334,19 @@ static int opt_string(json_t *obj, const char *key, const char **out)
 
 /* Parse and check the body. Returns 0 and fills the outputs (borrowed from
  * *root, which the caller frees), or an HTTP status with msg set. */
-static int validate(struct evhttp_request *req, const srv_config *cfg, json_t **root,
-                    const char **user, const char **model, const char **system,
-                    int *stream, const char **msg)
+static int validate(const char *content_type, const char *bytes, size_t len,
+                    const srv_config *cfg, json_t **root, const char **user,
+                    const char **model, const char **system, int *stream,
+                    const char **msg)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    if (!srv_http_is_json_type(evhttp_find_header(in, "Content-Type"))) {
+    if (!srv_http_is_json_type(content_type)) {
         *msg = "Content-Type must be application/json";
         return 415;
     }
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(body);
     if (len > cfg->max_body) {
         *msg = "request body too large";
         return 413;
     }
-    const char *bytes = (const char *)evbuffer_pullup(body, -1);
     json_error_t jerr;
     /* \u0000 is valid JSON: the texts keep it (their lengths go upstream). */
     *root = json_loadb(bytes ? bytes : "", len, JSON_ALLOW_NUL, &jerr);
@@ -586,14 +426,17 @@ static int start_call(chat_ctx *c, const char *model, const char *user, size_t u
     return 0;
 }
 
-int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc)
+int srv_chat_handle(srv_worker *w, srv_request *req, srv_access *acc)
 {
     const srv_config *cfg = w->cfg;
     json_t *root = NULL;
     const char *user = NULL, *model = NULL, *system = NULL, *msg = NULL;
     int stream = 0;
     long retry_after = -1;
-    int status = validate(req, cfg, &root, &user, &model, &system, &stream, &msg);
+    size_t blen;
+    const char *body = srv_req_body(req, &blen);
+    int status = validate(srv_req_header(req, "Content-Type"), body, blen, cfg, &root,
+                          &user, &model, &system, &stream, &msg);
     chat_ctx *c = NULL;
     zjuchat_error err;
     if (status == 0) {
@@ -624,7 +467,6 @@ int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc)
     if (status == 0) {
         c->w = w;
         c->req = req;
-        c->evcon = evhttp_request_get_connection(req);
         c->stream = stream;
         c->acc = *acc;
         w->calls++;
@@ -632,6 +474,7 @@ int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc)
         if (w->chats)
             w->chats->prev = c;
         w->chats = c;
+        srv_req_watch(req, on_gone, on_drained, OUT_HIGH_WATER, c);
         status = start_call(c, model, user, text_length(root, "user_content"), system,
                             text_length(root, "system_content"), &msg, &err);
         if (status != 0) {
@@ -650,14 +493,6 @@ int srv_chat_handle(srv_worker *w, struct evhttp_request *req, srv_access *acc)
         return 0;
     }
     json_decref(root);
-    evhttp_connection_set_closecb(c->evcon, on_conn_close, c);
-    struct bufferevent *bev = ctx_bev(c);
-    evutil_socket_t fd = bev ? bufferevent_getfd(bev) : -1;
-    if (fd >= 0) {
-        c->watch = event_new(w->base, fd, EV_READ | EV_PERSIST, on_client_readable, c);
-        if (c->watch)
-            event_add(c->watch, NULL);
-    }
     return 1;
 }
 

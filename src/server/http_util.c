@@ -9,10 +9,9 @@
  */
 #include "http_util.h"
 #include "config.h"
+#include "front.h"
 
 #include <ctype.h>
-#include <event2/buffer.h>
-#include <event2/http.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,35 +44,31 @@ static int cors_any(const srv_config *cfg)
     return strcmp(cfg->cors_origins, "*") == 0 || origin_listed(cfg->cors_origins, "*");
 }
 
-void srv_http_common_headers(struct evhttp_request *req, const srv_config *cfg)
+void srv_http_common_headers(srv_request *req, const srv_config *cfg)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+    srv_req_add_header(req, "X-Content-Type-Options", "nosniff");
     if (cors_any(cfg)) {
-        evhttp_add_header(out, "Access-Control-Allow-Origin", "*");
+        srv_req_add_header(req, "Access-Control-Allow-Origin", "*");
         return;
     }
-    evhttp_add_header(out, "Vary", "Origin");
-    const char *origin =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Origin");
+    srv_req_add_header(req, "Vary", "Origin");
+    const char *origin = srv_req_header(req, "Origin");
     if (origin && origin_listed(cfg->cors_origins, origin))
-        evhttp_add_header(out, "Access-Control-Allow-Origin", origin);
+        srv_req_add_header(req, "Access-Control-Allow-Origin", origin);
 }
 
-int srv_http_preflight(struct evhttp_request *req, const srv_config *cfg)
+int srv_http_preflight(srv_request *req, const srv_config *cfg)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     srv_http_common_headers(req, cfg);
-    evhttp_add_header(out, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    const char *want = evhttp_find_header(in, "Access-Control-Request-Headers");
+    srv_req_add_header(req, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    const char *want = srv_req_header(req, "Access-Control-Request-Headers");
     /* Echo what the browser asks for only if it is short and printable. */
     int ok = want && strlen(want) < 512;
     for (const char *p = want; ok && *p; p++)
         ok = isprint((unsigned char)*p);
-    evhttp_add_header(out, "Access-Control-Allow-Headers", ok ? want : "Content-Type");
-    evhttp_add_header(out, "Access-Control-Max-Age", "600");
-    evhttp_send_reply(req, 204, "No Content", NULL);
+    srv_req_add_header(req, "Access-Control-Allow-Headers", ok ? want : "Content-Type");
+    srv_req_add_header(req, "Access-Control-Max-Age", "600");
+    srv_req_reply(req, 204, NULL, 0);
     return 204;
 }
 
@@ -91,30 +86,29 @@ char *srv_http_error_json(const char *msg)
     return out;
 }
 
-void srv_http_send_json_error(struct evhttp_request *req, const srv_config *cfg,
-                              int status, const char *msg, long retry_after_s,
-                              size_t *bytes)
+void srv_http_reply_json(srv_request *req, const srv_config *cfg, int status,
+                         const char *json, size_t *bytes)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    size_t len = strlen(json);
     srv_http_common_headers(req, cfg);
-    evhttp_add_header(out, "Content-Type", "application/json");
+    srv_req_add_header(req, "Content-Type", "application/json");
+    srv_req_reply(req, status, json, len);
+    if (bytes)
+        *bytes = len;
+}
+
+void srv_http_send_json_error(srv_request *req, const srv_config *cfg, int status,
+                              const char *msg, long retry_after_s, size_t *bytes)
+{
     if (retry_after_s >= 0) {
         char ra[32];
         snprintf(ra, sizeof ra, "%ld", retry_after_s);
-        evhttp_add_header(out, "Retry-After", ra);
+        srv_req_add_header(req, "Retry-After", ra);
     }
     char *body = srv_http_error_json(msg);
-    const char *b = body ? body : "{\"error\":\"out of memory\"}";
-    size_t len = strlen(b);
-    struct evbuffer *buf = evbuffer_new();
-    if (buf)
-        evbuffer_add(buf, b, len);
-    evhttp_send_reply(req, status, srv_http_reason(status), buf);
-    if (buf)
-        evbuffer_free(buf);
+    srv_http_reply_json(req, cfg, status, body ? body : "{\"error\":\"out of memory\"}",
+                        bytes);
     free(body);
-    if (bytes)
-        *bytes = buf ? len : 0;
 }
 
 int srv_http_is_json_type(const char *ct)
@@ -131,36 +125,4 @@ int srv_http_is_json_type(const char *ct)
     while (isspace((unsigned char)*ct))
         ct++;
     return *ct == '\0' || *ct == ';';
-}
-
-const char *srv_http_reason(int status)
-{
-    switch (status) {
-    case 200:
-        return "OK";
-    case 204:
-        return "No Content";
-    case 400:
-        return "Bad Request";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 413:
-        return "Payload Too Large";
-    case 415:
-        return "Unsupported Media Type";
-    case 429:
-        return "Too Many Requests";
-    case 500:
-        return "Internal Server Error";
-    case 502:
-        return "Bad Gateway";
-    case 503:
-        return "Service Unavailable";
-    case 504:
-        return "Gateway Timeout";
-    default:
-        return "Unknown";
-    }
 }

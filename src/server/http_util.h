@@ -7,24 +7,29 @@
 
 #include <stddef.h>
 
-struct evhttp_request;
+struct srv_request;
 struct srv_config;
 
 /* Add X-Content-Type-Options and the CORS headers that fit the request's
  * Origin to the reply headers. Every reply goes through this. */
-void srv_http_common_headers(struct evhttp_request *req, const struct srv_config *cfg);
+void srv_http_common_headers(struct srv_request *req, const struct srv_config *cfg);
 
 /* Answer a CORS preflight (OPTIONS): 204 with the allow headers. Returns 204. */
-int srv_http_preflight(struct evhttp_request *req, const struct srv_config *cfg);
+int srv_http_preflight(struct srv_request *req, const struct srv_config *cfg);
 
 /*
  * Reply `status` with the JSON body {"error": msg} plus common headers.
  * retry_after_s >= 0 adds Retry-After. Returns the body length sent via
- * *bytes (may be NULL). The request is finished (evhttp owns it again).
+ * *bytes (may be NULL). The request is answered (the front owns it again).
  */
-void srv_http_send_json_error(struct evhttp_request *req, const struct srv_config *cfg,
+void srv_http_send_json_error(struct srv_request *req, const struct srv_config *cfg,
                               int status, const char *msg, long retry_after_s,
                               size_t *bytes);
+
+/* Reply `status` with a JSON body (common headers, Content-Type); its
+ * length goes to *bytes (may be NULL). */
+void srv_http_reply_json(struct srv_request *req, const struct srv_config *cfg,
+                         int status, const char *json, size_t *bytes);
 
 /* JSON error body {"error": msg} as a new string (free()), NULL on OOM. */
 char *srv_http_error_json(const char *msg);
@@ -32,8 +37,5 @@ char *srv_http_error_json(const char *msg);
 /* 1 when a Content-Type header value means JSON: "application/json" in any
  * case, with any parameters. */
 int srv_http_is_json_type(const char *content_type);
-
-/* Standard reason phrase for a status. */
-const char *srv_http_reason(int status);
 
 #endif
