@@ -74,7 +74,7 @@ int mock_directives_set(struct mock_directives *d, const char *key, const char *
 /* New JSON object describing d (unset fields omitted). NULL on out of memory. */
 json_t *mock_directives_to_json(const struct mock_directives *d);
 
-/* Counters served by GET /_mock/stats (per process). */
+/* Counters served by GET /_mock/stats (per process, like the config). */
 struct mock_stats {
     uint64_t connections_accepted;
     uint64_t connections_open;
@@ -95,11 +95,12 @@ struct mock_conn {
     struct bufferevent *bev;
     struct evhttp_connection *evcon; /* NULL until adopted */
     int fd;
-    struct mock_req *cur;   /* chat request being answered, or NULL */
+    struct mock_req *cur;   /* API request being answered, or NULL */
     struct mock_conn *next; /* in mock.pending until adopted */
 };
 
-/* A chat request from arrival until its answer is sent or its connection dies. */
+/* An API request (chat, embeddings, models) from arrival until its answer is
+ * sent or its connection dies. */
 struct mock_req {
     struct mock_conn *conn;
     struct evhttp_request *req;
