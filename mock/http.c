@@ -1,7 +1,7 @@
 /*
- * Request routing of the mock and the small endpoints: GET /models, the
- * control endpoints under /_mock/ (no auth: tests drive them) and the
- * OpenAI-style JSON error answer every other file uses.
+ * Request routing of the mock (any prefix before the API paths, so both
+ * /v1/... and /api/ai/v1/... work), the control endpoints under /_mock/ (no
+ * auth: tests drive them) and the immediate OpenAI-style JSON error answer.
  */
 #include "mock.h"
 
@@ -13,11 +13,6 @@
 #include <time.h>
 
 #include <event2/keyvalq_struct.h>
-
-static const char *const models[] = {
-    "deepseek-r1-671b", "deepseek-v3-671b",  "deepseek-r1-distill-qwen",
-    "qwen2.5-instruct", "QwQ-32B",           "llava-onevision-qwen2-7b-ov",
-    "bge-m3",           "bge-reranker-v2-m3"};
 
 int64_t mock_now_ms(void)
 {
@@ -91,22 +86,23 @@ void mock_send_error(struct evhttp_request *req, int status, const char *type,
     if (!m)
         m = json_string("invalid request");
     send_json(req, status,
-              json_pack("{s:{s:o,s:s,s:s?}}", "error", "message", m, "type", type, "code",
-                        code));
+              json_pack("{s:{s:o,s:s,s:n,s:s?}}", "error", "message", m, "type", type,
+                        "param", "code", code));
 }
 
 static json_t *stats_json(void)
 {
     const struct mock_stats *s = &mock.stats;
-    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "connections_accepted",
-                     (json_int_t)s->connections_accepted, "connections_open",
-                     (json_int_t)s->connections_open, "connections_closed_by_client",
-                     (json_int_t)s->connections_closed_by_client, "requests",
-                     (json_int_t)s->requests, "chat_requests",
-                     (json_int_t)s->chat_requests, "streams_active",
-                     (json_int_t)s->streams_active, "streams_completed",
-                     (json_int_t)s->streams_completed, "last_close_ms",
-                     (json_int_t)s->last_close_ms, "now_ms", (json_int_t)mock_now_ms());
+    return json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "connections_accepted",
+        (json_int_t)s->connections_accepted, "connections_open",
+        (json_int_t)s->connections_open, "connections_closed_by_client",
+        (json_int_t)s->connections_closed_by_client, "requests", (json_int_t)s->requests,
+        "chat_requests", (json_int_t)s->chat_requests, "embedding_requests",
+        (json_int_t)s->embedding_requests, "models_requests",
+        (json_int_t)s->models_requests, "streams_active", (json_int_t)s->streams_active,
+        "streams_completed", (json_int_t)s->streams_completed, "last_close_ms",
+        (json_int_t)s->last_close_ms, "now_ms", (json_int_t)mock_now_ms());
 }
 
 static json_t *config_json(void)
@@ -115,6 +111,7 @@ static json_t *config_json(void)
     if (o) {
         json_object_set_new(o, "fail_next", json_integer(mock.fail_next));
         json_object_set_new(o, "fail_status", json_integer(mock.fail_status));
+        mock_models_to_json(&mock.models, o);
     }
     return o;
 }
@@ -128,6 +125,7 @@ static void handle_config(struct evhttp_request *req)
     json_t *o = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, &jerr);
     struct mock_directives d = mock.global;
     int fail_next = mock.fail_next, fail_status = mock.fail_status;
+    struct mock_models_ctl models = mock.models;
     const char *key;
     json_t *v;
     char err[256];
@@ -142,6 +140,7 @@ static void handle_config(struct evhttp_request *req)
         d = mock.cli;
         fail_next = 0;
         fail_status = 503;
+        memset(&models, 0, sizeof(models));
     }
     json_object_foreach(o, key, v)
     {
@@ -172,7 +171,8 @@ static void handle_config(struct evhttp_request *req)
             *(strcmp(key, "fail_next") ? &fail_status : &fail_next) = (int)n;
             continue;
         }
-        if (mock_directives_set(&d, key, val, err, sizeof(err)) < 0) {
+        int r = mock_models_set(&models, key, val, err, sizeof(err));
+        if (r < 0 || (r > 0 && mock_directives_set(&d, key, val, err, sizeof(err)) < 0)) {
             json_decref(o);
             mock_send_error(req, 400, "invalid_request_error", "invalid_config", "%s",
                             err);
@@ -183,6 +183,7 @@ static void handle_config(struct evhttp_request *req)
     mock.global = d;
     mock.fail_next = fail_next;
     mock.fail_status = fail_status;
+    mock.models = models;
     send_json(req, 200, config_json());
 }
 
@@ -209,42 +210,29 @@ int mock_auth_ok(struct evhttp_request *req)
            (!mock.key || !strcmp(h + 7, mock.key));
 }
 
-/* Checks "Authorization: Bearer KEY"; sends 401 and returns -1 if it fails. */
-static int check_auth(struct evhttp_request *req)
+/* The id after ".../models/", URL-decoded (new string), or NULL. */
+static char *model_id(const char *path)
 {
-    const char *h =
-        evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (mock_auth_ok(req))
+    const char *p = strstr(path, "/models/");
+    size_t n;
+    char *id;
+    if (!p || !p[8])
+        return NULL;
+    id = evhttp_uridecode(p + 8, 0, &n);
+    if (id && strlen(id) != n) /* a %00 in the id: no model has one */
+        id[0] = '\0';
+    return id;
+}
+
+/* Sends 405 unless method is want; returns 1 if it did. */
+static int wrong_method(struct evhttp_request *req, enum evhttp_cmd_type method,
+                        enum evhttp_cmd_type want)
+{
+    if (method == want)
         return 0;
-    mock_send_error(
-        req, 401, "invalid_request_error", "invalid_api_key",
-        h ? "Incorrect API key provided."
-          : "You didn't provide an API key. Use 'Authorization: Bearer KEY'.");
-    return -1;
-}
-
-static void handle_models(struct evhttp_request *req)
-{
-    json_t *data = json_array();
-    if (check_auth(req) < 0) {
-        json_decref(data);
-        return;
-    }
-    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
-        json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", models[i],
-                                              "object", "model", "created", 1700000000,
-                                              "owned_by", "zju"));
-    send_json(req, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
-}
-
-int mock_model_known(const char *name)
-{
-    if (!strncmp(name, "mock-", 5))
-        return 1;
-    for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++)
-        if (!strcmp(name, models[i]))
-            return 1;
-    return 0;
+    mock_send_error(req, 405, "invalid_request_error", NULL, "Method not allowed, use %s",
+                    want == EVHTTP_REQ_GET ? "GET" : "POST");
+    return 1;
 }
 
 void mock_http_route(struct evhttp_request *req, void *arg)
@@ -272,7 +260,7 @@ void mock_http_route(struct evhttp_request *req, void *arg)
                 send_json(req, 200, json_loads(mock.last, 0, NULL));
             else
                 mock_send_error(req, 404, "invalid_request_error", NULL,
-                                "no chat request yet");
+                                "no chat or embeddings request yet");
         } else if (!strcmp(path, "/_mock/config") && method == EVHTTP_REQ_POST)
             handle_config(req);
         else if (!strcmp(path, "/_mock/config") && method == EVHTTP_REQ_GET)
@@ -286,16 +274,25 @@ void mock_http_route(struct evhttp_request *req, void *arg)
         return;
     }
     if (has_suffix(path, "/chat/completions")) {
-        if (method != EVHTTP_REQ_POST) {
-            mock_send_error(req, 405, "invalid_request_error", NULL,
-                            "Method not allowed, use POST");
-            return;
-        }
-        mock_chat_handle(req);
+        if (!wrong_method(req, method, EVHTTP_REQ_POST))
+            mock_chat_handle(req);
         return;
     }
-    if (has_suffix(path, "/models") && method == EVHTTP_REQ_GET) {
-        handle_models(req);
+    if (has_suffix(path, "/embeddings")) {
+        if (!wrong_method(req, method, EVHTTP_REQ_POST))
+            mock_embeddings_handle(req);
+        return;
+    }
+    if (has_suffix(path, "/models")) {
+        if (!wrong_method(req, method, EVHTTP_REQ_GET))
+            mock_models_handle(req, NULL);
+        return;
+    }
+    char *id = model_id(path);
+    if (id) {
+        if (!wrong_method(req, method, EVHTTP_REQ_GET))
+            mock_models_handle(req, id);
+        free(id);
         return;
     }
     mock_send_error(req, 404, "invalid_request_error", "unknown_url", "Unknown URL: %s",

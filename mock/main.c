@@ -1,10 +1,16 @@
 /*
  * zju-mock-upstream: command line, listening socket(s), worker processes, TLS
- * and clean shutdown of the fake ZJU Chat API. See mock.h for the pieces.
+ * and clean shutdown of the fake ZJU Chat API. See mock.h for the pieces, and
+ * usage() below (--help) for the routes, the directives and the controls.
  *
  *   zju-mock-upstream [--host 127.0.0.1] [--port 0] [--key KEY] [--events N]
  *       [--reasoning N] [--delay-ms D] [--tls-cert FILE --tls-key FILE]
  *       [--workers N] [--quiet]
+ *
+ * It speaks the OpenAI-compatible protocol of the upstream: chat completions
+ * (stream or not, multimodal content parts, stream_options.include_usage),
+ * embeddings (bge-m3, deterministic vectors: embeddings.c), the model list and
+ * one model by id, and OpenAI's error shape {"error":{message,type,param,code}}.
  */
 #include "mock.h"
 
@@ -38,9 +44,30 @@ struct options {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: zju-mock-upstream [--host 127.0.0.1] [--port 0] [--key KEY]\n"
-               "         [--events N] [--reasoning N] [--delay-ms D]\n"
-               "         [--tls-cert FILE --tls-key FILE] [--workers N] [--quiet]\n");
+    fprintf(
+        f, "usage: zju-mock-upstream [--host 127.0.0.1] [--port 0] [--key KEY]\n"
+           "         [--events N] [--reasoning N] [--delay-ms D]\n"
+           "         [--tls-cert FILE --tls-key FILE] [--workers N] [--quiet]\n"
+           "\n"
+           "A fake ZJU Chat API (OpenAI-compatible) for tests. Any path prefix works\n"
+           "(/v1/..., /api/ai/v1/...); the API routes want 'Authorization: Bearer KEY'\n"
+           "(--key: that key, else any) and answer errors as\n"
+           "{\"error\":{\"message\",\"type\",\"param\",\"code\"}}.\n"
+           "  POST .../chat/completions  stream or not; unknown fields ignored, known\n"
+           "      ones type-checked; content a string or text/image_url parts (images:\n"
+           "      llava-onevision-qwen2-7b-ov, mock-*); stream_options.include_usage:\n"
+           "      \"usage\":null in every chunk, then a \"choices\":[] usage chunk\n"
+           "  POST .../embeddings  bge-m3 (or mock-*), input a string or strings:\n"
+           "      1024 deterministic floats each; encoding_format float or base64\n"
+           "  GET  .../models, .../models/{id}  the upstream's models (404 unknown)\n"
+           "Per request (chat, embeddings): \"model\": \"NAME#key=v,...\" or the header\n"
+           "X-Mock: key=v,...  keys: events reasoning delay think status body\n"
+           "  retry_after echo_key after split fault=hang_headers+hang_mid+drop_mid+\n"
+           "  rst_mid+garbage+no_done+truncate+not_sse+endless_line+big_error+crlf\n"
+           "Control (no auth): GET /_mock/stats, GET /_mock/last (last chat or\n"
+           "embeddings request), POST /_mock/reset-stats, GET|POST /_mock/config\n"
+           "  {the keys above, fail_next, fail_status, reset,\n"
+           "   models: list|empty|hang|garbage|STATUS, models_think: MS}\n");
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)

@@ -74,13 +74,15 @@ int mock_directives_set(struct mock_directives *d, const char *key, const char *
 /* New JSON object describing d (unset fields omitted). NULL on out of memory. */
 json_t *mock_directives_to_json(const struct mock_directives *d);
 
-/* Counters served by GET /_mock/stats (per process). */
+/* Counters served by GET /_mock/stats (per process, like the config). */
 struct mock_stats {
     uint64_t connections_accepted;
     uint64_t connections_open;
     uint64_t connections_closed_by_client;
     uint64_t requests;
     uint64_t chat_requests;
+    uint64_t embedding_requests;
+    uint64_t models_requests; /* GET .../models and .../models/{id} */
     uint64_t streams_active;
     uint64_t streams_completed;
     int64_t last_close_ms;
@@ -93,11 +95,12 @@ struct mock_conn {
     struct bufferevent *bev;
     struct evhttp_connection *evcon; /* NULL until adopted */
     int fd;
-    struct mock_req *cur;   /* chat request being answered, or NULL */
+    struct mock_req *cur;   /* API request being answered, or NULL */
     struct mock_conn *next; /* in mock.pending until adopted */
 };
 
-/* A chat request from arrival until its answer is sent or its connection dies. */
+/* An API request (chat, embeddings, models) from arrival until its answer is
+ * sent or its connection dies. */
 struct mock_req {
     struct mock_conn *conn;
     struct evhttp_request *req;
@@ -109,6 +112,7 @@ struct mock_req {
     unsigned long long id;
     long long created;
     int prompt_tokens;
+    int include_usage;        /* stream_options.include_usage: a usage chunk */
     int kind;                 /* MOCK_KIND_* */
     int status;               /* for MOCK_KIND_REPLY */
     const char *ctype;        /* for MOCK_KIND_REPLY */
@@ -138,6 +142,29 @@ enum {
 enum { MOCK_T_THINK, MOCK_T_DELAY, MOCK_T_SPLIT, MOCK_T_CLOSE };
 enum { MOCK_CLOSE_FIN = 1, MOCK_CLOSE_RST = 2 };
 
+/* How GET .../models answers (POST /_mock/config {"models": ...}). */
+enum {
+    MOCK_MODELS_LIST = 0, /* the model list */
+    MOCK_MODELS_EMPTY,    /* an empty list; every .../models/{id} is 404 */
+    MOCK_MODELS_HANG,     /* never answers */
+    MOCK_MODELS_GARBAGE,  /* 200, application/json, a body that is not JSON */
+    MOCK_MODELS_STATUS    /* an OpenAI-shaped error with models_status */
+};
+
+struct mock_models_ctl {
+    int mode;     /* MOCK_MODELS_* */
+    int status;   /* for MOCK_MODELS_STATUS */
+    int think_ms; /* before the answer */
+};
+
+/* Model capabilities (bitmask of mock_model_caps). */
+enum {
+    MOCK_CAP_CHAT = 1 << 0,
+    MOCK_CAP_VISION = 1 << 1, /* image_url parts in chat messages */
+    MOCK_CAP_EMBED = 1 << 2,
+    MOCK_CAP_RERANK = 1 << 3, /* listed, but served by neither route */
+};
+
 /* The whole state of one mock process. */
 struct mock_server {
     struct event_base *base;
@@ -149,9 +176,10 @@ struct mock_server {
     struct mock_directives global; /* cli + POST /_mock/config */
     int fail_next;
     int fail_status;
+    struct mock_models_ctl models;
     unsigned long long next_id;
     struct mock_stats stats;
-    char *last; /* JSON text of the last chat request, or NULL */
+    char *last; /* JSON text of the last chat or embeddings request, or NULL */
     struct event *adopt_ev;
     struct mock_conn *pending; /* accepted, not yet adopted */
     struct mock_conn **conns;  /* indexed by fd */
@@ -184,13 +212,57 @@ void mock_send_error(struct evhttp_request *req, int status, const char *type,
     __attribute__((format(printf, 5, 6)));
 /* http.c: 1 if the request carries an acceptable "Authorization: Bearer KEY". */
 int mock_auth_ok(struct evhttp_request *req);
-/* http.c: 1 for a model the mock serves (the known list, or any "mock-*"). */
-int mock_model_known(const char *name);
 /* http.c: the standard reason phrase of an HTTP status. */
 const char *mock_reason(int status);
 
+/* models.c: capabilities of a model the mock serves (any "mock-*" can do
+ * everything), 0 for an unknown model. */
+int mock_model_caps(const char *name);
+/* models.c: handles GET .../models (id NULL) and GET .../models/{id}. */
+void mock_models_handle(struct evhttp_request *req, const char *id);
+/* models.c: applies one /_mock/config key to c: 0 done, -1 bad value (err),
+ * 1 not a models key. */
+int mock_models_set(struct mock_models_ctl *c, const char *key, const char *val,
+                    char *err, size_t errlen);
+/* models.c: adds the models control to the config object o. */
+void mock_models_to_json(const struct mock_models_ctl *c, json_t *o);
+
+/* request.c: a record for req, freed when evhttp is done with it; NULL (after
+ * a 500 answer) on out of memory. */
+struct mock_req *mock_req_new(struct evhttp_request *req);
+/* request.c: keeps the request as JSON text for GET /_mock/last. */
+void mock_record_last(struct evhttp_request *req, const char *body, size_t len);
+/* request.c: the front of every API POST: splits "model#directives" (the name
+ * into model[modellen]; *model_is_str says whether "model" was a string),
+ * resolves the directives and plans the answers that come before validation
+ * (hang, 401, injected failures, 415, a body that is not a JSON object).
+ * Returns 0 when the caller plans the answer, -1 when it is planned. */
+int mock_req_front(struct mock_req *m, json_t *o, char *model, size_t modellen,
+                   int *model_is_str);
+/* request.c: plans an OpenAI-style error {"error":{message,type,param,code}}
+ * (or the html/empty body the directives ask). code and param may be NULL. */
+void mock_plan_error(struct mock_req *m, int status, const char *type, const char *code,
+                     const char *param, const char *msg);
+/* request.c: plans a 200 JSON answer of body (owned now); a *_mid fault cuts it. */
+void mock_plan_ok(struct mock_req *m, struct evbuffer *body);
+/* request.c: mock_plan_ok of v serialized (v is stolen, NULL: out of memory). */
+void mock_plan_json(struct mock_req *m, json_t *v);
+/* request.c: the error type OpenAI uses for an HTTP status. */
+const char *mock_status_type(int status);
+/* request.c: starts the planned answer: hang, think first, or answer now. */
+void mock_req_start(struct mock_req *m);
+
 /* chat.c: handles POST .../chat/completions. */
 void mock_chat_handle(struct evhttp_request *req);
+/* messages.c: checks a chat request's "messages" (content a string or an
+ * array of text / image_url parts); NULL if valid, else the error code with
+ * a message in msg. vision: the model takes image_url parts. */
+const char *mock_messages_check(json_t *msgs, int vision, char *msg, size_t msglen);
+/* messages.c: prompt tokens of valid messages: per message 4 + ceil(bytes of
+ * its text / 4), the text being the content string or its text parts. */
+int mock_messages_tokens(json_t *msgs);
+/* embeddings.c: handles POST .../embeddings. */
+void mock_embeddings_handle(struct evhttp_request *req);
 
 /* content.c: deterministic answer text. */
 const char *mock_content_delta(int i);

@@ -60,14 +60,22 @@ static void drained(struct evhttp_connection *evcon, void *arg)
     }
 }
 
-/* Appends the next SSE item to m->pending; returns 0 at the end of the stream. */
+/*
+ * Appends the next SSE item to m->pending; returns 0 at the end of the stream.
+ * Items: the role chunk, the reasoning deltas, the content deltas, the finish
+ * chunk (with the usage, unless include_usage), with include_usage OpenAI's
+ * extra chunk of "choices":[] and the usage (every other chunk then carries
+ * "usage":null), and [DONE].
+ */
 static int next_stream_item(struct mock_req *m)
 {
     const char *nl = m->d.faults & MOCK_FAULT_CRLF ? "\r\n" : "\n";
     int r = m->d.reasoning, n = m->d.events, idx = m->item;
     int has_finish = !(m->d.faults & MOCK_FAULT_TRUNCATE);
+    int has_usage = has_finish && m->include_usage;
     int has_done = has_finish && !(m->d.faults & MOCK_FAULT_NO_DONE);
-    int last = r + n + has_finish + has_done; /* items are 0..last */
+    int last = r + n + has_finish + has_usage + has_done; /* items are 0..last */
+    const char *tail = m->include_usage ? ",\"usage\":null}" : "}";
     struct evbuffer *b = m->pending;
 
     if (idx > last)
@@ -76,29 +84,44 @@ static int next_stream_item(struct mock_req *m)
     if (idx > 0 && (m->d.faults & MOCK_FAULT_GARBAGE))
         evbuffer_add_printf(b, ": mock comment %d%sdata: not json%s%sevent: ping%s%s",
                             idx, nl, nl, nl, nl, nl);
-    if (idx == r + n + 1 + has_finish) {
+    if (idx == r + n + 1 + has_finish + has_usage) {
         evbuffer_add_printf(b, "data: [DONE]%s%s", nl, nl);
         return 1;
     }
     evbuffer_add_printf(
         b,
         "data: {\"id\":\"chatcmpl-%llu\",\"object\":\"chat.completion.chunk\","
-        "\"created\":%lld,\"model\":%s,\"choices\":[{\"index\":0,\"delta\":",
+        "\"created\":%lld,\"model\":%s,\"choices\":",
         m->id, m->created, m->model_json ? m->model_json : "\"\"");
-    if (idx == 0)
-        evbuffer_add_printf(b, "{\"role\":\"assistant\",\"content\":\"\"},"
-                               "\"finish_reason\":null}]}");
+    if (idx == r + n + 2) /* the usage chunk */
+        evbuffer_add_printf(b,
+                            "[],\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+                            "\"total_tokens\":%d}}",
+                            m->prompt_tokens, r + n, m->prompt_tokens + r + n);
+    else if (idx == 0)
+        evbuffer_add_printf(
+            b,
+            "[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},"
+            "\"finish_reason\":null}]%s",
+            tail);
     else if (idx <= r)
-        evbuffer_add_printf(b, "{\"reasoning_content\":\"%s\"},\"finish_reason\":null}]}",
-                            mock_reasoning_delta(idx - 1));
+        evbuffer_add_printf(b,
+                            "[{\"index\":0,\"delta\":{\"reasoning_content\":\"%s\"},"
+                            "\"finish_reason\":null}]%s",
+                            mock_reasoning_delta(idx - 1), tail);
     else if (idx <= r + n)
-        evbuffer_add_printf(b, "{\"content\":\"%s\"},\"finish_reason\":null}]}",
-                            mock_content_delta(idx - 1 - r));
+        evbuffer_add_printf(b,
+                            "[{\"index\":0,\"delta\":{\"content\":\"%s\"},"
+                            "\"finish_reason\":null}]%s",
+                            mock_content_delta(idx - 1 - r), tail);
+    else if (m->include_usage)
+        evbuffer_add_printf(
+            b, "[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]%s", tail);
     else
         evbuffer_add_printf(
             b,
-            "{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":%d,"
-            "\"completion_tokens\":%d,\"total_tokens\":%d}}",
+            "[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{"
+            "\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}}",
             m->prompt_tokens, r + n, m->prompt_tokens + r + n);
     evbuffer_add_printf(b, "%s%s", nl, nl);
     return 1;

@@ -6,6 +6,7 @@ Stdlib only.
     with Mock("--events", "3") as m:
         client_base_url = m.url          # http://127.0.0.1:PORT/v1
         m.config(fail_next=2)
+        m.config(models="hang")          # GET /v1/models never answers
         ...
         assert m.stats()["streams_completed"] == 1
 """
@@ -121,7 +122,8 @@ class Mock:
         return self._call("GET", "/_mock/stats")
 
     def last(self):
-        """The last chat request: {"method","path","headers","body"} or None."""
+        """The last chat or embeddings request: {"method","path","headers",
+        "body"} or None (GET .../models is not recorded)."""
         try:
             return self._call("GET", "/_mock/last")
         except RuntimeError as e:
@@ -131,7 +133,9 @@ class Mock:
 
     def config(self, **kw):
         """POST /_mock/config with keyword directives (fault="drop_mid",
-        fail_next=2, reset=True, ...); returns the resulting global config."""
+        fail_next=2, reset=True, ...; models="list"|"empty"|"hang"|"garbage"|
+        STATUS and models_think=MS for GET .../models); returns the resulting
+        global config."""
         return self._call("POST", "/_mock/config", kw)
 
     def reset(self):
