@@ -247,6 +247,14 @@ printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$
 printf '#!/bin/sh\nexit 101\n' >"$ROOT/usr/sbin/policy-rc.d"
 chmod 755 "$ROOT/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The CAs this machine adds to its trust store (e.g. a TLS-intercepting
+# egress proxy's, as on the sandbox this was written on): a machine on this
+# network has them too, or npm (tests/node) cannot reach its registry. The
+# ca-certificates package, installed by install-deps.sh, takes them in.
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+fi
 
 commit=$(git rev-parse --verify "${FRESH_REF:-HEAD}^{commit}")
 say "cloning commit $commit into $SRC"
