@@ -651,9 +651,9 @@ static void error_bodies_are_handed_back_without_the_key(void **state)
 
     /* The path is the caller's: one the mock does not serve is its 404. */
     memset(&s, 0, sizeof s);
-    raw(&e, "embeddings", "{\"input\":\"hi\",\"model\":\"m\"}", 0, &s);
+    raw(&e, "audio/speech", "{\"input\":\"hi\",\"model\":\"m\"}", 0, &s);
     assert_int_equal(s.err.http_status, 404);
-    assert_non_null(strstr(s.error_body, "Unknown URL: /v1/embeddings"));
+    assert_non_null(strstr(s.error_body, "Unknown URL: /v1/audio/speech"));
 
     /* An HTML error page comes back as it is, with its type. */
     memset(&s, 0, sizeof s);
