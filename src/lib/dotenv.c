@@ -16,7 +16,7 @@
 
 #define DOTENV_LINE_MAX 8192 /* longer lines are rejected, not truncated */
 
-static char *dotenv_trim(char *s)
+char *zjuchat__trim(char *s)
 {
     while (isspace((unsigned char)*s))
         s++;
@@ -37,7 +37,7 @@ static char *dotenv_unquote(char *v)
     for (char *p = v; *p; p++) {
         if (*p == '#' && p > v && isspace((unsigned char)p[-1])) {
             *p = '\0';
-            return dotenv_trim(v);
+            return zjuchat__trim(v);
         }
     }
     return v;
@@ -62,11 +62,11 @@ int zjuchat__dotenv_load(const char *path, int required, char *errbuf, size_t er
             rc = -1;
             break;
         }
-        char *s = dotenv_trim(line);
+        char *s = zjuchat__trim(line);
         if (*s == '\0' || *s == '#')
             continue;
         if (strncmp(s, "export", 6) == 0 && isspace((unsigned char)s[6]))
-            s = dotenv_trim(s + 6);
+            s = zjuchat__trim(s + 6);
         char *eq = strchr(s, '=');
         if (!eq) {
             snprintf(errbuf, errlen, "%s:%d: expected KEY=VALUE", path, lineno);
@@ -74,8 +74,8 @@ int zjuchat__dotenv_load(const char *path, int required, char *errbuf, size_t er
             break;
         }
         *eq = '\0';
-        char *key = dotenv_trim(s);
-        char *val = dotenv_unquote(dotenv_trim(eq + 1));
+        char *key = zjuchat__trim(s);
+        char *val = dotenv_unquote(zjuchat__trim(eq + 1));
         if (*key == '\0') {
             snprintf(errbuf, errlen, "%s:%d: empty key", path, lineno);
             rc = -1;

@@ -18,4 +18,8 @@
  */
 int zjuchat__dotenv_load(const char *path, int required, char *errbuf, size_t errlen);
 
+/* s without leading and trailing white space: trailing bytes are cut in
+ * place, the result points into s. */
+char *zjuchat__trim(char *s);
+
 #endif

@@ -18,16 +18,6 @@
 #include <curl/curl.h>
 #include <zjuchat.h>
 
-static char *trim(char *s)
-{
-    while (isspace((unsigned char)*s))
-        s++;
-    size_t n = strlen(s);
-    while (n > 0 && isspace((unsigned char)s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
 /* The CLI reads .env with the same code (src/lib/dotenv.c). */
 int srv_config_load_env_file(const char *env_file, int required, char *errbuf,
                              size_t errlen)
@@ -54,7 +44,7 @@ static int env_long(const char *name, long def, long *out, char *errbuf, size_t 
     char *end;
     errno = 0;
     long x = strtol(v, &end, 10);
-    if (errno || end == v || *trim(end) != '\0' || x < 0) {
+    if (errno || end == v || *zjuchat__trim(end) != '\0' || x < 0) {
         snprintf(errbuf, errlen, "%s must be a non-negative integer, got \"%s\"", name,
                  v);
         return -1;
@@ -200,7 +190,7 @@ static int cors_from_env(srv_config *cfg, char *errbuf, size_t errlen)
     int rc = copy ? 0 : -2;
     for (char *e = copy ? strtok_r(copy, ",", &save) : NULL; e && rc == 0;
          e = strtok_r(NULL, ",", &save)) {
-        e = trim(e);
+        e = zjuchat__trim(e);
         char *norm = NULL;
         const char *why = NULL;
         int r = 0; /* 0: keep (norm or e), 1: skip, -1: refuse, -2: out of memory */

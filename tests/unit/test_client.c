@@ -19,18 +19,12 @@
 #include <time.h>
 
 #include "mockproc.h"
+#include "rawupstream.h"
 #include "zjuchat.h"
 
 #define KEY "sk-unit-SECRET-77aa"
 
 static struct mockproc mock;
-
-static long now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000L + t.tv_nsec / 1000000;
-}
 
 static int setup(void **state)
 {
@@ -660,28 +654,6 @@ struct closing_upstream {
     int lfd, port, served;
     int closed; /* the first connection is closed (atomic) */
 };
-
-/* Reads one request (head and Content-Length body) from fd. */
-static void read_request(int fd)
-{
-    char req[16384];
-    size_t got = 0;
-    long want = -1;
-    while (got < sizeof req - 1) {
-        ssize_t r = read(fd, req + got, sizeof req - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        req[got] = '\0';
-        char *end = strstr(req, "\r\n\r\n");
-        if (!end)
-            continue;
-        char *cl = strcasestr(req, "content-length:");
-        want = (end - req) + 4 + (cl ? atol(cl + 15) : 0);
-        if ((long)got >= want)
-            break;
-    }
-}
 
 static void *closing_upstream_run(void *arg)
 {

@@ -20,18 +20,12 @@
 #include <time.h>
 
 #include "mockproc.h"
+#include "rawupstream.h"
 #include "zjuchat.h"
 
 #define KEY "sk-unit-SECRET-77aa"
 
 static struct mockproc mock;
-
-static long now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1000L + t.tv_nsec / 1000000;
-}
 
 static int setup(void **state)
 {
@@ -265,27 +259,6 @@ struct scripted {
     int n, served;
     pthread_t th;
 };
-
-static void read_request(int fd)
-{
-    char req[65536];
-    size_t got = 0;
-    long want = -1;
-    while (got < sizeof req - 1) {
-        ssize_t r = read(fd, req + got, sizeof req - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-        req[got] = '\0';
-        char *end = strstr(req, "\r\n\r\n");
-        if (!end)
-            continue;
-        char *cl = strcasestr(req, "content-length:");
-        want = (end - req) + 4 + (cl ? atol(cl + 15) : 0);
-        if ((long)got >= want)
-            break;
-    }
-}
 
 static void *scripted_run(void *arg)
 {
