@@ -190,7 +190,6 @@ zjuchat_code zjuchat_client_set_ca_file(zjuchat_client *c, const char *path)
         return ZJUCHAT_ERR_NOMEM;
     free(c->ca_file);
     c->ca_file = copy;
-    zjuchat__transport_flush_pool(c); /* pooled handles carry the old CA */
     return ZJUCHAT_OK;
 }
 
@@ -199,7 +198,6 @@ zjuchat_code zjuchat_client_set_insecure(zjuchat_client *c, int insecure)
     if (!c)
         return ZJUCHAT_ERR_INVALID;
     c->insecure = insecure != 0;
-    zjuchat__transport_flush_pool(c);
     return ZJUCHAT_OK;
 }
 

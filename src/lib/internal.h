@@ -49,9 +49,7 @@ struct zjuchat_client {
     struct curl_slist *headers_stream; /* Accept: text/event-stream */
     int in_curl;                       /* depth of curl_multi_* calls on the stack */
     long connections_opened;
-    unsigned calls_started; /* varies the retry jitter from call to call */
-    CURL *easy_pool[64];    /* finished handles, ready for the next call */
-    int easy_pooled;
+    unsigned calls_started;     /* varies the retry jitter from call to call */
     struct zjuchat_call *calls; /* active calls, doubly linked */
 };
 
@@ -123,8 +121,6 @@ const char *zjuchat__choice_finish(json_t *root);
 /* transport.c */
 zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err);
 void zjuchat__transport_free(zjuchat_client *client);
-/* Drop pooled easy handles (after a change of TLS options). */
-void zjuchat__transport_flush_pool(zjuchat_client *client);
 /* Start a GET (body NULL) or POST of body[0..body_len); path ("/..." ) is
  * appended to the base URL; flags are ZJUCHAT_CALL_*. */
 zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,

@@ -1060,13 +1060,6 @@ zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
     return ZJUCHAT_OK;
 }
 
-/* The pool stays empty now (see fresh_easy); kept for its callers. */
-void zjuchat__transport_flush_pool(zjuchat_client *client)
-{
-    while (client->easy_pooled > 0)
-        curl_easy_cleanup(client->easy_pool[--client->easy_pooled]);
-}
-
 void zjuchat__transport_free(zjuchat_client *client)
 {
     zjuchat_error e;
@@ -1078,7 +1071,6 @@ void zjuchat__transport_free(zjuchat_client *client)
         call->in_callback = 0;
         call_finish(call, &e);
     }
-    zjuchat__transport_flush_pool(client);
     if (client->reaper)
         event_free(client->reaper);
     client->reaper = NULL;
