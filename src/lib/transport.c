@@ -1123,8 +1123,7 @@ static int setup_easy(zjuchat_call *call)
         bad |=
             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
     } else {
-        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET,
-                                1L); /* a pooled handle may have posted */
+        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
     bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
     bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, client);
