@@ -25,7 +25,7 @@ PKGS    := libcurl libevent jansson yajl
 PKG_FLAGS_MK := $(BUILD)/pkg-flags.mk
 # Goals that compile nothing in this make (they need no packages, or they
 # depend on `deps` and recurse) leave the file alone.
-NO_FLAGS_GOALS := clean deps format format-check uninstall fresh-check test unit e2e asan fuzz
+NO_FLAGS_GOALS := clean deps test-deps format format-check uninstall fresh-check test unit e2e asan fuzz
 ifneq ($(filter-out $(NO_FLAGS_GOALS),$(or $(MAKECMDGOALS),all)),)
 include $(PKG_FLAGS_MK)
 endif
@@ -66,7 +66,7 @@ ifneq ($(BENCH_SRC),)
 PROGS   += $(BUILD)/zju-loadgen
 endif
 
-.PHONY: all deps test unit e2e format format-check run bench fuzz soak install uninstall clean asan \
+.PHONY: all deps test-deps test unit e2e format format-check run bench fuzz soak install uninstall clean asan \
         fresh-check
 
 all: $(STATIC) $(SHARED) $(PROGS)
@@ -117,17 +117,21 @@ asan:
 deps:
 	bash scripts/install-deps.sh
 
+# What the tests need beyond the build: Node.js and tests/node's npm packages.
+test-deps:
+	bash scripts/install-deps.sh --tests
+
 # The README's test command: installs what is missing, builds with ASan and
 # UBSan, runs unit tests, end-to-end tests and the format check, and ends
 # with one summary line "N passed, N failed".
-test: deps
+test: test-deps
 	bash scripts/test.sh
 
 unit: deps
 	$(MAKE) asan
 	bash scripts/test.sh unit
 
-e2e: deps
+e2e: test-deps
 	$(MAKE) asan
 	bash scripts/test.sh e2e
 

@@ -7,8 +7,12 @@
 #                    (a recommendation apt skips with --no-install-recommends;
 #                    a minimal Debian 12 has none)
 #   time             /usr/bin/time, used by the benchmarks
-# and the npm packages of the Node.js client tests (tests/node/).
+# With --tests (make test, make e2e) also Node.js and the npm packages of the
+# client tests (tests/node/): building and running the server never needs
+# the npm registry.
 set -euo pipefail
+for_tests=0
+[ "${1:-}" = --tests ] && for_tests=1
 pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev libyajl-dev
       libcmocka-dev libedit-dev libssl-dev libhttp-parser-dev python3 curl openssl ca-certificates git clang-format
       clang libclang-rt-14-dev nginx-light wrk procps time)
@@ -23,8 +27,10 @@ done
 # Node.js for the client tests (tests/node/): Debian's nodejs (18.x) and npm,
 # only when there is no node or npm command at all. A node installed another
 # way is kept: NodeSource's nodejs bundles npm and conflicts with Debian's.
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
+if [ $for_tests = 1 ]; then
+    command -v node >/dev/null || missing+=(nodejs)
+    command -v npm >/dev/null || missing+=(npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     SUDO=""
@@ -38,7 +44,7 @@ fi
 # pins them, when they are missing or the lock file changed since. npm writes
 # node_modules/.package-lock.json last, so an install cut short is redone.
 node_dir=$(dirname "$0")/../tests/node
-if [ -f "$node_dir/package-lock.json" ] &&
+if [ $for_tests = 1 ] && [ -f "$node_dir/package-lock.json" ] &&
    ! [ "$node_dir/node_modules/.package-lock.json" -nt "$node_dir/package-lock.json" ]; then
     echo "install-deps: npm ci in tests/node" >&2
     npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >/dev/null
