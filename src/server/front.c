@@ -55,7 +55,7 @@ struct srv_request {
     char method[16];
     char *uri;
     size_t uri_len;
-    char *path; /* lazily, from uri */
+    char *path; /* the URI up to '?' or '#', set with the headers */
     header *hdrs;
     size_t nhdr, caphdr;
     int in_value; /* the parser's last header callback was a value */
@@ -101,7 +101,6 @@ struct srv_front {
     struct event *accept_retry;
     srv_conn *conns;
     int draining;
-    long timeouts;
     long open; /* requests dispatched, reply not yet written */
     void (*on_done)(void *arg);
 };
@@ -175,13 +174,7 @@ const char *srv_req_uri(const srv_request *r)
 
 const char *srv_req_path(const srv_request *r)
 {
-    srv_request *w = (srv_request *)r; /* the path is computed once */
-    if (!w->path) {
-        const char *u = srv_req_uri(r);
-        size_t n = strcspn(u, "?#");
-        w->path = strndup(u, n);
-    }
-    return w->path ? w->path : "";
+    return r->path ? r->path : "";
 }
 
 const char *srv_req_header(const srv_request *r, const char *name)
@@ -294,16 +287,13 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     return append(&h->value, &len, at, n);
 }
 
-static void send_raw(srv_conn *c, const char *s)
-{
-    bufferevent_write(c->bev, s, strlen(s));
-}
-
 static int on_headers_complete(http_parser *p)
 {
     srv_conn *c = p->data;
     srv_request *r = c->req;
     snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
+    const char *u = srv_req_uri(r);
+    r->path = strndup(u, strcspn(u, "?#"));
     r->minor = p->http_major == 1 ? p->http_minor : 1;
     r->head = p->method == HTTP_HEAD;
     r->keep_alive = http_should_keep_alive(p);
@@ -328,7 +318,7 @@ static int on_headers_complete(http_parser *p)
             return -1;
         }
         if (r->minor >= 1)
-            send_raw(c, "HTTP/1.1 100 Continue\r\n\r\n");
+            bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
     }
     return 0;
 }
@@ -489,7 +479,6 @@ static void on_resume(evutil_socket_t fd, short what, void *arg)
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     srv_conn *c = arg;
-    c->f->timeouts++;
     srv_log("connection %s sent no complete request within REQUEST_TIMEOUT; closing it",
             c->peer_text);
     conn_free(c);
@@ -731,11 +720,6 @@ void srv_front_free(srv_front *f)
     free(f);
 }
 
-long srv_front_timeouts(const srv_front *f)
-{
-    return f ? f->timeouts : 0;
-}
-
 long srv_front_open_requests(const srv_front *f)
 {
     return f ? f->open : 0;
@@ -785,7 +769,8 @@ static void write_head(srv_request *r, int status, const char *framing)
     if (c->f->draining)
         r->keep_alive = 0;
     evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", r->minor, status, reason(status));
-    evbuffer_add(out, date_line(), strlen(date_line()));
+    const char *date = date_line();
+    evbuffer_add(out, date, strlen(date));
     evbuffer_add_buffer(out, r->out_headers);
     evbuffer_add(out, framing, strlen(framing));
     if (!r->keep_alive)
@@ -883,16 +868,6 @@ void srv_req_write_buffer(srv_request *r, struct evbuffer *buf)
     if (evbuffer_get_length(buf) > 0)
         bufferevent_write_buffer(bev, buf);
     check_high_water(r);
-}
-
-void srv_req_write(srv_request *r, const void *data, size_t len)
-{
-    struct evbuffer *b = evbuffer_new();
-    if (!b)
-        return;
-    evbuffer_add(b, data, len);
-    srv_req_write_buffer(r, b);
-    evbuffer_free(b);
 }
 
 void srv_req_end(srv_request *r)

@@ -64,8 +64,6 @@ int srv_front_listen(srv_front *f, int listen_fd);
 void srv_front_drain(srv_front *f);
 /* Close every connection (handlers whose requests are open see on_gone). */
 void srv_front_free(srv_front *f);
-/* Connections cut at the request deadline so far. */
-long srv_front_timeouts(const srv_front *f);
 /* Requests handed to the handler (or refused) whose reply is not yet
  * written to the kernel and whose connection is still there. */
 long srv_front_open_requests(const srv_front *f);
@@ -94,11 +92,10 @@ void srv_req_add_header(srv_request *r, const char *name, const char *value);
 /* The whole reply with a Content-Length. Ends the request for the handler. */
 void srv_req_reply(srv_request *r, int status, const char *body, size_t len);
 /* A streamed reply: chunked to HTTP/1.1 clients, close-delimited to HTTP/1.0
- * ones. Then srv_req_write* and srv_req_end. */
+ * ones. Then srv_req_write_buffer and srv_req_end. */
 void srv_req_start(srv_request *r, int status);
-/* One piece of a streamed reply (empty pieces are ignored). */
-void srv_req_write(srv_request *r, const void *data, size_t len);
-/* The same, taking the content of buf (buf is left empty). */
+/* One piece of a streamed reply, taking the content of buf (buf is left
+ * empty; an empty piece is ignored). */
 void srv_req_write_buffer(srv_request *r, struct evbuffer *buf);
 /* End a streamed reply. Ends the request for the handler. */
 void srv_req_end(srv_request *r);

@@ -2,10 +2,8 @@
  * worker.c - one worker process: its own event loop, the HTTP front
  * (front.c) on its own SO_REUSEPORT socket from the supervisor (the kernel
  * spreads connections over the workers), the route table, /healthz, and the
- * graceful drain on SIGTERM/SIGINT:
- * stop accepting, let replies in progress finish up to DRAIN_TIMEOUT, then
- * close whatever is left. Every "pitfall N" in this file is numbered as in
- * docs/STACK.md.
+ * graceful drain on SIGTERM/SIGINT: stop accepting, let replies in
+ * progress finish up to DRAIN_TIMEOUT, then close whatever is left.
  */
 #include "worker.h"
 #include "accesslog.h"
