@@ -715,14 +715,8 @@ static void idle_connection_closed_by_upstream(void **state)
     /* On the heap: a failed assertion leaves this function while the thread
      * still uses it. */
     struct closing_upstream *u = calloc(1, sizeof *u);
-    u->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    assert_int_equal(bind(u->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(u->lfd, 8), 0);
-    getsockname(u->lfd, (struct sockaddr *)&a, &al);
-    u->port = ntohs(a.sin_port);
+    u->lfd = listen_loopback(&u->port);
+    assert_true(u->lfd >= 0);
     pthread_t th;
     pthread_create(&th, NULL, closing_upstream_run, u);
 
@@ -771,30 +765,6 @@ static void idle_connection_closed_by_upstream(void **state)
     free(u);
 }
 
-/* An upstream that answers each connection's request with the next of
- * its replies, then closes the connection. */
-struct scripted_upstream {
-    int lfd;
-    const char *const *replies;
-    int n, served;
-};
-
-static void *scripted_upstream_run(void *arg)
-{
-    struct scripted_upstream *u = arg;
-    for (int i = 0; i < u->n; i++) {
-        int fd = accept(u->lfd, NULL, NULL);
-        if (fd < 0)
-            return NULL;
-        read_request(fd);
-        size_t len = strlen(u->replies[i]);
-        if (write(fd, u->replies[i], len) == (ssize_t)len)
-            __atomic_add_fetch(&u->served, 1, __ATOMIC_RELEASE);
-        close(fd);
-    }
-    return NULL;
-}
-
 /* libcurl 7.88.1 keeps a pointer to the last response header an easy
  * handle stored, frees the header when the handle's next transfer starts,
  * and appends a folded first header line (leading space) of that next
@@ -814,21 +784,10 @@ static void folded_first_header_after_a_used_handle(void **state)
 #undef JSON_CLOSE
     /* Next call, then a retry, then an ordinary call. */
     static const char *const replies[] = {ok, folded, busy, folded, ok};
-    struct scripted_upstream *u = calloc(1, sizeof *u); /* see idle_connection_... */
-    u->replies = replies;
-    u->n = 5;
-    u->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    assert_int_equal(bind(u->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(u->lfd, 8), 0);
-    getsockname(u->lfd, (struct sockaddr *)&a, &al);
-    pthread_t th;
-    pthread_create(&th, NULL, scripted_upstream_run, u);
-
+    struct scripted *u = scripted_start(replies, 5);
+    assert_non_null(u);
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", ntohs(a.sin_port));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
     zjuchat_error err;
     zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
     assert_non_null(c);
@@ -845,9 +804,7 @@ static void folded_first_header_after_a_used_handle(void **state)
     assert_int_equal(run_complete(c, NULL, &resp, &err), ZJUCHAT_OK);
     zjuchat_response_free(resp);
     zjuchat_client_free(c);
-    pthread_join(th, NULL);
-    close(u->lfd);
-    free(u);
+    scripted_stop(u);
 }
 
 /* More concurrent streams than one libcurl multi handle takes (the client

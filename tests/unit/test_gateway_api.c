@@ -251,56 +251,6 @@ static void raw_body_reaches_upstream_byte_for_byte(void **state)
     env_free(&e);
 }
 
-/* An upstream that answers each connection with the next reply, then
- * closes it. */
-struct scripted {
-    int lfd, port;
-    const char *const *replies;
-    int n, served;
-    pthread_t th;
-};
-
-static void *scripted_run(void *arg)
-{
-    struct scripted *u = arg;
-    for (int i = 0; i < u->n; i++) {
-        int fd = accept(u->lfd, NULL, NULL);
-        if (fd < 0)
-            return NULL;
-        read_request(fd);
-        size_t len = strlen(u->replies[i]);
-        if (write(fd, u->replies[i], len) == (ssize_t)len)
-            __atomic_add_fetch(&u->served, 1, __ATOMIC_RELEASE);
-        close(fd);
-    }
-    return NULL;
-}
-
-/* On the heap: a failed assertion leaves the test while the thread runs. */
-static struct scripted *scripted_start(const char *const *replies, int n)
-{
-    struct scripted *u = calloc(1, sizeof *u);
-    u->replies = replies;
-    u->n = n;
-    u->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    assert_int_equal(bind(u->lfd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(u->lfd, 8), 0);
-    getsockname(u->lfd, (struct sockaddr *)&a, &al);
-    u->port = ntohs(a.sin_port);
-    pthread_create(&u->th, NULL, scripted_run, u);
-    return u;
-}
-
-static void scripted_stop(struct scripted *u)
-{
-    pthread_join(u->th, NULL);
-    close(u->lfd);
-    free(u);
-}
-
 #define EV1 "{ \"id\":\"c1\", \"choices\":[{\"delta\":{\"content\":\"\\u4f60\"}}] }"
 #define EV2                                                                              \
     "{\"choices\":[{\"finish_reason\":\"stop\",\"delta\":{}}],\"usage\":{"               \
@@ -319,6 +269,7 @@ static void raw_stream_chunks_are_the_events_bytes(void **state)
                               "data: [DONE]\n\n";
     static const char *const replies[] = {sse};
     struct scripted *u = scripted_start(replies, 1);
+    assert_non_null(u);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
     struct env e = env_new(url);
@@ -512,15 +463,11 @@ static void models_listing_evented(void **state)
 
     /* The client's timeouts apply: an upstream that takes the connection
      * (the kernel does, from the listen backlog) and never answers. */
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(lfd, 8), 0);
-    getsockname(lfd, (struct sockaddr *)&a, &al);
+    int port;
+    int lfd = listen_loopback(&port);
+    assert_true(lfd >= 0);
     char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", ntohs(a.sin_port));
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", port);
     e = env_new(url);
     zjuchat_client_set_timeout(e.client, ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE, 300);
     memset(&s, 0, sizeof s);
@@ -684,6 +631,7 @@ static void escaped_key_in_an_error_body_is_masked(void **state)
              "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
              strlen(broken_body), broken_body);
     struct scripted *u = scripted_start(replies, 2);
+    assert_non_null(u);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
     struct env e = env_new(url);
