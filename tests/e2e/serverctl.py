@@ -126,9 +126,9 @@ def _record_response(status, headers, body):
     record(body)
 
 
-def request(port, method, path, body=None, headers=None, timeout=10):
+def request(port, method, path, body=None, headers=None, timeout=10, host="127.0.0.1"):
     """One request on a fresh connection; returns a Response (body fully read)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         r = conn.getresponse()

@@ -24,18 +24,10 @@ CLI = os.path.join(serverctl.BUILD_DIR, "zju-chat")
 
 def healthz_pid(port, host="127.0.0.1"):
     """The pid of the worker that answered /healthz on a new connection."""
-    conn = http.client.HTTPConnection(host, port, timeout=5)
-    try:
-        conn.request("GET", "/healthz")
-        r = conn.getresponse()
-        body = r.read()
-    finally:
-        conn.close()
+    r = request(port, "GET", "/healthz", timeout=5, host=host)
     if r.status != 200:
-        raise AssertionError(f"/healthz answered {r.status}: {body[:200]!r}")
-    import json
-
-    return json.loads(body)["pid"]
+        raise AssertionError(f"/healthz answered {r.status}: {r.body[:200]!r}")
+    return r.json()["pid"]
 
 
 def restarted(pids, victim):
