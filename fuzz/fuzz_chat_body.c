@@ -1,6 +1,6 @@
 /*
  * fuzz_chat_body.c - libFuzzer driver for the /api/chat request validator
- * (validate() in src/server/chat.c, static, so chat.c is #included here).
+ * (validate() in src/server/api_chat.c, static, so api_chat.c is #included here).
  *
  * Input layout: byte 0 picks the Content-Type header (bits 0-1: JSON, JSON
  * with a charset, text/plain, none; bit 7 set: the header value is the
@@ -13,7 +13,7 @@
  * upstream request the server would build from them is valid JSON that
  * carries the user text unchanged as the last message.
  */
-#include "../src/server/chat.c"
+#include "../src/server/api_chat.c"
 
 #include <stdint.h>
 #include <stdio.h>

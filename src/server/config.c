@@ -277,6 +277,7 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     cfg->base_url = env_dup("ZJU_BASE_URL");
     cfg->ca_file = env_dup("ZJU_CA_FILE");
     cfg->default_model = env_dup("DEFAULT_MODEL");
+    cfg->default_embedding_model = env_dup("DEFAULT_EMBEDDING_MODEL");
     if (cors_from_env(cfg, errbuf, errlen) < 0)
         return -1;
     cfg->trusted_proxies = env_dup("TRUSTED_PROXIES");
@@ -331,6 +332,7 @@ void srv_config_free(srv_config *cfg)
     free(cfg->base_url);
     free(cfg->ca_file);
     free(cfg->default_model);
+    free(cfg->default_embedding_model);
     free(cfg->cors_origins);
     free(cfg->cors_notice);
     free(cfg->trusted_proxies);

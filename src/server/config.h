@@ -8,18 +8,19 @@
 #include <stddef.h>
 
 typedef struct srv_config {
-    char host[256];      /* bind address, default 0.0.0.0 */
-    int port;            /* PORT, default 5001 */
-    int workers;         /* -w, default: number of cores */
-    char *api_key;       /* ZJU_API_KEY, NULL when unset or empty */
-    char *base_url;      /* ZJU_BASE_URL, NULL: the library default */
-    char *ca_file;       /* ZJU_CA_FILE: CA bundle for the upstream's TLS */
-    char *default_model; /* DEFAULT_MODEL */
-    char *cors_origins;  /* CORS_ORIGINS normalised ("a, b"), default "*" */
-    char *cors_notice;   /* CORS_ORIGINS entries rewritten, for the startup
-                            report; NULL when none was */
-    int debug;           /* FLASK_DEBUG or DEBUG truthy */
-    long connect_ms;     /* ZJU_*_TIMEOUT_MS, -1: library default */
+    char host[256];                /* bind address, default 0.0.0.0 */
+    int port;                      /* PORT, default 5001 */
+    int workers;                   /* -w, default: number of cores */
+    char *api_key;                 /* ZJU_API_KEY, NULL when unset or empty */
+    char *base_url;                /* ZJU_BASE_URL, NULL: the library default */
+    char *ca_file;                 /* ZJU_CA_FILE: CA bundle for the upstream's TLS */
+    char *default_model;           /* DEFAULT_MODEL */
+    char *default_embedding_model; /* DEFAULT_EMBEDDING_MODEL, default bge-m3 */
+    char *cors_origins;            /* CORS_ORIGINS normalised ("a, b"), default "*" */
+    char *cors_notice;             /* CORS_ORIGINS entries rewritten, for the startup
+                                      report; NULL when none was */
+    int debug;                     /* FLASK_DEBUG or DEBUG truthy */
+    long connect_ms;               /* ZJU_*_TIMEOUT_MS, -1: library default */
     long first_byte_ms;
     long idle_ms;
     long total_ms;

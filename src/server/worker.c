@@ -1,15 +1,15 @@
 /*
  * worker.c - one worker process: its own event loop, the HTTP front
  * (front.c) on its own SO_REUSEPORT socket from the supervisor (the kernel
- * spreads connections over the workers), the route table, /healthz, and the
+ * spreads connections over the workers), which hands each request to the
+ * pipeline (pipeline.c: route, identify, admit, handle, log), and the
  * graceful drain on SIGTERM/SIGINT: stop accepting, let replies in
  * progress finish up to DRAIN_TIMEOUT, then close whatever is left.
  */
 #include "worker.h"
 #include "accesslog.h"
-#include "chat.h"
 #include "front.h"
-#include "http_util.h"
+#include "pipeline.h"
 
 #include <event2/event.h>
 #include <signal.h>
@@ -38,101 +38,6 @@ long srv_worker_pending(const srv_worker *w)
     return srv_front_open_requests(w->front);
 }
 
-static int handle_health(srv_worker *w, srv_request *req, srv_access *acc)
-{
-    char body[160];
-    snprintf(body, sizeof body,
-             "{\"status\": \"%s\", \"pid\": %ld, \"calls\": %ld, \"key_set\": %s}",
-             w->draining ? "draining" : "ok", (long)getpid(), w->calls,
-             w->client ? "true" : "false");
-    /* a draining worker says so with 503 so load balancers move away */
-    acc->status = w->draining ? 503 : 200;
-    srv_http_reply_json(req, w->cfg, acc->status, body, &acc->bytes);
-    return 0;
-}
-
-static int handle_preflight(srv_worker *w, srv_request *req, srv_access *acc)
-{
-    acc->status = srv_http_preflight(req, w->cfg);
-    return 0;
-}
-
-static int handle_chat(srv_worker *w, srv_request *req, srv_access *acc)
-{
-    return srv_chat_handle(w, req, acc);
-}
-
-/* The routes: a handler answers now (returns 0: the router logs) or later
- * (returns 1: the handler writes the access line when it is done). */
-typedef int (*route_handler)(srv_worker *w, srv_request *req, srv_access *acc);
-
-static const struct route {
-    const char *path;
-    const char *method;
-    route_handler handle;
-} routes[] = {
-    {"/api/chat", "POST", handle_chat},
-    {"/api/chat", "OPTIONS", handle_preflight},
-    {"/healthz", "GET", handle_health},
-    {"/healthz", "HEAD", handle_health},
-};
-
-/* 405 for a known path with another method: the Allow header lists its
- * methods, as RFC 9110 asks. */
-static void method_not_allowed(srv_worker *w, srv_request *req, const char *path,
-                               srv_access *acc)
-{
-    char allow[64] = "";
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(routes[i].path, path) != 0)
-            continue;
-        size_t n = strlen(allow);
-        snprintf(allow + n, sizeof allow - n, "%s%s", n ? ", " : "", routes[i].method);
-    }
-    srv_req_add_header(req, "Allow", allow);
-    acc->status = 405;
-    srv_http_send_json_error(req, w->cfg, 405, "method not allowed", -1, &acc->bytes);
-}
-
-static void on_request(srv_request *req, void *arg)
-{
-    srv_worker *w = arg;
-    srv_access acc;
-    srv_access_begin(&acc, req);
-    const char *path = srv_req_path(req);
-    int path_known = 0;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        if (strcmp(routes[i].path, path) != 0)
-            continue;
-        path_known = 1;
-        if (!srv_req_is(req, routes[i].method))
-            continue;
-        if (routes[i].handle(w, req, &acc))
-            return; /* answered later; the handler logs */
-        srv_access_write(&acc);
-        return;
-    }
-    if (path_known) {
-        method_not_allowed(w, req, path, &acc);
-    } else {
-        acc.status = 404;
-        srv_http_send_json_error(req, w->cfg, 404, "not found", -1, &acc.bytes);
-    }
-    srv_access_write(&acc);
-}
-
-/* A request the front refused (malformed, too large): answered in the
- * routes' error shape, with CORS headers, and logged like any other. */
-static void on_front_error(srv_request *req, int status, const char *msg, void *arg)
-{
-    srv_worker *w = arg;
-    srv_access acc;
-    srv_access_begin(&acc, req);
-    acc.status = status;
-    srv_http_send_json_error(req, w->cfg, status, msg, -1, &acc.bytes);
-    srv_access_write(&acc);
-}
-
 #define DRAIN_FLUSH_S 2 /* after the deadline, time for the last bytes to go out */
 
 static void on_drain_flush_timeout(evutil_socket_t fd, short what, void *arg)
@@ -151,7 +56,7 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     srv_worker *w = arg;
     srv_log("drain deadline reached with %ld request(s) unfinished; ending them",
             srv_worker_pending(w));
-    srv_chat_abort_all(w, "server is shutting down");
+    srv_pipeline_abort_all(w, "server is shutting down");
     struct timeval tv = {DRAIN_FLUSH_S, 0};
     event_assign(w->drain_timer, w->base, -1, 0, on_drain_flush_timeout, w);
     event_add(w->drain_timer, &tv);
@@ -224,7 +129,8 @@ static int setup(srv_worker *w)
     if (make_client(w) < 0)
         return -1;
     srv_front_limits lim = {cfg->max_headers, cfg->max_body, cfg->request_timeout_s};
-    w->front = srv_front_new(w->base, &lim, on_request, on_front_error, w);
+    w->front =
+        srv_front_new(w->base, &lim, srv_pipeline_request, srv_pipeline_front_error, w);
     if (!w->front)
         return -1;
     srv_front_on_request_done(w->front, on_request_done);

@@ -11,7 +11,7 @@
 struct event_base;
 struct event;
 struct zjuchat_client;
-struct chat_ctx;
+struct srv_ctx;
 struct srv_front;
 
 typedef struct srv_worker {
@@ -20,9 +20,9 @@ typedef struct srv_worker {
     struct event_base *base;
     struct srv_front *front;
     struct zjuchat_client *client; /* NULL when ZJU_API_KEY is unset */
-    long calls;                    /* upstream calls in flight */
+    long calls;                    /* upstream requests admitted, in flight */
     int draining;
-    struct chat_ctx *chats; /* relays in progress (chat.c's list) */
+    struct srv_ctx *kept; /* contexts kept by handlers (pipeline.c's list) */
     struct event *drain_timer;
     struct event *sig_term, *sig_int;
 } srv_worker;

@@ -1,0 +1,206 @@
+/*
+ * pipeline.c - the phases every request goes through (pipeline.h): route,
+ * identify, admit, handle, log. Handlers see a request only after the
+ * phases before them let it through, and never write the access line
+ * themselves, so what the access issue adds (tokens, limits, usage,
+ * metrics) goes into identify, admit and log without touching a route.
+ */
+#include "pipeline.h"
+#include "dialect.h"
+#include "front.h"
+#include "http_util.h"
+#include "routes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the context ---- */
+
+static srv_ctx *ctx_new(srv_worker *w, srv_request *req)
+{
+    srv_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return NULL;
+    ctx->w = w;
+    ctx->req = req;
+    ctx->dialect = &srv_dialect_seed;
+    return ctx;
+}
+
+static void ctx_unlink(srv_ctx *ctx)
+{
+    srv_worker *w = ctx->w;
+    if (ctx->prev)
+        ctx->prev->next = ctx->next;
+    else if (w->kept == ctx)
+        w->kept = ctx->next;
+    if (ctx->next)
+        ctx->next->prev = ctx->prev;
+    ctx->prev = ctx->next = NULL;
+}
+
+/* Phase "log", and the end of the context. */
+void srv_ctx_finish(srv_ctx *ctx)
+{
+    srv_access_write(&ctx->acc);
+    if (ctx->admitted)
+        ctx->w->calls--;
+    ctx_unlink(ctx);
+    free(ctx);
+}
+
+void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *code,
+                   long retry_after_s)
+{
+    ctx->acc.status = status;
+    if (!ctx->req)
+        return;
+    if (retry_after_s >= 0) {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%ld", retry_after_s);
+        srv_req_add_header(ctx->req, "Retry-After", ra);
+    }
+    char *body = ctx->dialect->error_body(status, message,
+                                          code ? code : srv_dialect_status_code(status));
+    static const char oom[] = "{\"error\": \"out of memory\"}";
+    srv_ctx_reply_json(ctx, status, body ? body : oom,
+                       body ? strlen(body) : sizeof oom - 1);
+    free(body);
+}
+
+void srv_ctx_reply_json(srv_ctx *ctx, int status, const char *body, size_t len)
+{
+    ctx->acc.status = status;
+    ctx->acc.bytes = len;
+    if (!ctx->req)
+        return;
+    srv_http_common_headers(ctx->req, ctx->w->cfg);
+    srv_req_add_header(ctx->req, "Content-Type", "application/json");
+    srv_req_reply(ctx->req, status, body, len);
+}
+
+/* ---- the close watch ---- */
+
+static void on_gone(srv_request *req, void *arg)
+{
+    srv_ctx *ctx = arg;
+    ctx->req = NULL;
+    if (ctx->on_gone)
+        ctx->on_gone(ctx);
+}
+
+static void on_drained(srv_request *req, void *arg)
+{
+    srv_ctx *ctx = arg;
+    if (ctx->on_drained && ctx->req)
+        ctx->on_drained(ctx);
+}
+
+void srv_ctx_watch(srv_ctx *ctx, size_t high_water)
+{
+    if (ctx->req)
+        srv_req_watch(ctx->req, on_gone, on_drained, high_water, ctx);
+}
+
+void srv_pipeline_abort_all(srv_worker *w, const char *reason)
+{
+    srv_ctx *ctx = w->kept;
+    while (ctx) {
+        srv_ctx *next = ctx->next; /* abort may finish (free) ctx */
+        if (ctx->abort)
+            ctx->abort(ctx, reason);
+        ctx = next;
+    }
+}
+
+/* ---- the phases ---- */
+
+/* The error shape for a path: its routes', or OpenAI's anywhere under /v1
+ * (an SDK reads the message of a 404 there), else the seed's. */
+static const srv_dialect *dialect_of_path(const char *path)
+{
+    const srv_route *route = srv_routes_find(NULL, path);
+    if (route)
+        return route->dialect;
+    return strncmp(path, "/v1/", 4) == 0 ? &srv_dialect_openai : &srv_dialect_seed;
+}
+
+/* 404, or 405 with the path's methods in Allow (RFC 9110). */
+static void no_route(srv_ctx *ctx, const char *path)
+{
+    char allow[64];
+    if (srv_routes_allow(path, allow, sizeof allow)) {
+        srv_req_add_header(ctx->req, "Allow", allow);
+        srv_ctx_error(ctx, 405, "method not allowed", NULL, -1);
+    } else {
+        srv_ctx_error(ctx, 404, "not found", NULL, -1);
+    }
+}
+
+/* Who is calling. The client address was resolved through TRUSTED_PROXIES
+ * when the access record began; access tokens will be checked here. */
+static int identify(srv_ctx *ctx)
+{
+    return 0;
+}
+
+/* May the request run now? Upstream routes hold one of the worker's
+ * MAX_CONNECTIONS places from here to the log phase. */
+static int admit(srv_ctx *ctx)
+{
+    srv_worker *w = ctx->w;
+    if (!(ctx->route->flags & SRV_ROUTE_UPSTREAM))
+        return 0;
+    if (w->calls >= w->cfg->max_connections) {
+        srv_ctx_error(ctx, 503, "server busy, retry later", "server_busy", 1);
+        return -1;
+    }
+    w->calls++;
+    ctx->admitted = 1;
+    return 0;
+}
+
+void srv_pipeline_request(srv_request *req, void *arg)
+{
+    srv_worker *w = arg;
+    srv_ctx *ctx = ctx_new(w, req);
+    if (!ctx) {
+        srv_http_send_json_error(req, w->cfg, 500, "out of memory", -1, NULL);
+        return;
+    }
+    srv_access_begin(&ctx->acc, req);
+    const char *path = srv_req_path(req);
+    ctx->route = srv_routes_find(srv_req_method(req), path);
+    if (!ctx->route) {
+        ctx->dialect = dialect_of_path(path);
+        no_route(ctx, path);
+    } else {
+        ctx->dialect = ctx->route->dialect;
+        if (identify(ctx) == 0 && admit(ctx) == 0 &&
+            ctx->route->handle(ctx) == SRV_LATER) {
+            /* kept: listed for the drain; the handler finishes it */
+            ctx->next = w->kept;
+            if (w->kept)
+                w->kept->prev = ctx;
+            w->kept = ctx;
+            return;
+        }
+    }
+    srv_ctx_finish(ctx);
+}
+
+void srv_pipeline_front_error(srv_request *req, int status, const char *msg, void *arg)
+{
+    srv_worker *w = arg;
+    srv_ctx *ctx = ctx_new(w, req);
+    if (!ctx) {
+        srv_http_send_json_error(req, w->cfg, status, msg, -1, NULL);
+        return;
+    }
+    srv_access_begin(&ctx->acc, req);
+    /* The front refused it before routing; the path says whose shape fits. */
+    ctx->dialect = dialect_of_path(srv_req_path(req));
+    srv_ctx_error(ctx, status, msg, NULL, -1);
+    srv_ctx_finish(ctx);
+}

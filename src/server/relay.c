@@ -1,0 +1,348 @@
+/*
+ * relay.c - the relay engine (relay.h): an evented upstream call
+ * (zjuchat_call_start_raw) and its answer carried to one client, with
+ * backpressure, heartbeats, cancellation and the dialect's framing. The
+ * front reads the client's socket all along and tells the context when the
+ * client leaves (ctx->on_gone), in any phase.
+ */
+#include "relay.h"
+#include "dialect.h"
+#include "front.h"
+#include "http_util.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <zjuchat.h>
+
+/* Above this many bytes waiting for a client, the upstream is paused. */
+#define OUT_HIGH_WATER (64 * 1024)
+/* A streaming client that accepts no byte for this long is dropped. */
+#define STREAM_WRITE_TIMEOUT_S 120
+#define STATUS_CLIENT_GONE 499 /* nginx's convention, for the access log */
+
+typedef struct relay {
+    srv_ctx *ctx;
+    zjuchat_call *call;
+    const char *abort_reason; /* set at the drain deadline */
+    int stream;
+    int started; /* stream reply headers sent */
+    int paused;
+    struct event *ping;       /* heartbeat timer */
+    struct timeval last_send; /* loop time of the last piece, for the heartbeat */
+    struct event *flush;      /* sends out once the current burst is queued */
+    struct evbuffer *out;
+} relay;
+
+static struct event_base *base_of(relay *r)
+{
+    return r->ctx->w->base;
+}
+
+static void stop_timers(relay *r)
+{
+    if (r->ping) {
+        event_free(r->ping);
+        r->ping = NULL;
+    }
+    if (r->flush) {
+        event_free(r->flush);
+        r->flush = NULL;
+    }
+}
+
+static void relay_free(relay *r)
+{
+    stop_timers(r);
+    if (r->out)
+        evbuffer_free(r->out);
+    free(r);
+}
+
+static size_t pending_out(relay *r)
+{
+    return r->ctx->req ? srv_req_output_pending(r->ctx->req) : 0;
+}
+
+/* ---- the client's side ---- */
+
+/* The client left before the reply ended: cancel the upstream call (its
+ * on_done then only logs and frees). */
+static void on_client_gone(srv_ctx *ctx)
+{
+    relay *r = ctx->handler_data;
+    stop_timers(r);
+    ctx->acc.status = STATUS_CLIENT_GONE;
+    zjuchat_call_cancel(r->call);
+}
+
+/* The client caught up: resume the upstream. */
+static void on_client_drained(srv_ctx *ctx)
+{
+    relay *r = ctx->handler_data;
+    if (r->paused) {
+        r->paused = 0;
+        if (ctx->w->cfg->debug)
+            srv_log("debug: client caught up, resuming upstream");
+        zjuchat_call_resume(r->call);
+    }
+}
+
+static void on_abort(srv_ctx *ctx, const char *reason)
+{
+    relay *r = ctx->handler_data;
+    r->abort_reason = reason;
+    zjuchat_call_cancel(r->call);
+}
+
+/* Arm the heartbeat to fire ms from now. Re-arming it on every piece cost a
+ * timer-heap update per relayed event; instead the timer fires on schedule
+ * and re-arms itself for the rest of the period when pieces went out
+ * meanwhile (see on_ping). */
+static void arm_ping_in(relay *r, long ms)
+{
+    if (!r->ping)
+        return;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    event_add(r->ping, &tv);
+}
+
+static long ms_since_send(relay *r)
+{
+    struct timeval now, since;
+    event_base_gettimeofday_cached(base_of(r), &now);
+    timersub(&now, &r->last_send, &since);
+    return since.tv_sec * 1000L + since.tv_usec / 1000;
+}
+
+static void arm_ping(relay *r)
+{
+    long left = r->ctx->w->cfg->heartbeat_ms - ms_since_send(r);
+    arm_ping_in(r, left < 1 ? 1 : left);
+}
+
+/* Send what is in r->out as one piece of the reply; pause the upstream
+ * above high water. */
+static void send_out(relay *r)
+{
+    r->ctx->acc.bytes += evbuffer_get_length(r->out);
+    srv_req_write_buffer(r->ctx->req, r->out);
+    event_base_gettimeofday_cached(base_of(r), &r->last_send);
+    if (!r->paused && pending_out(r) > OUT_HIGH_WATER) {
+        r->paused = 1;
+        if (r->ctx->w->cfg->debug)
+            srv_log("debug: client behind by %zu bytes, pausing upstream",
+                    pending_out(r));
+        zjuchat_call_pause(r->call);
+    }
+}
+
+static void on_ping(evutil_socket_t fd, short what, void *arg)
+{
+    relay *r = arg;
+    long period = r->ctx->w->cfg->heartbeat_ms;
+    if (!r->ctx->req)
+        return;
+    if (ms_since_send(r) < period) {
+        arm_ping(r); /* pieces went out meanwhile: wait out the rest */
+        return;
+    }
+    if (pending_out(r) > 0) { /* the client is still behind: no need */
+        arm_ping_in(r, period);
+        return;
+    }
+    evbuffer_add(r->out, ": ping\n\n", 8);
+    send_out(r);
+    arm_ping(r);
+}
+
+/* Events that arrive in one upstream read leave as one HTTP chunk: fewer
+ * chunk headers and writes, no added latency (same loop iteration). */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    relay *r = arg;
+    if (r->ctx->req && evbuffer_get_length(r->out) > 0)
+        send_out(r);
+}
+
+/* ---- the upstream's side ---- */
+
+static void on_accepted(zjuchat_call *call, void *arg)
+{
+    relay *r = arg;
+    srv_ctx *ctx = r->ctx;
+    if (!r->stream || !ctx->req)
+        return;
+    srv_http_common_headers(ctx->req, ctx->w->cfg);
+    srv_req_add_header(ctx->req, "Content-Type", "text/event-stream");
+    srv_req_add_header(ctx->req, "Cache-Control", "no-cache");
+    srv_req_add_header(ctx->req, "X-Accel-Buffering", "no");
+    srv_req_start(ctx->req, 200);
+    r->started = 1;
+    ctx->acc.status = 200;
+    /* A quiet stream is fine; a client that takes no byte for this long is
+     * dropped (on_gone). */
+    srv_req_set_write_timeout(ctx->req, STREAM_WRITE_TIMEOUT_S);
+    r->flush = event_new(base_of(r), -1, 0, on_flush, r);
+    if (ctx->w->cfg->heartbeat_ms > 0) {
+        r->ping = evtimer_new(base_of(r), on_ping, r);
+        event_base_gettimeofday_cached(base_of(r), &r->last_send);
+        arm_ping(r);
+    }
+}
+
+static void note_usage(srv_access *acc, long p, long q, long t)
+{
+    acc->prompt_tokens = p;
+    acc->completion_tokens = q;
+    acc->total_tokens = t;
+}
+
+static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
+{
+    relay *r = arg;
+    if (!r->ctx->req || !r->started)
+        return ZJUCHAT_STOP;
+    size_t len;
+    const char *data = zjuchat_chunk_data(chunk, &len);
+    long p, q, t;
+    if (zjuchat_chunk_usage(chunk, &p, &q, &t) == 0)
+        note_usage(&r->ctx->acc, p, q, t);
+    evbuffer_add(r->out, "data: ", 6);
+    evbuffer_add(r->out, data, len);
+    evbuffer_add(r->out, "\n\n", 2);
+    if (!r->flush) {
+        send_out(r);
+    } else if (!r->paused &&
+               pending_out(r) + evbuffer_get_length(r->out) > OUT_HIGH_WATER) {
+        send_out(r); /* pauses the upstream */
+    } else if (!event_pending(r->flush, EV_TIMEOUT, NULL)) {
+        event_active(r->flush, EV_TIMEOUT, 1);
+    }
+    return 0;
+}
+
+static void finish_stream(relay *r, const zjuchat_error *err)
+{
+    srv_ctx *ctx = r->ctx;
+    if (err->code != ZJUCHAT_OK) {
+        /* The status line is gone: the failure becomes one event in the
+         * route's error shape. */
+        srv_failure f;
+        ctx->dialect->upstream_failure(err, NULL, &f);
+        static const char oom[] = "{\"error\": \"out of memory\"}";
+        evbuffer_add(r->out, "data: ", 6);
+        evbuffer_add(r->out, f.body ? f.body : oom, f.body ? f.len : sizeof oom - 1);
+        evbuffer_add(r->out, "\n\n", 2);
+        free(f.body);
+    }
+    if (evbuffer_get_length(r->out) > 0) {
+        ctx->acc.bytes += evbuffer_get_length(r->out);
+        srv_req_write_buffer(ctx->req, r->out);
+    }
+    srv_req_end(ctx->req);
+}
+
+static void finish_plain(relay *r, zjuchat_call *call, const zjuchat_error *err,
+                         const zjuchat_response *resp)
+{
+    srv_ctx *ctx = r->ctx;
+    if (err->code != ZJUCHAT_OK) {
+        srv_failure f;
+        ctx->dialect->upstream_failure(err, call, &f);
+        if (f.retry_after_s >= 0) {
+            char ra[32];
+            snprintf(ra, sizeof ra, "%ld", f.retry_after_s);
+            srv_req_add_header(ctx->req, "Retry-After", ra);
+        }
+        static const char oom[] = "{\"error\": \"out of memory\"}";
+        srv_ctx_reply_json(ctx, f.status, f.body ? f.body : oom,
+                           f.body ? f.len : sizeof oom - 1);
+        free(f.body);
+        return;
+    }
+    size_t len = 0;
+    const char *body = zjuchat_response_body(resp, &len);
+    long p, q, t;
+    if (zjuchat_response_usage(resp, &p, &q, &t) == 0)
+        note_usage(&ctx->acc, p, q, t);
+    srv_ctx_reply_json(ctx, 200, body, len);
+}
+
+static void on_done(zjuchat_call *call, const zjuchat_error *err,
+                    const zjuchat_response *resp, void *arg)
+{
+    relay *r = arg;
+    srv_ctx *ctx = r->ctx;
+    zjuchat_call_stats st;
+    zjuchat_call_get_stats(call, &st);
+    zjuchat_error shutdown_err;
+    if (r->abort_reason && err->code == ZJUCHAT_ERR_CANCELLED) {
+        shutdown_err = *err;
+        shutdown_err.code = ZJUCHAT_ERR_NETWORK; /* answered as 503 */
+        snprintf(shutdown_err.message, sizeof shutdown_err.message, "%s",
+                 r->abort_reason);
+        err = &shutdown_err;
+    }
+    ctx->acc.ttfb_ms = st.first_byte_ms;
+    stop_timers(r);
+    if (ctx->req) {
+        if (r->started)
+            finish_stream(r, err);
+        else
+            finish_plain(r, call, err, resp);
+        if (err->code != ZJUCHAT_OK && ctx->w->cfg->debug)
+            srv_log("debug: upstream call failed: %s (%s): %s",
+                    zjuchat_strerror(err->code), zjuchat_detail_name(err->detail),
+                    err->message);
+    }
+    ctx->handler_data = NULL;
+    ctx->on_gone = NULL;
+    ctx->on_drained = NULL;
+    ctx->abort = NULL;
+    relay_free(r);
+    srv_ctx_finish(ctx);
+}
+
+int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len,
+                    int stream)
+{
+    srv_worker *w = ctx->w;
+    if (!w->client) {
+        srv_ctx_error(ctx, 500, "ZJU_API_KEY is not set on the server", "no_api_key", -1);
+        return SRV_ANSWERED;
+    }
+    relay *r = calloc(1, sizeof *r);
+    if (r)
+        r->out = evbuffer_new();
+    if (!r || !r->out) {
+        free(r);
+        srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
+        return SRV_ANSWERED;
+    }
+    r->ctx = ctx;
+    r->stream = stream;
+    static const zjuchat_callbacks cb = {on_accepted, on_chunk, on_done};
+    unsigned flags = stream ? ZJUCHAT_CALL_STREAM | ctx->dialect->stream_flags : 0;
+    zjuchat_error err;
+    memset(&err, 0, sizeof err);
+    r->call = zjuchat_call_start_raw(w->client, path, body, len, flags, &cb, r, &err);
+    if (!r->call) {
+        relay_free(r);
+        srv_failure f;
+        ctx->dialect->upstream_failure(&err, NULL, &f);
+        static const char oom[] = "{\"error\": \"out of memory\"}";
+        srv_ctx_reply_json(ctx, f.status, f.body ? f.body : oom,
+                           f.body ? f.len : sizeof oom - 1);
+        free(f.body);
+        return SRV_ANSWERED;
+    }
+    ctx->handler_data = r;
+    ctx->on_gone = on_client_gone;
+    ctx->on_drained = on_client_drained;
+    ctx->abort = on_abort;
+    srv_ctx_watch(ctx, OUT_HIGH_WATER);
+    return SRV_LATER;
+}
