@@ -627,7 +627,7 @@ def verdicts(results, cfg):
     def v(ok):
         return "PASS" if ok else "FAIL"
 
-    for who in ("server-w1", "server"):
+    for who in ("server-w1", "server", "server-v1"):
         ng = lambda sc: get(results, sc, "nginx")  # noqa: E731
         me = lambda sc: get(results, sc, who)  # noqa: E731
         if me("S1") and ng("S1") and me("S1").get("rps") and ng("S1").get("rps"):
@@ -721,7 +721,7 @@ def report(results, cfg, m, started, quick):
 def main_bench():
     cfg = config()
     quick = os.environ.get("BENCH_QUICK") == "1"
-    contenders = os.environ.get("BENCH_CONTENDERS", "mock,nginx,server-w1,server").split(",")
+    contenders = os.environ.get("BENCH_CONTENDERS", "mock,nginx,server-w1,server,server-v1").split(",")
     scen = os.environ.get("BENCH_SCENARIOS", "S1,S2,S3,S4,S5,S6").split(",")
     ncpu = os.cpu_count() or 1
     started = datetime.datetime.now()
@@ -759,8 +759,12 @@ def main_bench():
                 continue
             workers = 1 if name == "server-w1" else None
             s, port = start_server(tmp, f"http://127.0.0.1:{mport}/v1", workers, name)
-            target = {"port": port, "path": "/api/chat", "openai": False, "auth": False,
-                      "lgflags": []}
+            if name == "server-v1":  # OpenAI's route: nginx's body and [DONE]
+                target = {"port": port, "path": "/v1/chat/completions", "openai": True,
+                          "auth": False, "lgflags": ["--openai-body", "--allow-done"]}
+            else:
+                target = {"port": port, "path": "/api/chat", "openai": False, "auth": False,
+                          "lgflags": []}
             try:
                 run_contender(name, target, [s.pid], [mock.pid], mport, cfg, scen, results,
                               ncpu)
