@@ -48,7 +48,7 @@ sources_of() {
     fuzz_upstream) echo "$LIB" ;;
     fuzz_chat_body) echo "$LIB" "$(server_but api_chat.c)" ;;
     fuzz_env) ;; # config.c is #included by the driver
-    fuzz_http) echo "$LIB" "$(server_but worker.c)" ;;
+    fuzz_http) echo "$LIB" "$(server_but)" ;;
     *)
         echo "fuzz/build.sh: no source list for $1" >&2
         return 1

@@ -1,12 +1,13 @@
 /*
  * fuzz_http.c - libFuzzer driver for the server's HTTP front as a whole:
  * the input is written as raw bytes on a loopback TCP connection to a
- * worker running in this process (the front's http-parser, the router, /healthz,
- * CORS preflight, /api/chat validation, the relay's error replies).
+ * worker running in this process (the front's http-parser, the pipeline and
+ * its routes: /healthz, CORS preflight, /api/chat and /v1 validation, the
+ * relay's error replies).
  *
- * worker.c is #included to reach its static setup(): the worker is built by
- * the server's own code (same front limits, same handlers) and bound to
- * 127.0.0.1 on an ephemeral port. Its upstream is 127.0.0.1:1, which
+ * The worker is built by the server's own code (srv_worker_setup, worker.h:
+ * same front limits, same handlers) and bound to 127.0.0.1 on an ephemeral
+ * port. Its upstream is 127.0.0.1:1, which
  * refuses at once (retries off), so a valid chat request costs one refused
  * connect and ends in the JSON 503 path. The client side writes the input,
  * shuts its write side and reads until the server closes.
@@ -15,8 +16,18 @@
  * hang), whatever it sends starts like an HTTP reply, and no upstream
  * call is left counted once the connection is gone.
  */
-#include "../src/server/worker.c"
 #include "listeners.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zjuchat.h>
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -101,7 +112,7 @@ static void init(void)
     /* The worker accepts on a socket the supervisor opened (listeners.c). */
     if (srv_listeners_open(&cfg, &w.listen_fd, 1) < 0)
         die("cannot open the listening socket");
-    if (setup(&w) < 0)
+    if (srv_worker_setup(&w) < 0)
         die("worker setup failed");
     zjuchat_client_set_retries(w.client, 0, 1);
     socklen_t al = sizeof addr;

@@ -120,7 +120,7 @@ static int make_client(srv_worker *w)
     return 0;
 }
 
-static int setup(srv_worker *w)
+int srv_worker_setup(srv_worker *w)
 {
     const srv_config *cfg = w->cfg;
     w->base = event_base_new();
@@ -148,7 +148,7 @@ static int setup(srv_worker *w)
     return 0;
 }
 
-static void teardown(srv_worker *w)
+void srv_worker_teardown(srv_worker *w)
 {
     /* Closing the connections first: relays still running see on_gone and
      * cancel their upstream calls before the client goes. */
@@ -173,12 +173,12 @@ int srv_worker_run(const srv_config *cfg, int listen_fd)
     w.listen_fd = listen_fd;
     signal(SIGPIPE, SIG_IGN);
     int rc = 0;
-    if (setup(&w) < 0) {
+    if (srv_worker_setup(&w) < 0) {
         rc = 2;
     } else {
         event_base_dispatch(w.base);
         srv_log("worker exiting");
     }
-    teardown(&w);
+    srv_worker_teardown(&w);
     return rc;
 }

@@ -32,6 +32,13 @@ typedef struct srv_worker {
  * it could not start. */
 int srv_worker_run(const srv_config *cfg, int listen_fd);
 
+/* The parts of srv_worker_run, for a harness that drives the loop itself
+ * (fuzz/fuzz_http.c): setup fills w (cfg and listen_fd set by the caller)
+ * and returns 0, or -1 after logging why; teardown frees what setup made,
+ * also after a failed setup. */
+int srv_worker_setup(srv_worker *w);
+void srv_worker_teardown(srv_worker *w);
+
 /* Requests whose reply is not yet written (the drain waits for none). */
 long srv_worker_pending(const srv_worker *w);
 
