@@ -47,6 +47,7 @@ sources_of() {
     fuzz_scan) echo src/lib/scan.c ;;
     fuzz_upstream) echo "$LIB" ;;
     fuzz_chat_body) echo "$LIB" "$(server_but api_chat.c)" ;;
+    fuzz_openai_body) echo "$LIB" "$(server_but)" ;;
     fuzz_env) ;; # config.c is #included by the driver
     fuzz_http) echo "$LIB" "$(server_but)" ;;
     *)

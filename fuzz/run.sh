@@ -29,6 +29,7 @@ opts_of() {
     fuzz_http) echo "-max_len=16384 -close_fd_mask=2" ;;
     fuzz_upstream) echo "-max_len=16384" ;;
     fuzz_chat_body) echo "-max_len=8192 -close_fd_mask=2" ;;
+    fuzz_openai_body) echo "-max_len=8192" ;;
     *) echo "-max_len=4096" ;;
     esac
 }
