@@ -1,6 +1,6 @@
 /*
- * chat.c - POST /api/chat. Validates the body (jansson), starts an evented
- * upstream call and relays its answer:
+ * chat.c - POST /api/chat. Checks the body and builds the upstream's
+ * (chat_body.c), starts an evented upstream call and relays its answer:
  *   - non-stream: the upstream's JSON body, byte for byte;
  *   - stream: each upstream event as "data: <its JSON bytes>\n\n", started as
  *     soon as the upstream accepted the request, with ": ping" comments
@@ -11,12 +11,12 @@
  * at once.
  */
 #include "chat.h"
+#include "chat_body.h"
 #include "front.h"
 #include "http_util.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -318,107 +318,16 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
     ctx_free(c);
 }
 
-/* Validation: a string member or absent/null. Returns 0, or -1 when the
- * member exists with another type. */
-static int opt_string(json_t *obj, const char *key, const char **out)
-{
-    json_t *v = json_object_get(obj, key);
-    *out = NULL;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_string(v))
-        return -1;
-    *out = json_string_value(v);
-    return 0;
-}
-
-/* Parse and check the body. Returns 0 and fills the outputs (borrowed from
- * *root, which the caller frees), or an HTTP status with msg set. */
-static int validate(const char *content_type, const char *bytes, size_t len,
-                    const srv_config *cfg, json_t **root, const char **user,
-                    const char **model, const char **system, int *stream,
-                    const char **msg)
-{
-    if (!srv_http_is_json_type(content_type)) {
-        *msg = "Content-Type must be application/json";
-        return 415;
-    }
-    if (len > cfg->max_body) {
-        *msg = "request body too large";
-        return 413;
-    }
-    json_error_t jerr;
-    /* \u0000 is valid JSON: the texts keep it (their lengths go upstream). */
-    *root = json_loadb(bytes ? bytes : "", len, JSON_ALLOW_NUL, &jerr);
-    if (!*root) {
-        /* Say where and why; one worker is one thread, so a static buffer
-         * lives until the reply is built. */
-        static char why[320];
-        snprintf(why, sizeof why,
-                 "request body is not valid JSON: %s (line %d, column %d)", jerr.text,
-                 jerr.line, jerr.column);
-        *msg = why;
-        return 400;
-    }
-    if (!json_is_object(*root)) {
-        *msg = "request body must be a JSON object";
-        return 400;
-    }
-    json_t *u = json_object_get(*root, "user_content");
-    if (!json_is_string(u) || json_string_length(u) == 0) {
-        *msg = "user_content is required and must be a non-empty string";
-        return 400;
-    }
-    *user = json_string_value(u);
-    if (opt_string(*root, "model", model) < 0) {
-        *msg = "model must be a string";
-        return 400;
-    }
-    if (*model && strlen(*model) != json_string_length(json_object_get(*root, "model"))) {
-        *msg = "model must not contain NUL"; /* no model id does */
-        return 400;
-    }
-    if (opt_string(*root, "system_content", system) < 0) {
-        *msg = "system_content must be a string";
-        return 400;
-    }
-    json_t *s = json_object_get(*root, "stream");
-    *stream = 0;
-    /* Unlike model and system_content, a null stream is an error: the
-     * contract wants a boolean whenever the member is present. */
-    if (s) {
-        if (!json_is_boolean(s)) {
-            *msg = "stream must be a boolean";
-            return 400;
-        }
-        *stream = json_is_true(s);
-    }
-    return 0;
-}
-
-/* A validated text's length: it may hold \u0000, so not strlen. 0 for an
- * absent or null member. */
-static size_t text_length(json_t *root, const char *key)
-{
-    return json_string_length(json_object_get(root, key));
-}
-
 /* Start the upstream call; 0 on success (c owns the request), else an HTTP
  * status and message. */
-static int start_call(chat_ctx *c, const char *model, const char *user, size_t user_len,
-                      const char *system, size_t system_len, const char **msg,
+static int start_call(chat_ctx *c, const srv_chat_body *b, const char **msg,
                       zjuchat_error *err)
 {
-    zjuchat_request *r =
-        zjuchat_request_new_simple_n(model, user, user_len, system, system_len);
-    if (!r) {
-        *msg = "out of memory";
-        return 500;
-    }
     static const zjuchat_callbacks cb = {on_accepted, on_chunk, on_done};
     memset(err, 0, sizeof *err);
-    c->call = zjuchat_call_start(c->w->client, r, c->stream, &cb, c, err);
-    zjuchat_request_free(r);
+    c->call = zjuchat_call_start_raw(c->w->client, "chat/completions", b->upstream,
+                                     b->upstream_len, c->stream ? ZJUCHAT_CALL_STREAM : 0,
+                                     &cb, c, err);
     if (!c->call) {
         *msg = error_text(err);
         return err->code == ZJUCHAT_ERR_INVALID ? 400 : 500;
@@ -429,20 +338,18 @@ static int start_call(chat_ctx *c, const char *model, const char *user, size_t u
 int srv_chat_handle(srv_worker *w, srv_request *req, srv_access *acc)
 {
     const srv_config *cfg = w->cfg;
-    json_t *root = NULL;
-    const char *user = NULL, *model = NULL, *system = NULL, *msg = NULL;
-    int stream = 0;
+    srv_chat_body b;
     long retry_after = -1;
     size_t blen;
     const char *body = srv_req_body(req, &blen);
-    int status = validate(srv_req_header(req, "Content-Type"), body, blen, cfg, &root,
-                          &user, &model, &system, &stream, &msg);
+    int status =
+        srv_chat_body_parse(srv_req_header(req, "Content-Type"), body, blen, cfg, &b);
+    const char *msg = b.msg;
+    int stream = b.stream;
     chat_ctx *c = NULL;
     zjuchat_error err;
     if (status == 0) {
-        if (!model || !*model)
-            model = cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL;
-        snprintf(acc->model, sizeof acc->model, "%s", model);
+        snprintf(acc->model, sizeof acc->model, "%s", b.model);
         acc->stream = stream;
         if (!w->client) {
             status = 500;
@@ -475,24 +382,23 @@ int srv_chat_handle(srv_worker *w, srv_request *req, srv_access *acc)
             w->chats->prev = c;
         w->chats = c;
         srv_req_watch(req, on_gone, on_drained, OUT_HIGH_WATER, c);
-        status = start_call(c, model, user, text_length(root, "user_content"), system,
-                            text_length(root, "system_content"), &msg, &err);
+        status = start_call(c, &b, &msg, &err);
         if (status != 0) {
             /* msg may point into err, which lives on this stack frame */
             srv_http_send_json_error(req, cfg, status, msg, -1, &acc->bytes);
             acc->status = status;
             ctx_free(c);
-            json_decref(root);
+            srv_chat_body_free(&b);
             return 0;
         }
     }
     if (status != 0) {
         srv_http_send_json_error(req, cfg, status, msg, retry_after, &acc->bytes);
         acc->status = status;
-        json_decref(root);
+        srv_chat_body_free(&b);
         return 0;
     }
-    json_decref(root);
+    srv_chat_body_free(&b);
     return 1;
 }
 
