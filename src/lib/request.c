@@ -172,24 +172,43 @@ static zjuchat_code check_message(json_t *msg, zjuchat_error *err)
     return ZJUCHAT_OK;
 }
 
+/* jansson reports an allocation that failed inside its parser as whatever
+ * the lexer saw next ("string or '}' expected near ..."), so a text it
+ * refuses is checked again by scan.c's YAJL pass, which has its own
+ * allocator: valid JSON there means the parse ran out of memory. Only
+ * jansson refuses repeated members, a NUL in a key, numbers out of range
+ * and too deep nesting; those come with their own error codes. */
+static zjuchat_code parse_failure(const char *text, size_t len, const json_error_t *jerr,
+                                  zjuchat_error *err)
+{
+    enum json_error_code code = json_error_code(jerr);
+    zjuchat__scan scan;
+    if (code == json_error_out_of_memory ||
+        (code != json_error_duplicate_key && code != json_error_null_byte_in_key &&
+         code != json_error_numeric_overflow && code != json_error_stack_overflow &&
+         zjuchat__scan_json(text, len, NULL, &scan) != -1))
+        return zjuchat__nomem(err);
+    zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                       "message is not valid JSON: %s", jerr->text);
+    return ZJUCHAT_ERR_INVALID;
+}
+
 zjuchat_code zjuchat_request_add_message_json(zjuchat_request *req,
                                               const char *message_json, size_t len,
                                               zjuchat_error *err)
 {
     if (!req || !message_json)
         return invalid_message(err, "message: NULL argument");
+    /* Zeroed: jansson leaves the error code alone on some failures. */
     json_error_t jerr;
+    memset(&jerr, 0, sizeof jerr);
     /* \u0000 is kept, as add_message_n keeps a NUL; a repeated member would
      * leave it to the upstream's parser which one counts. */
     json_t *msg =
-        json_loadb(message_json, len, JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES, &jerr);
-    if (!msg) {
-        if (json_error_code(&jerr) == json_error_out_of_memory)
-            return zjuchat__nomem(err);
-        zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
-                           "message is not valid JSON: %s", jerr.text);
-        return ZJUCHAT_ERR_INVALID;
-    }
+        json_loadb(message_json, len,
+                   JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!msg)
+        return parse_failure(message_json, len, &jerr, err);
     zjuchat_code rc = check_message(msg, err);
     if (rc != ZJUCHAT_OK) {
         json_decref(msg);
