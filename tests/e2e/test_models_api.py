@@ -248,6 +248,11 @@ class ConfiguredList(Harness):
         t0 = time.monotonic()
         self.assertEqual(get(srv.port, "/healthz", timeout=5).status, 200)
         self.assertLess(time.monotonic() - t0, 1.0)
+        s = sc.stream(srv.port, {"user_content": "hi", "stream": True,
+                                 "model": sc.model(events=3)}, timeout=10)
+        self.assertEqual(s.status, 200)
+        self.assertTrue(s.clean_end, s.error)
+        self.assertEqual(s.errors(), [])
         self.assertTrue(t.is_alive(), "the list did not wait for the fetch")
         t.join(15)
         self.assertList(out["r"], CONFIGURED_IDS)
