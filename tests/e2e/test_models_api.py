@@ -400,6 +400,7 @@ class Waiting(Harness):
         # the drain deadline answers waiting clients from what is at hand
         self.mock.config(models="hang")
         srv = sc.Server(self.mock.url, env={"MODELS": CONFIGURED, "DRAIN_TIMEOUT": "1"}).start()
+        self.addCleanup(srv.kill)  # when a check fails before the stop
         out = {}
         t = threading.Thread(target=lambda: out.setdefault("r", get(srv.port, LIST, timeout=15)))
         t.start()
@@ -412,6 +413,7 @@ class Waiting(Harness):
     def test_stop_during_a_fetch_nobody_waits_for(self):
         self.mock.config(models="hang")
         srv = sc.Server(self.mock.url, env={"MODELS": CONFIGURED}).start()
+        self.addCleanup(srv.kill)  # when a check fails before the stop
         c = sc.RawConn(srv.port)
         c.send(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(sc.wait_until(lambda: fetches(self.mock) == 1, 3))
