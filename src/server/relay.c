@@ -245,22 +245,30 @@ static void finish_stream(relay *r, const zjuchat_error *err)
     srv_req_end(ctx->req);
 }
 
+/* The dialect's answer to a failed call, before any reply byte was sent. */
+static void reply_failure(srv_ctx *ctx, const zjuchat_error *err, zjuchat_call *call)
+{
+    srv_failure f;
+    ctx->dialect->upstream_failure(err, call, &f);
+    if (!f.body) {
+        srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
+        return;
+    }
+    if (f.retry_after_s >= 0 && ctx->req) {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%ld", f.retry_after_s);
+        srv_req_add_header(ctx->req, "Retry-After", ra);
+    }
+    srv_ctx_reply_json(ctx, f.status, f.body, f.len);
+    free(f.body);
+}
+
 static void finish_plain(relay *r, zjuchat_call *call, const zjuchat_error *err,
                          const zjuchat_response *resp)
 {
     srv_ctx *ctx = r->ctx;
     if (err->code != ZJUCHAT_OK) {
-        srv_failure f;
-        ctx->dialect->upstream_failure(err, call, &f);
-        if (f.retry_after_s >= 0) {
-            char ra[32];
-            snprintf(ra, sizeof ra, "%ld", f.retry_after_s);
-            srv_req_add_header(ctx->req, "Retry-After", ra);
-        }
-        static const char oom[] = "{\"error\": \"out of memory\"}";
-        srv_ctx_reply_json(ctx, f.status, f.body ? f.body : oom,
-                           f.body ? f.len : sizeof oom - 1);
-        free(f.body);
+        reply_failure(ctx, err, call);
         return;
     }
     size_t len = 0;
@@ -331,12 +339,7 @@ int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len
     r->call = zjuchat_call_start_raw(w->client, path, body, len, flags, &cb, r, &err);
     if (!r->call) {
         relay_free(r);
-        srv_failure f;
-        ctx->dialect->upstream_failure(&err, NULL, &f);
-        static const char oom[] = "{\"error\": \"out of memory\"}";
-        srv_ctx_reply_json(ctx, f.status, f.body ? f.body : oom,
-                           f.body ? f.len : sizeof oom - 1);
-        free(f.body);
+        reply_failure(ctx, &err, NULL);
         return SRV_ANSWERED;
     }
     ctx->handler_data = r;
