@@ -34,6 +34,8 @@ typedef struct srv_config {
     long request_timeout_s; /* REQUEST_TIMEOUT, default 30 */
     /* TRUSTED_PROXIES as given, NULL: none (main parses it, proxies.h) */
     char *trusted_proxies;
+    /* ACCESS_TOKENS_FILE, NULL: no tokens, the API is open (tokens.h) */
+    char *access_tokens_file;
 } srv_config;
 
 /*
