@@ -462,6 +462,12 @@ class Startup(unittest.TestCase):
             self.assertNotIn("ACCESS_TOKENS_FILE is not set", srv.log())
             srv.stop()
 
+    def test_the_example_file_loads(self):
+        path = os.path.join(sc.ROOT, "docs", "deploy", "tokens.example")
+        with sc.Mock() as mock, sc.Server(mock.url, env={"ACCESS_TOKENS_FILE": path}) as srv:
+            self.assertIn(f"access tokens: 3 loaded from {path}", srv.log())
+            srv.stop()
+
 
 def tearDownModule():
     """After every test here: each response they received is in
