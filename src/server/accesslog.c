@@ -143,7 +143,10 @@ void srv_access_write(const srv_access *a)
                  a->completion_tokens, a->total_tokens);
     else
         snprintf(tokens, sizeof tokens, "-");
-    srv_log("access %s \"%s %s\" %d %zu %ldms model=%s stream=%s ttfb=%s tokens=%s",
+    char name[sizeof a->token_name * 4];
+    safe_copy(name, sizeof name, a->token_name[0] ? a->token_name : "-");
+    srv_log("access %s \"%s %s\" %d %zu %ldms model=%s stream=%s ttfb=%s tokens=%s "
+            "token_name=%s",
             a->client, a->method, a->path, a->status, a->bytes, dur_ms, model,
-            a->stream < 0 ? "-" : (a->stream ? "true" : "false"), ttfb, tokens);
+            a->stream < 0 ? "-" : (a->stream ? "true" : "false"), ttfb, tokens, name);
 }

@@ -337,6 +337,7 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     cfg->trusted_proxies = env_dup("TRUSTED_PROXIES");
     if (models_from_env(cfg, errbuf, errlen) < 0)
         return -1;
+    cfg->access_tokens_file = env_dup("ACCESS_TOKENS_FILE");
     cfg->debug =
         srv_config_truthy(getenv("FLASK_DEBUG")) || srv_config_truthy(getenv("DEBUG"));
     struct {
@@ -399,5 +400,6 @@ void srv_config_free(srv_config *cfg)
     free(cfg->cors_notice);
     free(cfg->trusted_proxies);
     free(cfg->models);
+    free(cfg->access_tokens_file);
     memset(cfg, 0, sizeof *cfg);
 }

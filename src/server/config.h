@@ -38,6 +38,8 @@ typedef struct srv_config {
      * list, normalised ("a, b"); NULL: the default list (models.c) */
     char *models;
     long models_cache_ttl_s; /* MODELS_CACHE_TTL, default 300, 0: no caching */
+    /* ACCESS_TOKENS_FILE, NULL: no tokens, the API is open (tokens.h) */
+    char *access_tokens_file;
 } srv_config;
 
 /*

@@ -318,6 +318,16 @@ int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len
                     int stream)
 {
     srv_worker *w = ctx->w;
+    /* The access token's models= (the handler named the model in the access
+     * record, the default one included). Here, because every upstream call
+     * passes here and only the handler knows the model. */
+    if (ctx->token && !srv_token_allows_model(ctx->token, ctx->acc.model)) {
+        char msg[sizeof ctx->acc.model + 64];
+        snprintf(msg, sizeof msg, "this access token may not use the model \"%s\"",
+                 ctx->acc.model);
+        srv_ctx_error(ctx, 403, msg, "model_not_allowed", -1);
+        return SRV_ANSWERED;
+    }
     if (!w->client) {
         srv_ctx_error(ctx, 500, "ZJU_API_KEY is not set on the server", "no_api_key", -1);
         return SRV_ANSWERED;
