@@ -224,9 +224,16 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
     return 0;
 }
 
-static void finish_stream(relay *r, const zjuchat_error *err)
+static void finish_stream(relay *r, const zjuchat_error *err, int saw_done)
 {
     srv_ctx *ctx = r->ctx;
+    /* A stream the upstream ended well without [DONE] (a finish chunk and a
+     * clean end: the library's test of a complete stream) still ends with
+     * one for a dialect that forwards it: clients that wait for it, or tell
+     * a cut stream by its absence, see the same end either way. */
+    if (err->code == ZJUCHAT_OK && !saw_done &&
+        (ctx->dialect->stream_flags & ZJUCHAT_CALL_PASS_DONE))
+        evbuffer_add(r->out, "data: [DONE]\n\n", 14);
     if (err->code != ZJUCHAT_OK) {
         /* The status line is gone: the failure becomes one event in the
          * route's error shape. */
@@ -298,7 +305,7 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
     stop_timers(r);
     if (ctx->req) {
         if (r->started)
-            finish_stream(r, err);
+            finish_stream(r, err, st.saw_done);
         else
             finish_plain(r, call, err, resp);
         if (err->code != ZJUCHAT_OK && ctx->w->cfg->debug)

@@ -400,13 +400,7 @@ class UpstreamErrorStatusV1(UpstreamErrorStatus):
 class MidStreamFaultsV1(MidStreamFaults):
     route = OPENAI
 
-    @unittest.skip("server bug (v1-no-done): an upstream stream that ends on its finish chunk without "
-                   "[DONE] is relayed to /v1 clients without data: [DONE] (and without an error event), "
-                   "although /v1 streams end with [DONE] (README); the relay forwards the upstream's "
-                   "[DONE] only and never adds one (src/server/relay.c; zjuchat_call_stats.saw_done says "
-                   "whether it came)")
-    def test_no_done(self):
-        super().test_no_done()
+    # test_no_done: the relay ends such a stream with data: [DONE] (docs/FAULTS.md).
 
 
 class UnreachableV1(Unreachable):
