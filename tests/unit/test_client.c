@@ -808,7 +808,7 @@ static void folded_first_header_after_a_used_handle(void **state)
 }
 
 /* More concurrent streams than one libcurl multi handle takes (the client
- * spreads them over several, transport.c): every stream completes, and a
+ * spreads them over several, curl_ev.c): every stream completes, and a
  * second wave reuses the first wave's connections instead of opening more. */
 #define WAVE 300
 struct wave {
