@@ -11,11 +11,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* libcurl ended the attempt after the request went out: what it refused
+ * then came from the upstream, not from our options or URL. */
+static int request_sent(zjuchat_call *call)
+{
+    long sent = 0;
+    return curl_easy_getinfo(call->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK &&
+           sent > 0;
+}
+
 static void map_curl_error(zjuchat_call *call, CURLcode rc, zjuchat_error *e)
 {
     zjuchat_code code = ZJUCHAT_ERR_NETWORK;
     zjuchat_detail detail = ZJUCHAT_DETAIL_NONE;
     const char *what = "upstream transfer failed";
+    int malformed = 0; /* libcurl refused the upstream's reply */
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -60,16 +70,49 @@ static void map_curl_error(zjuchat_call *call, CURLcode rc, zjuchat_error *e)
         code = ZJUCHAT_ERR_NOMEM;
         what = "out of memory";
         break;
-    case CURLE_URL_MALFORMAT:
+    case CURLE_WEIRD_SERVER_REPLY:   /* a header without a colon, a bad Content-Length */
+    case CURLE_BAD_CONTENT_ENCODING: /* a Transfer-Encoding libcurl does not know */
+        malformed = 1;
+        break;
+    case CURLE_BAD_FUNCTION_ARGUMENT:
+        /* libcurl 7.88.1's refusal of a folded first header line (nothing
+         * before it to append to, lib/headers.c), with no error text. */
+        malformed = request_sent(call);
+        break;
     case CURLE_UNSUPPORTED_PROTOCOL:
+        /* Before the request: a scheme this libcurl lacks (the base URL is
+         * http(s), checked by zjuchat_client_new). After it: the reply's
+         * status line (HTTP/0.9, an unknown version, a code that is not
+         * three digits). */
+        malformed = request_sent(call);
+        if (!malformed) {
+            code = ZJUCHAT_ERR_CONFIG;
+            what = "bad upstream URL";
+        }
+        break;
+    case CURLE_URL_MALFORMAT:
         code = ZJUCHAT_ERR_CONFIG;
         what = "bad upstream URL";
         break;
     default:
         break;
     }
-    zjuchat__error_set(e, code, detail, "%s: %s", what,
-                       call->errbuf[0] ? call->errbuf : curl_easy_strerror(rc));
+    if (malformed) {
+        /* An upstream that answers with malformed HTTP is a bad gateway
+         * (the server's 502), whatever libcurl's code for it says. */
+        code = ZJUCHAT_ERR_PROTOCOL;
+        what = "upstream sent a malformed HTTP response";
+    }
+    /* libcurl's error text, when it wrote one, says what was wrong. Its
+     * generic text for a code that was a malformed reply speaks of its own
+     * API ("A libcurl function was given a bad argument"): not quoted. */
+    const char *why = call->errbuf[0] ? call->errbuf
+                      : malformed     ? NULL
+                                      : curl_easy_strerror(rc);
+    if (why)
+        zjuchat__error_set(e, code, detail, "%s: %s", what, why);
+    else
+        zjuchat__error_set(e, code, detail, "%s", what);
     zjuchat_redact(e->message, strlen(e->message), call->client->api_key);
 }
 
