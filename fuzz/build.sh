@@ -46,7 +46,7 @@ sources_of() {
     fuzz_sse) echo src/lib/sse.c ;;
     fuzz_scan) echo src/lib/scan.c ;;
     fuzz_upstream) echo "$LIB" ;;
-    fuzz_chat_body) echo "$LIB" "$(server_but api_chat.c)" ;;
+    fuzz_chat_body) echo "$LIB" "$(server_but)" ;; # chat_body.c, http_util.c and theirs
     fuzz_openai_body) echo "$LIB" "$(server_but)" ;;
     fuzz_env) ;; # config.c is #included by the driver
     fuzz_http) echo "$LIB" "$(server_but)" ;;

@@ -1,22 +1,31 @@
 /*
- * fuzz_chat_body.c - libFuzzer driver for the /api/chat request validator
- * (validate() in src/server/api_chat.c, static, so api_chat.c is #included here).
+ * fuzz_chat_body.c - libFuzzer driver for the /api/chat body
+ * (srv_chat_body_parse in src/server/chat_body.c): checks and the upstream
+ * body built from them, seed form and multi-turn.
  *
  * Input layout: byte 0 picks the Content-Type header (bits 0-1: JSON, JSON
  * with a charset, text/plain, none; bit 7 set: the header value is the
- * input's first line instead) and the body cap (bit 2: 64 bytes, so the 413
- * path is reachable; else 1 MiB as in production); the rest is the body.
+ * input's first line instead), the body cap (bit 2: 64 bytes, so the 413
+ * path is reachable; else 1 MiB as in production) and DEFAULT_MODEL (bit 3:
+ * set; else the library's); the rest is the body.
  *
  * Checked: a rejected body gets 400, 413 or 415 with a message that
- * serialises to a JSON error; an accepted one yields a non-empty user
- * string, a 0/1 stream flag and string-or-NULL model and system; the
- * upstream request the server would build from them is valid JSON that
- * carries the user text unchanged as the last message.
+ * serialises to a JSON error, and no upstream body (500 would mean the
+ * module refused what its own checks let through). An accepted one yields
+ * an upstream body that is a JSON object of exactly upstream_len bytes with
+ * the model, the stream flag, and as messages the system_content, the
+ * messages and the user_content of the request unchanged, in that order;
+ * the sampling fields with the request's values.
  */
-#include "../src/server/api_chat.c"
+#include "chat_body.h"
+#include "http_util.h"
 
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zjuchat.h>
 
 static void die(const char *what)
 {
@@ -24,34 +33,77 @@ static void die(const char *what)
     abort();
 }
 
-/* The request body the library would send upstream must carry `user` as
- * the content of its last message, byte for byte. */
-static void check_upstream_body(const char *model, const char *user, const char *system,
-                                int stream)
+/* A member that is absent or null: not given. */
+static json_t *given(json_t *obj, const char *key)
 {
-    zjuchat_request *r = zjuchat_request_new_simple(model, user, system);
-    if (!r)
-        return; /* invalid UTF-8 cannot come out of jansson; OOM is not a bug */
-    char *body = zjuchat_request_to_json(r, stream);
-    if (!body)
-        die("request_to_json failed on validated input");
+    json_t *v = json_object_get(obj, key);
+    return json_is_null(v) ? NULL : v;
+}
+
+/* The messages the upstream must get: system, history, user. */
+static json_t *expected_messages(json_t *req)
+{
+    json_t *want = json_array();
+    json_t *sys = given(req, "system_content");
+    if (json_string_length(sys) > 0)
+        json_array_append_new(want,
+                              json_pack("{s:s,s:O}", "role", "system", "content", sys));
+    json_t *history = given(req, "messages");
+    if (history)
+        json_array_extend(want, history);
+    json_t *user = given(req, "user_content");
+    if (user)
+        json_array_append_new(want,
+                              json_pack("{s:s,s:O}", "role", "user", "content", user));
+    return want;
+}
+
+/* A sampling field went up with the request's value (an integer
+ * temperature as a real), or neither has it. */
+static void check_number(json_t *req, json_t *up, const char *key)
+{
+    json_t *a = given(req, key), *b = json_object_get(up, key);
+    if (!a != !b || (a && json_number_value(a) != json_number_value(b)))
+        die("a sampling field changed on its way upstream");
+}
+
+static void check_accepted(json_t *req, const srv_chat_body *b, const srv_config *cfg)
+{
+    if (!b->upstream || b->upstream_len != strlen(b->upstream))
+        die("accepted without an upstream body of upstream_len bytes");
+    if (b->stream != 0 && b->stream != 1)
+        die("stream flag not 0/1");
     json_error_t jerr;
-    json_t *j = json_loads(body, 0, &jerr);
-    if (!json_is_object(j))
-        die("upstream request body is not a JSON object");
-    json_t *msgs = json_object_get(j, "messages");
-    size_t n = json_array_size(msgs);
-    if (n == 0)
-        die("upstream request has no messages");
-    json_t *last = json_array_get(msgs, n - 1);
-    json_t *content = json_object_get(last, "content");
-    if (!json_is_string(content) || strcmp(json_string_value(content), user) != 0)
-        die("user content changed on its way upstream");
-    if (json_is_true(json_object_get(j, "stream")) != (stream != 0))
+    json_t *up = json_loadb(b->upstream, b->upstream_len, JSON_ALLOW_NUL, &jerr);
+    if (!json_is_object(up))
+        die("upstream body is not a JSON object");
+    const char *model = json_string_value(json_object_get(up, "model"));
+    if (!model || strncmp(model, b->model, sizeof b->model - 1) != 0)
+        die("the upstream's model is not the reported one");
+    const char *named = json_string_value(given(req, "model"));
+    const char *dflt = cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL;
+    if (strcmp(model, named && *named ? named : dflt) != 0)
+        die("model neither the request's nor the default");
+    if (json_is_true(json_object_get(up, "stream")) != (b->stream != 0) ||
+        json_is_true(given(req, "stream")) != (b->stream != 0))
         die("stream flag changed on its way upstream");
-    json_decref(j);
-    free(body);
-    zjuchat_request_free(r);
+    json_t *msgs = json_object_get(up, "messages");
+    json_t *want = expected_messages(req);
+    if (json_array_size(msgs) == 0)
+        die("upstream request has no messages");
+    if (!json_equal(msgs, want))
+        die("messages changed on their way upstream");
+    check_number(req, up, "temperature");
+    check_number(req, up, "top_p");
+    check_number(req, up, "max_tokens");
+    json_t *stop = given(req, "stop");
+    json_t *stops = json_is_string(stop) ? json_pack("[O]", stop) : json_incref(stop);
+    if (!stops != !json_object_get(up, "stop") ||
+        (stops && !json_equal(stops, json_object_get(up, "stop"))))
+        die("stop changed on its way upstream");
+    json_decref(stops);
+    json_decref(want);
+    json_decref(up);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -85,30 +137,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&cfg, 0, sizeof cfg);
     cfg.max_body = (sel & 4) ? 64 : 1024 * 1024;
     cfg.cors_origins = "*";
+    cfg.default_model = (sel & 8) ? "qwen2.5-instruct" : NULL;
 
-    json_t *root = NULL;
-    const char *user = NULL, *model = NULL, *system = NULL, *msg = NULL;
-    int stream = -1;
-    int status =
-        validate(type, body, len, &cfg, &root, &user, &model, &system, &stream, &msg);
+    srv_chat_body b;
+    int status = srv_chat_body_parse(type, body, len, &cfg, &b);
     if (status == 0) {
-        if (!json_is_object(root) || !user || !*user)
-            die("accepted without a non-empty user_content");
-        if (stream != 0 && stream != 1)
-            die("stream flag not 0/1");
         if (len > cfg.max_body)
             die("accepted a body over MAX_BODY_BYTES");
-        check_upstream_body(model, user, system, stream);
+        /* The module parsed these bytes the same way. */
+        json_t *req = json_loadb(body, len, JSON_ALLOW_NUL, NULL);
+        if (!json_is_object(req))
+            die("accepted a body that is not a JSON object");
+        check_accepted(req, &b, &cfg);
+        json_decref(req);
     } else {
         if (status != 400 && status != 413 && status != 415)
             die("unexpected status");
-        if (!msg)
+        if (b.upstream)
+            die("rejected with an upstream body");
+        if (!b.msg[0])
             die("rejected without a message");
-        char *j = srv_http_error_json(msg);
+        char *j = srv_http_error_json(b.msg);
         if (!j)
             die("error message does not serialise");
         free(j);
     }
-    json_decref(root);
+    srv_chat_body_free(&b);
     return 0;
 }

@@ -247,6 +247,25 @@ zjuchat_code zjuchat_request_add_message(zjuchat_request *req, const char *role,
 /* Same, with content[0..len): NUL bytes inside are kept (sent as \u0000). */
 zjuchat_code zjuchat_request_add_message_n(zjuchat_request *req, const char *role,
                                            const char *content, size_t len);
+/*
+ * Append a whole message given as JSON text, message_json[0..len) (borrowed;
+ * parsed and copied): an object with a "role" ("system", "user", "assistant"
+ * or "tool") and a "content" that is a string or a non-empty array of
+ * content parts, each an object with a string "type", as in OpenAI's
+ * multimodal form ({"type": "text", "text": ...}, {"type": "image_url",
+ * "image_url": {"url": ...}}). An assistant message with a "tool_calls"
+ * array may have no content (absent or null). The parts and every other
+ * member (name, tool_call_id, tool_calls...) go upstream as given (reals
+ * written with 17 significant digits, like the rest of the body); which part
+ * types a model takes is the upstream's call. \u0000 inside strings is kept.
+ * ZJUCHAT_ERR_INVALID, with err->message saying what is wrong (e.g.
+ * "content[1] must be an object with a string \"type\""), for NULL
+ * arguments, invalid JSON or UTF-8, a member given twice or a message of
+ * another shape; ZJUCHAT_ERR_NOMEM. On error the request is unchanged.
+ */
+zjuchat_code zjuchat_request_add_message_json(zjuchat_request *req,
+                                              const char *message_json, size_t len,
+                                              zjuchat_error *err);
 zjuchat_code zjuchat_request_set_temperature(zjuchat_request *req, double t);
 zjuchat_code zjuchat_request_set_top_p(zjuchat_request *req, double p);
 zjuchat_code zjuchat_request_set_max_tokens(zjuchat_request *req, long n);

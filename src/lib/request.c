@@ -99,13 +99,23 @@ zjuchat_code zjuchat_request_add_message(zjuchat_request *req, const char *role,
     return zjuchat_request_add_message_n(req, role, content, strlen(content));
 }
 
+/* role[0..len) is one the API takes. By length: a role parsed from JSON may
+ * hold a NUL ("user\u0000x"), which strcmp would take for "user". */
+static int role_known(const char *role, size_t len)
+{
+    static const char *const roles[] = {"system", "user", "assistant", "tool"};
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        if (strlen(roles[i]) == len && !memcmp(role, roles[i], len))
+            return 1;
+    return 0;
+}
+
 zjuchat_code zjuchat_request_add_message_n(zjuchat_request *req, const char *role,
                                            const char *content, size_t len)
 {
     if (!req || !role || !content)
         return ZJUCHAT_ERR_INVALID;
-    if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant") &&
-        strcmp(role, "tool"))
+    if (!role_known(role, strlen(role)))
         return ZJUCHAT_ERR_INVALID;
     /* Explicit length: a NUL inside the text is kept (YAJL writes it as
      * \u0000), not taken for the end. */
@@ -116,6 +126,96 @@ zjuchat_code zjuchat_request_add_message_n(zjuchat_request *req, const char *rol
     if (!msg)
         return ZJUCHAT_ERR_NOMEM;
     return json_array_append_new(req->messages, msg) ? ZJUCHAT_ERR_NOMEM : ZJUCHAT_OK;
+}
+
+static zjuchat_code invalid_message(zjuchat_error *err, const char *why)
+{
+    zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE, "%s", why);
+    return ZJUCHAT_ERR_INVALID;
+}
+
+/* The shape every OpenAI-compatible API accepts: checked here so that a
+ * caller learns which member is wrong instead of getting the upstream's
+ * 400. What the parts say (which types, image URLs) is the upstream's
+ * business: a model decides what it takes. */
+static zjuchat_code check_message(json_t *msg, zjuchat_error *err)
+{
+    if (!json_is_object(msg))
+        return invalid_message(err, "a message must be a JSON object");
+    json_t *role = json_object_get(msg, "role");
+    if (!json_is_string(role) ||
+        !role_known(json_string_value(role), json_string_length(role)))
+        return invalid_message(
+            err, "role must be \"system\", \"user\", \"assistant\" or \"tool\"");
+    json_t *content = json_object_get(msg, "content");
+    if (json_is_string(content))
+        return ZJUCHAT_OK;
+    /* An assistant turn that only calls tools carries no content. */
+    if ((!content || json_is_null(content)) &&
+        !strcmp(json_string_value(role), "assistant") &&
+        json_is_array(json_object_get(msg, "tool_calls")))
+        return ZJUCHAT_OK;
+    if (!json_is_array(content) || json_array_size(content) == 0)
+        return invalid_message(
+            err, "content must be a string or a non-empty array of content parts");
+    size_t i;
+    json_t *part;
+    json_array_foreach(content, i, part)
+    {
+        if (!json_is_object(part) || !json_is_string(json_object_get(part, "type"))) {
+            zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                               "content[%zu] must be an object with a string \"type\"",
+                               i);
+            return ZJUCHAT_ERR_INVALID;
+        }
+    }
+    return ZJUCHAT_OK;
+}
+
+/* jansson reports an allocation that failed inside its parser as whatever
+ * the lexer saw next ("string or '}' expected near ..."), so a text it
+ * refuses is checked again by scan.c's YAJL pass, which has its own
+ * allocator: valid JSON there means the parse ran out of memory. Only
+ * jansson refuses repeated members, a NUL in a key, numbers out of range
+ * and too deep nesting; those come with their own error codes. */
+static zjuchat_code parse_failure(const char *text, size_t len, const json_error_t *jerr,
+                                  zjuchat_error *err)
+{
+    enum json_error_code code = json_error_code(jerr);
+    zjuchat__scan scan;
+    if (code == json_error_out_of_memory ||
+        (code != json_error_duplicate_key && code != json_error_null_byte_in_key &&
+         code != json_error_numeric_overflow && code != json_error_stack_overflow &&
+         zjuchat__scan_json(text, len, NULL, &scan) != -1))
+        return zjuchat__nomem(err);
+    zjuchat__error_set(err, ZJUCHAT_ERR_INVALID, ZJUCHAT_DETAIL_NONE,
+                       "message is not valid JSON: %s", jerr->text);
+    return ZJUCHAT_ERR_INVALID;
+}
+
+zjuchat_code zjuchat_request_add_message_json(zjuchat_request *req,
+                                              const char *message_json, size_t len,
+                                              zjuchat_error *err)
+{
+    if (!req || !message_json)
+        return invalid_message(err, "message: NULL argument");
+    /* Zeroed: jansson leaves the error code alone on some failures. */
+    json_error_t jerr;
+    memset(&jerr, 0, sizeof jerr);
+    /* \u0000 is kept, as add_message_n keeps a NUL; a repeated member would
+     * leave it to the upstream's parser which one counts. */
+    json_t *msg =
+        json_loadb(message_json, len,
+                   JSON_ALLOW_NUL | JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!msg)
+        return parse_failure(message_json, len, &jerr, err);
+    zjuchat_code rc = check_message(msg, err);
+    if (rc != ZJUCHAT_OK) {
+        json_decref(msg);
+        return rc;
+    }
+    /* The array takes msg, also when it cannot grow (then it frees it). */
+    return json_array_append_new(req->messages, msg) ? zjuchat__nomem(err) : ZJUCHAT_OK;
 }
 
 zjuchat_code zjuchat_request_set_temperature(zjuchat_request *req, double t)

@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <curl/curl.h>
+#include <jansson.h>
 #include <zjuchat.h>
 
 /* The CLI reads .env with the same code (src/lib/dotenv.c). */
@@ -238,6 +239,59 @@ static int cors_from_env(srv_config *cfg, char *errbuf, size_t errlen)
     return rc < 0 ? -1 : 0;
 }
 
+/* Longest model id MODELS takes: what the access log's model field holds. */
+#define MODEL_ID_MAX 127
+/* A year: the cache's millisecond arithmetic stays far from overflow. */
+#define MODELS_CACHE_TTL_MAX (365L * 24 * 3600)
+
+/*
+ * MODELS: comma-separated model ids, spaces around them ignored (models.c
+ * drops repeats). An id is what OpenAI's and vLLM's ids are made of: any bytes but
+ * spaces and control characters ('.', '-', ':', '/' and UTF-8 are fine).
+ * Set but empty is refused, like CORS_ORIGINS: whoever set it meant a list.
+ */
+static int models_from_env(srv_config *cfg, char *errbuf, size_t errlen)
+{
+    const char *v = getenv("MODELS");
+    if (!v)
+        return 0;
+    char *copy = strdup(v), *save = NULL;
+    int rc = copy ? 0 : -2;
+    for (char *e = copy ? strtok_r(copy, ",", &save) : NULL; e && rc == 0;
+         e = strtok_r(NULL, ",", &save)) {
+        e = zjuchat__trim(e);
+        size_t n = strlen(e);
+        if (n == 0)
+            continue;
+        for (const unsigned char *c = (const unsigned char *)e; *c && rc == 0; c++)
+            if (*c <= ' ' || *c == 0x7f)
+                rc = -1;
+        json_t *utf8 = json_string(e); /* ids go out in JSON: valid UTF-8 only */
+        if (rc == 0 && (n > MODEL_ID_MAX || !utf8))
+            rc = -1;
+        json_decref(utf8);
+        if (rc < 0) {
+            snprintf(errbuf, errlen,
+                     "MODELS entry \"%.100s\" is not a model id (UTF-8, at most %d "
+                     "bytes, no spaces or control characters)",
+                     e, MODEL_ID_MAX);
+            break;
+        }
+        if (list_append(&cfg->models, e) < 0)
+            rc = -2;
+    }
+    free(copy);
+    if (rc == 0 && !cfg->models) {
+        snprintf(errbuf, errlen,
+                 "MODELS is set but empty; unset it for the default list or name the "
+                 "models, e.g. MODELS=deepseek-r1-671b,deepseek-v3-671b");
+        rc = -1;
+    }
+    if (rc == -2)
+        snprintf(errbuf, errlen, "out of memory");
+    return rc < 0 ? -1 : 0;
+}
+
 /* Each relay holds two descriptors (client and upstream) and main() raises
  * the soft limit to the hard one: allow what that limit can carry, leaving
  * room for listeners, logs and idle connections. */
@@ -281,6 +335,8 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     if (cors_from_env(cfg, errbuf, errlen) < 0)
         return -1;
     cfg->trusted_proxies = env_dup("TRUSTED_PROXIES");
+    if (models_from_env(cfg, errbuf, errlen) < 0)
+        return -1;
     cfg->debug =
         srv_config_truthy(getenv("FLASK_DEBUG")) || srv_config_truthy(getenv("DEBUG"));
     struct {
@@ -297,10 +353,16 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
         {"MAX_CONNECTIONS", default_max_connections(), &cfg->max_connections},
         {"DRAIN_TIMEOUT", 30, &cfg->drain_timeout_s},
         {"REQUEST_TIMEOUT", 30, &cfg->request_timeout_s},
+        {"MODELS_CACHE_TTL", 300, &cfg->models_cache_ttl_s},
     };
     for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++)
         if (env_long(longs[i].name, longs[i].def, longs[i].out, errbuf, errlen) < 0)
             return -1;
+    if (cfg->models_cache_ttl_s > MODELS_CACHE_TTL_MAX) {
+        snprintf(errbuf, errlen, "MODELS_CACHE_TTL must be at most %ld seconds (a year)",
+                 MODELS_CACHE_TTL_MAX);
+        return -1;
+    }
     if (env_long("MAX_BODY_BYTES", 1024 * 1024, &v, errbuf, errlen) < 0)
         return -1;
     cfg->max_body = (size_t)v;
@@ -336,5 +398,6 @@ void srv_config_free(srv_config *cfg)
     free(cfg->cors_origins);
     free(cfg->cors_notice);
     free(cfg->trusted_proxies);
+    free(cfg->models);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -34,6 +34,10 @@ typedef struct srv_config {
     long request_timeout_s; /* REQUEST_TIMEOUT, default 30 */
     /* TRUSTED_PROXIES as given, NULL: none (main parses it, proxies.h) */
     char *trusted_proxies;
+    /* MODELS: the model ids GET /v1/models serves when the upstream has no
+     * list, normalised ("a, b"); NULL: the default list (models.c) */
+    char *models;
+    long models_cache_ttl_s; /* MODELS_CACHE_TTL, default 300, 0: no caching */
 } srv_config;
 
 /*

@@ -44,7 +44,8 @@ static void usage(FILE *f)
         f,
         "usage: zju-chat-server [-b HOST:PORT] [-w WORKERS] [--env-file PATH]\n"
         "\n"
-        "Serves POST /api/chat (the ZJU Chat API relay) and GET /healthz.\n"
+        "Serves POST /api/chat (the ZJU Chat API relay), OpenAI's API under /v1\n"
+        "(chat/completions, embeddings, models) and GET /healthz.\n"
         "\n"
         "  -b, --bind HOST:PORT  listen address (default 0.0.0.0:$PORT, PORT=5001;\n"
         "                        IPv6 as [::1]:PORT); an address in use is an error\n"
@@ -58,7 +59,7 @@ static void usage(FILE *f)
         "FLASK_DEBUG/DEBUG, ZJU_CONNECT_TIMEOUT_MS, ZJU_FIRST_BYTE_TIMEOUT_MS,\n"
         "ZJU_IDLE_TIMEOUT_MS, ZJU_TOTAL_TIMEOUT_MS, HEARTBEAT_MS, MAX_BODY_BYTES,\n"
         "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT,\n"
-        "TRUSTED_PROXIES.\n"
+        "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL.\n"
         "See zju-chat-server(1).\n");
 }
 

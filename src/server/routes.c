@@ -20,6 +20,13 @@ static const srv_route table[] = {
     {"OPTIONS", "/v1/chat/completions", srv_handle_preflight, OPENAI, 0},
     {"POST", "/v1/embeddings", srv_handle_embeddings, OPENAI, UP},
     {"OPTIONS", "/v1/embeddings", srv_handle_preflight, OPENAI, 0},
+    /* not UP: one fetch per worker serves them all (models.c) */
+    {"GET", "/v1/models", srv_handle_models, OPENAI, 0},
+    {"HEAD", "/v1/models", srv_handle_models, OPENAI, 0},
+    {"OPTIONS", "/v1/models", srv_handle_preflight, OPENAI, 0},
+    {"GET", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX},
+    {"HEAD", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX},
+    {"OPTIONS", "/v1/models/", srv_handle_preflight, OPENAI, SRV_ROUTE_PREFIX},
     {"GET", "/healthz", srv_handle_health, SEED, 0},
     {"HEAD", "/healthz", srv_handle_health, SEED, 0},
 };

@@ -9,6 +9,7 @@
 #include "worker.h"
 #include "accesslog.h"
 #include "front.h"
+#include "models.h"
 #include "pipeline.h"
 
 #include <event2/event.h>
@@ -128,6 +129,8 @@ int srv_worker_setup(srv_worker *w)
         return -1;
     if (make_client(w) < 0)
         return -1;
+    if (!(w->models = srv_models_new(w)))
+        return -1;
     srv_front_limits lim = {cfg->max_headers, cfg->max_body, cfg->request_timeout_s};
     w->front =
         srv_front_new(w->base, &lim, srv_pipeline_request, srv_pipeline_front_error, w);
@@ -154,7 +157,8 @@ void srv_worker_teardown(srv_worker *w)
      * cancel their upstream calls before the client goes. */
     srv_front_free(w->front);
     if (w->client)
-        zjuchat_client_free(w->client);
+        zjuchat_client_free(w->client); /* ends the model list's fetch, if any */
+    srv_models_free(w->models);
     if (w->drain_timer)
         event_free(w->drain_timer);
     if (w->sig_term)

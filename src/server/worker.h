@@ -13,6 +13,7 @@ struct event;
 struct zjuchat_client;
 struct srv_ctx;
 struct srv_front;
+struct srv_models;
 
 typedef struct srv_worker {
     const srv_config *cfg;
@@ -20,6 +21,7 @@ typedef struct srv_worker {
     struct event_base *base;
     struct srv_front *front;
     struct zjuchat_client *client; /* NULL when ZJU_API_KEY is unset */
+    struct srv_models *models;     /* GET /v1/models's list (models.h) */
     long calls;                    /* upstream requests admitted, in flight */
     int draining;
     struct srv_ctx *kept; /* contexts kept by handlers (pipeline.c's list) */

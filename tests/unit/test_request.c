@@ -196,6 +196,119 @@ static void body_bytes_are_stable(void **state)
     zjuchat_request_free(r);
 }
 
+/* A whole message as JSON: parts, tool calls and other members go upstream
+ * as given, in their order; \u0000 is kept. */
+static void message_json_passes_parts_and_members(void **state)
+{
+    zjuchat_request *r =
+        zjuchat_request_new_simple_n("llava-onevision-qwen2-7b-ov", "q", 1, NULL, 0);
+    zjuchat_error err;
+    const char *parts =
+        "{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": "
+        "\"what is \\u0000 this?\"}, {\"type\": \"image_url\", "
+        "\"image_url\": {\"url\": \"data:image/png;base64,iVBO\", "
+        "\"detail\": \"low\"}}]}";
+    assert_int_equal(zjuchat_request_add_message_json(r, parts, strlen(parts), &err),
+                     ZJUCHAT_OK);
+    const char *calls =
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":"
+        "\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\","
+        "\"arguments\":\"{}\"}}]}";
+    assert_int_equal(zjuchat_request_add_message_json(r, calls, strlen(calls), &err),
+                     ZJUCHAT_OK);
+    /* Not NUL-terminated: only len bytes count. */
+    const char tool[] =
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"42\"}XYZ";
+    assert_int_equal(zjuchat_request_add_message_json(r, tool, sizeof tool - 4, &err),
+                     ZJUCHAT_OK);
+    const char *text =
+        "{\"content\":\"\xe4\xbd\xa0\",\"role\":\"assistant\",\"name\":\"a\"}";
+    assert_int_equal(zjuchat_request_add_message_json(r, text, strlen(text), &err),
+                     ZJUCHAT_OK);
+    char *body = zjuchat_request_to_json(r, 0);
+    assert_string_equal(
+        body,
+        "{\"model\":\"llava-onevision-qwen2-7b-ov\",\"messages\":["
+        "{\"role\":\"user\",\"content\":\"q\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"what is \\u0000 "
+        "this?\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,"
+        "iVBO\",\"detail\":\"low\"}}]},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\","
+        "\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"42\"},"
+        "{\"content\":\"\xe4\xbd\xa0\",\"role\":\"assistant\",\"name\":\"a\"}],"
+        "\"stream\":false}");
+    free(body);
+    zjuchat_request_free(r);
+}
+
+/* Each wrong shape is refused with a message naming what is wrong, and the
+ * request keeps the messages it had. */
+static void message_json_refuses_other_shapes(void **state)
+{
+    static const struct {
+        const char *json, *why;
+    } cases[] = {
+        {"{\"role\":\"user\",\"content\":", "not valid JSON"},
+        {"{\"role\":\"user\",\"content\":\"\xff\"}", "not valid JSON"},
+        {"{\"role\":\"user\",\"role\":\"system\",\"content\":\"x\"}", "not valid JSON"},
+        /* Refused by jansson alone: not taken for out of memory. */
+        {"{\"role\":\"user\",\"content\":\"x\",\"n\":1e999}", "not valid JSON"},
+        {"{\"role\":\"user\",\"content\":\"x\",\"n\":99999999999999999999}",
+         "not valid JSON"},
+        {"{\"role\":\"user\",\"content\":\"x\",\"a\\u0000\":1}", "not valid JSON"},
+        {"[{\"role\":\"user\",\"content\":\"x\"}]", "must be a JSON object"},
+        {"\"hello\"", "must be a JSON object"},
+        {"\"hello\" x", "not valid JSON"},
+        {"[1] x", "not valid JSON"},
+        {"{\"role\":\"user\",\"content\":\"x\"} {", "not valid JSON"},
+        {"", "not valid JSON"},
+        {"{\"content\":\"x\"}", "role must be"},
+        {"{\"role\":\"wizard\",\"content\":\"x\"}", "role must be"},
+        {"{\"role\":\"developer\",\"content\":\"x\"}", "role must be"},
+        {"{\"role\":5,\"content\":\"x\"}", "role must be"},
+        {"{\"role\":\"user\\u0000\",\"content\":\"x\"}", "role must be"},
+        {"{\"role\":\"user\"}", "content must be a string or a non-empty array"},
+        {"{\"role\":\"user\",\"content\":null}", "content must be"},
+        {"{\"role\":\"assistant\",\"content\":null}", "content must be"},
+        {"{\"role\":\"assistant\",\"tool_calls\":{}}", "content must be"},
+        {"{\"role\":\"user\",\"content\":5}", "content must be"},
+        {"{\"role\":\"user\",\"content\":{\"type\":\"text\"}}", "content must be"},
+        {"{\"role\":\"user\",\"content\":[]}", "content must be"},
+        {"{\"role\":\"user\",\"content\":[\"hi\"]}",
+         "content[0] must be an object with a "
+         "string \"type\""},
+        {"{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"text\":"
+         "\"b\"}]}",
+         "content[1] must be"},
+        {"{\"role\":\"user\",\"content\":[{\"type\":null}]}", "content[0] must be"},
+    };
+    zjuchat_request *r = zjuchat_request_new_simple(NULL, "q", "s");
+    char *before = zjuchat_request_to_json(r, 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        zjuchat_error err;
+        memset(&err, 0, sizeof err);
+        assert_int_equal(zjuchat_request_add_message_json(r, cases[i].json,
+                                                          strlen(cases[i].json), &err),
+                         ZJUCHAT_ERR_INVALID);
+        assert_int_equal(err.code, ZJUCHAT_ERR_INVALID);
+        if (!strstr(err.message, cases[i].why))
+            fail_msg("%s: got \"%s\", wanted \"%s\"", cases[i].json, err.message,
+                     cases[i].why);
+    }
+    char *after = zjuchat_request_to_json(r, 0);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    zjuchat_error err;
+    assert_int_equal(zjuchat_request_add_message_json(r, NULL, 0, &err),
+                     ZJUCHAT_ERR_INVALID);
+    assert_int_equal(zjuchat_request_add_message_json(NULL, "{}", 2, NULL),
+                     ZJUCHAT_ERR_INVALID);
+    zjuchat_request_free(r);
+}
+
 static void redact_replaces_every_occurrence_in_place(void **state)
 {
     char buf[] = "key=sk-SECRET and again sk-SECRETsk-SECRET end";
@@ -290,6 +403,12 @@ static void request_building_survives_every_allocation_failure(void **state)
             zjuchat_code rc = zjuchat_request_set_extra(req, "{\"seed\": 1}", &err);
             assert_true(rc == ZJUCHAT_OK || rc == ZJUCHAT_ERR_NOMEM ||
                         rc == ZJUCHAT_ERR_INVALID);
+            /* Out of memory while parsing a message is NOMEM, never taken
+             * for a malformed message. */
+            const char *msg = "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+                              "\"text\":\"x\"}]}";
+            rc = zjuchat_request_add_message_json(req, msg, strlen(msg), &err);
+            assert_true(rc == ZJUCHAT_OK || rc == ZJUCHAT_ERR_NOMEM);
             body = zjuchat_request_to_json(req, 1);
         }
         json_set_alloc_funcs(malloc, free);
@@ -327,6 +446,8 @@ int main(void)
         cmocka_unit_test(invalid_utf8_and_roles_are_refused),
         cmocka_unit_test(sampling_and_extra_fields),
         cmocka_unit_test(body_bytes_are_stable),
+        cmocka_unit_test(message_json_passes_parts_and_members),
+        cmocka_unit_test(message_json_refuses_other_shapes),
         cmocka_unit_test(redact_replaces_every_occurrence_in_place),
         cmocka_unit_test(api_message_extracts_and_redacts),
         cmocka_unit_test(escaped_key_in_json_is_masked),
