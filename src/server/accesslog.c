@@ -139,8 +139,8 @@ void srv_access_write(const srv_access *a)
     else
         snprintf(ttfb, sizeof ttfb, "-");
     if (a->total_tokens >= 0)
-        snprintf(tokens, sizeof tokens, "%ld/%ld/%ld", a->prompt_tokens,
-                 a->completion_tokens, a->total_tokens);
+        snprintf(tokens, sizeof tokens, "%s%ld/%ld/%ld", a->tokens_estimated ? "~" : "",
+                 a->prompt_tokens, a->completion_tokens, a->total_tokens);
     else
         snprintf(tokens, sizeof tokens, "-");
     char name[sizeof a->token_name * 4];

@@ -23,7 +23,8 @@ typedef struct srv_access {
     int stream;   /* -1: not a chat request */
     long ttfb_ms; /* upstream time to first byte, -1 unknown */
     long prompt_tokens, completion_tokens, total_tokens; /* -1 unknown */
-    char token_name[65]; /* the access token's name (tokens.h), "" without one */
+    int tokens_estimated; /* the upstream reported no usage: counted from sizes */
+    char token_name[65];  /* the access token's name (tokens.h), "" without one */
 } srv_access;
 
 /* Key to scrub from every log line (borrowed; must outlive logging). */

@@ -58,6 +58,11 @@ void srv_ctx_finish(srv_ctx *ctx)
     free(ctx);
 }
 
+int srv_ctx_counts_usage(const srv_ctx *ctx)
+{
+    return ctx->token != NULL;
+}
+
 void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *code,
                    long retry_after_s)
 {

@@ -91,6 +91,12 @@ void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *co
 /* Answer with a JSON body in full. Records status and length. */
 void srv_ctx_reply_json(srv_ctx *ctx, int status, const char *body, size_t len);
 
+/* 1 when this request's tokens are counted (it carries an access token,
+ * whose limits and usage need them): the relay then asks a stream's
+ * upstream for usage and estimates when none comes (relay.h). With the
+ * server open (no ACCESS_TOKENS_FILE) bodies go upstream unchanged. */
+int srv_ctx_counts_usage(const srv_ctx *ctx);
+
 /* The handler is done with a context it kept (SRV_LATER): log phase, free. */
 void srv_ctx_finish(srv_ctx *ctx);
 

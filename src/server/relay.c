@@ -28,7 +28,11 @@ typedef struct relay {
     zjuchat_call *call;
     const char *abort_reason; /* set at the drain deadline */
     int stream;
-    int started; /* stream reply headers sent */
+    unsigned flags;       /* SRV_RELAY_* */
+    size_t prompt_bytes;  /* the upstream body, for an estimate */
+    size_t content_bytes; /* content and reasoning relayed, for an estimate */
+    int accepted;         /* the upstream answered 2xx: it works on it, tokens count */
+    int started;          /* stream reply headers sent */
     int paused;
     struct event *ping;       /* heartbeat timer */
     struct timeval last_send; /* loop time of the last piece, for the heartbeat */
@@ -173,6 +177,7 @@ static void on_accepted(zjuchat_call *call, void *arg)
 {
     relay *r = arg;
     srv_ctx *ctx = r->ctx;
+    r->accepted = 1;
     if (!r->stream || !ctx->req)
         return;
     srv_http_common_headers(ctx->req, ctx->w->cfg);
@@ -200,6 +205,38 @@ static void note_usage(srv_access *acc, long p, long q, long t)
     acc->total_tokens = t;
 }
 
+/* The chunk include_usage adds at a stream's end: usage, no choice with
+ * content, reasoning or a finish (upstreams that put usage on the finish
+ * chunk keep it: that one goes to the client). */
+static int usage_only(const zjuchat_chunk *chunk)
+{
+    return !zjuchat_chunk_content(chunk, NULL) && !zjuchat_chunk_reasoning(chunk, NULL) &&
+           !zjuchat_chunk_finish_reason(chunk);
+}
+
+static size_t text_bytes(const zjuchat_chunk *chunk)
+{
+    size_t a = 0, b = 0;
+    zjuchat_chunk_content(chunk, &a);
+    zjuchat_chunk_reasoning(chunk, &b);
+    return a + b;
+}
+
+/* No usage came for an answer the upstream gave (an upstream that reports
+ * none, a stream cut or left; a refused call costs nothing):
+ * about four bytes a token, as OpenAI's rule of thumb for English; the
+ * access record says it is an estimate. */
+static void estimate_usage(relay *r)
+{
+    srv_access *acc = &r->ctx->acc;
+    if (!(r->flags & SRV_RELAY_COUNT) || !r->accepted || acc->total_tokens >= 0)
+        return;
+    acc->prompt_tokens = (long)((r->prompt_bytes + 3) / 4);
+    acc->completion_tokens = (long)((r->content_bytes + 3) / 4);
+    acc->total_tokens = acc->prompt_tokens + acc->completion_tokens;
+    acc->tokens_estimated = 1;
+}
+
 static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
 {
     relay *r = arg;
@@ -208,8 +245,13 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
     size_t len;
     const char *data = zjuchat_chunk_data(chunk, &len);
     long p, q, t;
-    if (zjuchat_chunk_usage(chunk, &p, &q, &t) == 0)
+    if (zjuchat_chunk_usage(chunk, &p, &q, &t) == 0) {
         note_usage(&r->ctx->acc, p, q, t);
+        if ((r->flags & SRV_RELAY_HIDE_USAGE) && usage_only(chunk))
+            return 0; /* asked for by the gateway, not by the client */
+    }
+    if (r->flags & SRV_RELAY_COUNT)
+        r->content_bytes += text_bytes(chunk);
     evbuffer_add(r->out, "data: ", 6);
     evbuffer_add(r->out, data, len);
     evbuffer_add(r->out, "\n\n", 2);
@@ -281,8 +323,14 @@ static void finish_plain(relay *r, zjuchat_call *call, const zjuchat_error *err,
     size_t len = 0;
     const char *body = zjuchat_response_body(resp, &len);
     long p, q, t;
-    if (zjuchat_response_usage(resp, &p, &q, &t) == 0)
+    if (zjuchat_response_usage(resp, &p, &q, &t) == 0) {
         note_usage(&ctx->acc, p, q, t);
+    } else if (r->flags & SRV_RELAY_COUNT) {
+        size_t a = 0, b = 0;
+        zjuchat_response_content(resp, &a);
+        zjuchat_response_reasoning(resp, &b);
+        r->content_bytes = a + b;
+    }
     srv_ctx_reply_json(ctx, 200, body, len);
 }
 
@@ -313,6 +361,7 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
                     zjuchat_strerror(err->code), zjuchat_detail_name(err->detail),
                     err->message);
     }
+    estimate_usage(r);
     ctx->handler_data = NULL;
     ctx->on_gone = NULL;
     ctx->on_drained = NULL;
@@ -322,7 +371,7 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
 }
 
 int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len,
-                    int stream)
+                    unsigned flags)
 {
     srv_worker *w = ctx->w;
     /* The access token's models= (the handler named the model in the access
@@ -348,12 +397,16 @@ int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len
         return SRV_ANSWERED;
     }
     r->ctx = ctx;
-    r->stream = stream;
+    r->stream = (flags & SRV_RELAY_STREAM) != 0;
+    r->flags = flags;
+    r->prompt_bytes = len;
     static const zjuchat_callbacks cb = {on_accepted, on_chunk, on_done};
-    unsigned flags = stream ? ZJUCHAT_CALL_STREAM | ctx->dialect->stream_flags : 0;
+    unsigned call_flags =
+        r->stream ? ZJUCHAT_CALL_STREAM | ctx->dialect->stream_flags : 0;
     zjuchat_error err;
     memset(&err, 0, sizeof err);
-    r->call = zjuchat_call_start_raw(w->client, path, body, len, flags, &cb, r, &err);
+    r->call =
+        zjuchat_call_start_raw(w->client, path, body, len, call_flags, &cb, r, &err);
     if (!r->call) {
         relay_free(r);
         reply_failure(ctx, &err, NULL);
