@@ -34,6 +34,10 @@ void srv_log_set_secret(const char *key);
  * outlive logging). NULL, the default: none. */
 void srv_access_set_proxies(const struct srv_proxies *proxies);
 
+/* Access lines as one JSON object each (ACCESS_LOG_FORMAT=json), for log
+ * pipelines; 0, the default: the text line. Other log lines stay text. */
+void srv_access_set_json(int on);
+
 /* printf-like log line with a timestamp and the pid; a newline is added. */
 void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <netdb.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -335,6 +336,12 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     if (cors_from_env(cfg, errbuf, errlen) < 0)
         return -1;
     cfg->trusted_proxies = env_dup("TRUSTED_PROXIES");
+    const char *fmt = getenv("ACCESS_LOG_FORMAT");
+    if (fmt && *fmt && strcasecmp(fmt, "text") != 0 && strcasecmp(fmt, "json") != 0) {
+        snprintf(errbuf, errlen, "ACCESS_LOG_FORMAT must be text or json");
+        return -1;
+    }
+    cfg->access_log_json = fmt && strcasecmp(fmt, "json") == 0;
     if (models_from_env(cfg, errbuf, errlen) < 0)
         return -1;
     cfg->access_tokens_file = env_dup("ACCESS_TOKENS_FILE");

@@ -20,6 +20,7 @@ typedef struct srv_config {
     char *cors_notice;             /* CORS_ORIGINS entries rewritten, for the startup
                                       report; NULL when none was */
     int debug;                     /* FLASK_DEBUG or DEBUG truthy */
+    int access_log_json;           /* ACCESS_LOG_FORMAT=json (default text) */
     long connect_ms;               /* ZJU_*_TIMEOUT_MS, -1: library default */
     long first_byte_ms;
     long idle_ms;

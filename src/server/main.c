@@ -67,7 +67,7 @@ static void usage(FILE *f)
         "ZJU_IDLE_TIMEOUT_MS, ZJU_TOTAL_TIMEOUT_MS, HEARTBEAT_MS, MAX_BODY_BYTES,\n"
         "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT,\n"
         "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL,\n"
-        "ACCESS_TOKENS_FILE (SIGHUP reloads it).\n"
+        "ACCESS_TOKENS_FILE (SIGHUP reloads it), ACCESS_LOG_FORMAT.\n"
         "See zju-chat-server(1).\n");
 }
 
@@ -343,6 +343,7 @@ int main(int argc, char **argv)
         return 2;
     }
     srv_access_set_proxies(proxies);
+    srv_access_set_json(cfg.access_log_json);
     if (cfg.access_tokens_file &&
         srv_tokens_load(cfg.access_tokens_file, &tokens, err, sizeof err) < 0) {
         fprintf(stderr, "zju-chat-server: %s\n", err);
