@@ -38,6 +38,12 @@ typedef struct srv_config {
      * list, normalised ("a, b"); NULL: the default list (models.c) */
     char *models;
     long models_cache_ttl_s; /* MODELS_CACHE_TTL, default 300, 0: no caching */
+    long ip_rpm, ip_tpm;     /* IP_RPM, IP_TPM: per client address, 0: none */
+    long limits_keys;        /* LIMITS_KEYS: keys the shared limiter holds */
+    /* METRICS_ALLOW as given, NULL: loopback (shared.c parses it);
+     * METRICS_TOKEN, NULL: none */
+    char *metrics_allow;
+    char *metrics_token;
 } srv_config;
 
 /*

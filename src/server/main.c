@@ -12,6 +12,7 @@
 #include "config.h"
 #include "proxies.h"
 #include "listeners.h"
+#include "shared.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -59,7 +60,8 @@ static void usage(FILE *f)
         "FLASK_DEBUG/DEBUG, ZJU_CONNECT_TIMEOUT_MS, ZJU_FIRST_BYTE_TIMEOUT_MS,\n"
         "ZJU_IDLE_TIMEOUT_MS, ZJU_TOTAL_TIMEOUT_MS, HEARTBEAT_MS, MAX_BODY_BYTES,\n"
         "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT,\n"
-        "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL.\n"
+        "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL, IP_RPM, IP_TPM, LIMITS_KEYS,\n"
+        "METRICS_ALLOW, METRICS_TOKEN.\n"
         "See zju-chat-server(1).\n");
 }
 
@@ -98,6 +100,9 @@ static void startup_report(const srv_config *cfg)
         srv_log("WARNING: %s", cfg->cors_notice);
     if (cfg->debug)
         srv_log("debug logging on (FLASK_DEBUG/DEBUG); the API key is never logged");
+    if (cfg->ip_rpm > 0 || cfg->ip_tpm > 0)
+        srv_log("rate limits per client address: IP_RPM=%ld IP_TPM=%ld (0: none)",
+                cfg->ip_rpm, cfg->ip_tpm);
 }
 
 /* Worker `i` on its socket fds[i]. It closes its copies of the other
@@ -114,6 +119,7 @@ static pid_t spawn(const srv_config *cfg, int *fds, int n, int i, const sigset_t
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     sigprocmask(SIG_SETMASK, old, NULL);
+    srv_shared_attach(i); /* gives back what a dead worker in slot i held */
     _exit(srv_worker_run(cfg, mine));
 }
 
@@ -303,6 +309,12 @@ int main(int argc, char **argv)
         cfg.workers = (int)workers;
     if (cfg.workers > MAX_WORKERS)
         cfg.workers = MAX_WORKERS;
+    /* before any fork: every worker maps the same limits and metrics */
+    if (srv_shared_setup(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "zju-chat-server: %s\n", err);
+        srv_config_free(&cfg);
+        return 2;
+    }
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     if (zjuchat_global_init() != ZJUCHAT_OK) {
@@ -321,6 +333,7 @@ int main(int argc, char **argv)
     srv_log("listening on http://%s", where);
     int rc = supervise(&cfg, fds);
     srv_listeners_close(fds, cfg.workers);
+    srv_shared_free();
     srv_config_free(&cfg);
     return rc;
 }

@@ -7,11 +7,12 @@
  *   identify  who is calling: the client address (TRUSTED_PROXIES) and, when
  *             access tokens come, the token's name
  *   admit     may it run now: capacity of upstream routes (MAX_CONNECTIONS),
- *             later rate limits; refused in the route's error shape
+ *             then the rate limits (limits.h; their verdict may come later);
+ *             refused in the route's error shape
  *   handle    the route's handler: answers at once or keeps the context
  *             (a relay) and finishes it later
- *   log       the access line (and later usage and metrics), then the
- *             context is freed
+ *   log       the access line, the tokens counted on the rate limits, the
+ *             metrics (metrics.h), then the context is freed
  *
  * Ownership: the pipeline owns each srv_ctx from the request until
  * srv_ctx_finish. A handler that returns SRV_LATER owns the right to call
@@ -24,6 +25,7 @@
 #define SRV_PIPELINE_H
 
 #include "accesslog.h"
+#include "limits.h"
 #include "worker.h"
 
 struct srv_request;
@@ -55,6 +57,11 @@ struct srv_ctx {
     const struct srv_dialect *dialect; /* the route's, or the seed's for 404 */
     srv_access acc;
     int admitted; /* holds one of the worker's MAX_CONNECTIONS places */
+    /* The rate limits it counts on (limits.n 0: none), the limit that
+     * refused it (429) or NULL, and whether it waits kept for the verdict. */
+    srv_limit_ask limits;
+    const char *limited_by;
+    int waiting;
     /* The close watch (see above). on_gone runs once, with ctx->req already
      * NULL; on_drained when a held-back output fell below half its mark. */
     void (*on_gone)(srv_ctx *ctx);
