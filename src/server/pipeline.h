@@ -7,7 +7,7 @@
  *   identify  who is calling: the client address (TRUSTED_PROXIES) and, when
  *             access tokens come, the token's name
  *   admit     may it run now: capacity of upstream routes (MAX_CONNECTIONS),
- *             then the rate limits (limits.h; their verdict may come later);
+ *             then the rate limits (ratelimit.h; their verdict may come later);
  *             refused in the route's error shape
  *   handle    the route's handler: answers at once or keeps the context
  *             (a relay) and finishes it later
@@ -25,7 +25,7 @@
 #define SRV_PIPELINE_H
 
 #include "accesslog.h"
-#include "limits.h"
+#include "ratelimit.h"
 #include "worker.h"
 
 struct srv_request;

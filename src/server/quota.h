@@ -6,7 +6,7 @@
 #ifndef SRV_QUOTA_H
 #define SRV_QUOTA_H
 
-#include "limits.h"
+#include "ratelimit.h"
 
 typedef struct srv_ctx srv_ctx;
 

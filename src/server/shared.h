@@ -1,6 +1,6 @@
 /*
  * shared.h - what the workers of one server share: the region (shm.h) with
- * the rate limiter's table (limits.h) and the metrics registry (metrics.h),
+ * the rate limiter's table (ratelimit.h) and the metrics registry (metrics.h),
  * and the metrics' access rule (METRICS_ALLOW, METRICS_TOKEN). The
  * supervisor sets it up once before it forks; each worker attaches to it as
  * its slot right after the fork. A process that never set it up (a fuzz
@@ -10,7 +10,7 @@
 #define SRV_SHARED_H
 
 #include "config.h"
-#include "limits.h"
+#include "ratelimit.h"
 #include "metrics.h"
 #include "shm.h"
 

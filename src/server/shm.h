@@ -2,7 +2,7 @@
  * shm.h - memory shared by the workers of one server: one anonymous
  * MAP_SHARED region that the supervisor maps before it forks, so that every
  * worker (and every restarted one) sees the same pages at the same address.
- * The rate limiter's table (limits.h) and the metrics registry (metrics.h)
+ * The rate limiter's table (ratelimit.h) and the metrics registry (metrics.h)
  * are carved out of it; nothing in it is a pointer into process memory.
  *
  * Locking: a pthread mutex made PTHREAD_PROCESS_SHARED (it lives in the

@@ -1,6 +1,6 @@
 """Rate limits per client address (IP_RPM, IP_TPM) across the workers of one
 server, against the real server and the mock upstream: the limiter's state is
-in memory the workers share (src/server/limits.c), so two workers enforce one
+in memory the workers share (src/server/ratelimit.c), so two workers enforce one
 limit exactly. Over a limit: 429 with Retry-After in the route's error shape,
 and the upstream is never called. A worker killed with SIGKILL while it may
 hold the shared lock wedges nobody. Window arithmetic with an injected clock:

@@ -1,5 +1,5 @@
 /*
- * test_limits.c - the shared-memory rate limiter (src/server/limits.c and
+ * test_limits.c - the shared-memory rate limiter (src/server/ratelimit.c and
  * shm.c, #included: the unit tests link only the library) with an injected
  * clock: the window arithmetic, Retry-After as the true wait, tokens counted
  * at the reply's end, places in flight, several rules admitted together or
@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/server/limits.c"
+#include "../../src/server/ratelimit.c"
 #include "../../src/server/shm.c"
 
 #include <stdlib.h>

@@ -1,5 +1,5 @@
 /*
- * limits.c - the shared-memory rate limiter (limits.h): a fixed table of
+ * ratelimit.c - the shared-memory rate limiter (ratelimit.h): a fixed table of
  * keys in the region the supervisor mapped before forking (shm.h), guarded
  * by one robust process-shared mutex taken once to admit a request and once
  * at its end when it has tokens to count or a place to give back.
@@ -10,7 +10,7 @@
  * LIMITS_KEYS entries whatever the number of clients; a key dropped while
  * it still counted is counted in the stats (the table is too small then).
  */
-#include "limits.h"
+#include "ratelimit.h"
 #include "shm.h"
 
 #include <arpa/inet.h>

@@ -1,5 +1,5 @@
 /*
- * limits.h - rate limits: requests per minute (rpm), tokens per minute
+ * ratelimit.h - rate limits: requests per minute (rpm), tokens per minute
  * (tpm), tokens per day (tpd) and requests in flight (streams), counted per
  * key ("ip:<address>" for IP_RPM / IP_TPM, "tok:<name>" for an access
  * token's limits) and shared by every worker of the server.
@@ -20,8 +20,8 @@
  * shared over the network (Redis, across instances) can answer later from
  * the event loop; the shared-memory one (srv_limits_shm_*) answers at once.
  */
-#ifndef SRV_LIMITS_H
-#define SRV_LIMITS_H
+#ifndef SRV_RATELIMIT_H
+#define SRV_RATELIMIT_H
 
 #include <stddef.h>
 #include <stdint.h>
