@@ -88,6 +88,9 @@ static void startup_report(const srv_config *cfg)
             cfg->base_url ? cfg->base_url : ZJUCHAT_DEFAULT_BASE_URL,
             cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL,
             cfg->workers);
+    if (cfg->ip_rpm > 0 || cfg->ip_tpm > 0)
+        srv_log("rate limits per client address: IP_RPM=%ld IP_TPM=%ld (0: none)",
+                cfg->ip_rpm, cfg->ip_tpm);
     if (!cfg->api_key)
         srv_log("WARNING: ZJU_API_KEY is not set: every POST /api/chat will answer 500 "
                 "and the upstream is never called. Set ZJU_API_KEY (environment or "
@@ -100,9 +103,6 @@ static void startup_report(const srv_config *cfg)
         srv_log("WARNING: %s", cfg->cors_notice);
     if (cfg->debug)
         srv_log("debug logging on (FLASK_DEBUG/DEBUG); the API key is never logged");
-    if (cfg->ip_rpm > 0 || cfg->ip_tpm > 0)
-        srv_log("rate limits per client address: IP_RPM=%ld IP_TPM=%ld (0: none)",
-                cfg->ip_rpm, cfg->ip_tpm);
 }
 
 /* Worker `i` on its socket fds[i]. It closes its copies of the other
@@ -113,13 +113,13 @@ static pid_t spawn(const srv_config *cfg, int *fds, int n, int i, const sigset_t
     pid_t pid = fork();
     if (pid != 0)
         return pid;
+    srv_shared_attach(i); /* gives back what a dead worker in slot i held */
     int mine = fds[i];
     fds[i] = -1;
     srv_listeners_close(fds, n);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     sigprocmask(SIG_SETMASK, old, NULL);
-    srv_shared_attach(i); /* gives back what a dead worker in slot i held */
     _exit(srv_worker_run(cfg, mine));
 }
 
@@ -309,7 +309,8 @@ int main(int argc, char **argv)
         cfg.workers = (int)workers;
     if (cfg.workers > MAX_WORKERS)
         cfg.workers = MAX_WORKERS;
-    /* before any fork: every worker maps the same limits and metrics */
+    /* before any fork: every worker maps the same limits and metrics (the
+     * region lives as long as the process) */
     if (srv_shared_setup(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "zju-chat-server: %s\n", err);
         srv_config_free(&cfg);
@@ -333,7 +334,6 @@ int main(int argc, char **argv)
     srv_log("listening on http://%s", where);
     int rc = supervise(&cfg, fds);
     srv_listeners_close(fds, cfg.workers);
-    srv_shared_free();
     srv_config_free(&cfg);
     return rc;
 }

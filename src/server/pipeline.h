@@ -57,11 +57,6 @@ struct srv_ctx {
     const struct srv_dialect *dialect; /* the route's, or the seed's for 404 */
     srv_access acc;
     int admitted; /* holds one of the worker's MAX_CONNECTIONS places */
-    /* The rate limits it counts on (limits.n 0: none), the limit that
-     * refused it (429) or NULL, and whether it waits kept for the verdict. */
-    srv_limit_ask limits;
-    const char *limited_by;
-    int waiting;
     /* The close watch (see above). on_gone runs once, with ctx->req already
      * NULL; on_drained when a held-back output fell below half its mark. */
     void (*on_gone)(srv_ctx *ctx);
@@ -71,6 +66,11 @@ struct srv_ctx {
     void (*abort)(srv_ctx *ctx, const char *reason);
     void *handler_data;   /* the handler's own state */
     srv_ctx *prev, *next; /* the worker's contexts kept by handlers */
+    /* The rate limits it counts on (limits.n 0: none), the limit that
+     * refused it (429) or NULL, and whether it waits kept for the verdict. */
+    srv_limit_ask limits;
+    const char *limited_by;
+    int waiting;
 };
 
 /* Hand a request from the front to the pipeline (front.h's srv_request_cb). */
