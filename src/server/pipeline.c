@@ -64,7 +64,7 @@ void srv_ctx_finish(srv_ctx *ctx)
 
 int srv_ctx_counts_usage(const srv_ctx *ctx)
 {
-    return ctx->token != NULL;
+    return ctx->token != NULL || srv_quota_counts_tokens(ctx);
 }
 
 void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *code,

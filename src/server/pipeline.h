@@ -99,9 +99,9 @@ void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *co
 void srv_ctx_reply_json(srv_ctx *ctx, int status, const char *body, size_t len);
 
 /* 1 when this request's tokens are counted (it carries an access token,
- * whose limits and usage need them): the relay then asks a stream's
- * upstream for usage and estimates when none comes (relay.h). With the
- * server open (no ACCESS_TOKENS_FILE) bodies go upstream unchanged. */
+ * whose limits and usage need them, or a tpm limit such as IP_TPM counts
+ * on it): the relay then asks a stream's upstream for usage and estimates
+ * when none comes (relay.h). Otherwise bodies go upstream unchanged. */
 int srv_ctx_counts_usage(const srv_ctx *ctx);
 
 /* The handler is done with a context it kept (SRV_LATER): log phase, free. */
