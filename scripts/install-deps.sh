@@ -8,8 +8,10 @@
 #                    a minimal Debian 12 has none)
 #   time             /usr/bin/time, used by the benchmarks
 # With --tests (make test, make e2e) also Node.js and the npm packages of the
-# client tests (tests/node/): building and running the server never needs
-# the npm registry.
+# client tests (tests/node/), and promtool (Debian's prometheus package,
+# which also enables a prometheus service where systemd runs; none starts in
+# a container) to check the /metrics text: building and running the server
+# never needs them.
 set -euo pipefail
 for_tests=0
 [ "${1:-}" = --tests ] && for_tests=1
@@ -30,6 +32,7 @@ done
 if [ $for_tests = 1 ]; then
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
+    command -v promtool >/dev/null || missing+=(prometheus)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2

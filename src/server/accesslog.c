@@ -117,14 +117,18 @@ void srv_access_begin(srv_access *a, const srv_request *req)
     a->stream = -1;
     a->ttfb_ms = -1;
     a->prompt_tokens = a->completion_tokens = a->total_tokens = -1;
+    a->ttft_ms = -1;
     snprintf(a->client, sizeof a->client, "%s", srv_req_peer_text(req));
     const struct sockaddr *peer = srv_req_peer(req);
+    srv_proxies_client_addr(NULL, peer, NULL, NULL, a->addr, sizeof a->addr);
     if (srv_proxies_trusts(proxies, peer)) {
         char *xff = srv_req_header_joined(req, "X-Forwarded-For");
         char *xri = srv_req_header_joined(req, "X-Real-IP");
         char ip[SRV_PROXIES_ADDR_MAX];
-        if (srv_proxies_client_addr(proxies, peer, xff, xri, ip, sizeof ip) == 1)
+        if (srv_proxies_client_addr(proxies, peer, xff, xri, ip, sizeof ip) == 1) {
             snprintf(a->client, sizeof a->client, "%s", ip);
+            snprintf(a->addr, sizeof a->addr, "%s", ip);
+        }
         free(xff);
         free(xri);
     }

@@ -15,6 +15,11 @@ typedef struct srv_access {
     struct timeval start;
     char client[64]; /* peer "addr:port", or the address a trusted proxy
                         forwarded (TRUSTED_PROXIES, proxies.h) */
+    char addr[46];   /* the client's address alone (the rate limits' key) */
+    /* for the metrics (metrics.h): */
+    long ttft_ms;           /* upstream time to first token of a stream, -1 */
+    long retries;           /* upstream attempts beyond the first */
+    int upstream_cancelled; /* the upstream call was cancelled */
     char method[16];
     char path[256];
     int status;

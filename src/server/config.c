@@ -293,6 +293,38 @@ static int models_from_env(srv_config *cfg, char *errbuf, size_t errlen)
     return rc < 0 ? -1 : 0;
 }
 
+#define LIMITS_KEYS_DEFAULT 8192
+#define LIMITS_KEYS_MAX (1L << 20) /* about 1 GiB of shared memory */
+#define LIMIT_MAX 1000000000L      /* a window's slot counts to 2^32 */
+#define METRICS_TOKEN_MIN_LEN 16   /* shorter is guessable */
+
+/* IP_RPM, IP_TPM, LIMITS_KEYS (read with the other numbers) in range;
+ * METRICS_ALLOW (parsed in shared.c) and METRICS_TOKEN. */
+static int limits_from_env(srv_config *cfg, char *errbuf, size_t errlen)
+{
+    if (cfg->ip_rpm > LIMIT_MAX || cfg->ip_tpm > LIMIT_MAX) {
+        snprintf(errbuf, errlen, "IP_RPM and IP_TPM must be at most %ld", LIMIT_MAX);
+        return -1;
+    }
+    if (cfg->limits_keys < 1 || cfg->limits_keys > LIMITS_KEYS_MAX) {
+        snprintf(errbuf, errlen, "LIMITS_KEYS must be 1..%ld", LIMITS_KEYS_MAX);
+        return -1;
+    }
+    const char *allow = getenv("METRICS_ALLOW"); /* set but empty: no address */
+    if (allow && !(cfg->metrics_allow = strdup(allow))) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    cfg->metrics_token = env_dup("METRICS_TOKEN");
+    if (cfg->metrics_token && strlen(cfg->metrics_token) < METRICS_TOKEN_MIN_LEN) {
+        snprintf(errbuf, errlen,
+                 "METRICS_TOKEN is shorter than %d characters: too easy to guess",
+                 METRICS_TOKEN_MIN_LEN);
+        return -1;
+    }
+    return 0;
+}
+
 /* Each relay holds two descriptors (client and upstream) and main() raises
  * the soft limit to the hard one: allow what that limit can carry, leaving
  * room for listeners, logs and idle connections. */
@@ -362,6 +394,9 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
         {"DRAIN_TIMEOUT", 30, &cfg->drain_timeout_s},
         {"REQUEST_TIMEOUT", 30, &cfg->request_timeout_s},
         {"MODELS_CACHE_TTL", 300, &cfg->models_cache_ttl_s},
+        {"IP_RPM", 0, &cfg->ip_rpm},
+        {"IP_TPM", 0, &cfg->ip_tpm},
+        {"LIMITS_KEYS", LIMITS_KEYS_DEFAULT, &cfg->limits_keys},
     };
     for (size_t i = 0; i < sizeof longs / sizeof longs[0]; i++)
         if (env_long(longs[i].name, longs[i].def, longs[i].out, errbuf, errlen) < 0)
@@ -371,6 +406,8 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
                  MODELS_CACHE_TTL_MAX);
         return -1;
     }
+    if (limits_from_env(cfg, errbuf, errlen) < 0)
+        return -1;
     if (env_long("MAX_BODY_BYTES", 1024 * 1024, &v, errbuf, errlen) < 0)
         return -1;
     cfg->max_body = (size_t)v;
@@ -408,5 +445,7 @@ void srv_config_free(srv_config *cfg)
     free(cfg->trusted_proxies);
     free(cfg->models);
     free(cfg->access_tokens_file);
+    free(cfg->metrics_allow);
+    free(cfg->metrics_token);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -41,6 +41,12 @@ typedef struct srv_config {
     long models_cache_ttl_s; /* MODELS_CACHE_TTL, default 300, 0: no caching */
     /* ACCESS_TOKENS_FILE, NULL: no tokens, the API is open (tokens.h) */
     char *access_tokens_file;
+    long ip_rpm, ip_tpm; /* IP_RPM, IP_TPM: per client address, 0: none */
+    long limits_keys;    /* LIMITS_KEYS: keys the shared limiter holds */
+    /* METRICS_ALLOW as given, NULL: loopback (shared.c parses it);
+     * METRICS_TOKEN, NULL: none */
+    char *metrics_allow;
+    char *metrics_token;
 } srv_config;
 
 /*

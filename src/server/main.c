@@ -13,6 +13,7 @@
 #include "config.h"
 #include "proxies.h"
 #include "listeners.h"
+#include "shared.h"
 #include "tokens.h"
 #include "worker.h"
 
@@ -67,7 +68,8 @@ static void usage(FILE *f)
         "ZJU_IDLE_TIMEOUT_MS, ZJU_TOTAL_TIMEOUT_MS, HEARTBEAT_MS, MAX_BODY_BYTES,\n"
         "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT,\n"
         "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL,\n"
-        "ACCESS_TOKENS_FILE (SIGHUP reloads it), ACCESS_LOG_FORMAT.\n"
+        "ACCESS_TOKENS_FILE (SIGHUP reloads it), ACCESS_LOG_FORMAT, IP_RPM, IP_TPM,\n"
+        "LIMITS_KEYS, METRICS_ALLOW, METRICS_TOKEN.\n"
         "See zju-chat-server(1).\n");
 }
 
@@ -94,6 +96,9 @@ static void startup_report(const srv_config *cfg)
             cfg->base_url ? cfg->base_url : ZJUCHAT_DEFAULT_BASE_URL,
             cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL,
             cfg->workers);
+    if (cfg->ip_rpm > 0 || cfg->ip_tpm > 0)
+        srv_log("rate limits per client address: IP_RPM=%ld IP_TPM=%ld (0: none)",
+                cfg->ip_rpm, cfg->ip_tpm);
     if (!cfg->api_key)
         srv_log("WARNING: ZJU_API_KEY is not set: every POST /api/chat will answer 500 "
                 "and the upstream is never called. Set ZJU_API_KEY (environment or "
@@ -151,6 +156,7 @@ static pid_t spawn(const srv_config *cfg, int *fds, int n, int i, const sigset_t
     pid_t pid = fork();
     if (pid != 0)
         return pid;
+    srv_shared_attach(i); /* gives back what a dead worker in slot i held */
     int mine = fds[i];
     fds[i] = -1;
     srv_listeners_close(fds, n);
@@ -360,6 +366,13 @@ int main(int argc, char **argv)
         cfg.workers = (int)workers;
     if (cfg.workers > MAX_WORKERS)
         cfg.workers = MAX_WORKERS;
+    /* before any fork: every worker maps the same limits and metrics (the
+     * region lives as long as the process) */
+    if (srv_shared_setup(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "zju-chat-server: %s\n", err);
+        srv_config_free(&cfg);
+        return 2;
+    }
     raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     if (zjuchat_global_init() != ZJUCHAT_OK) {

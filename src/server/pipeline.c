@@ -9,8 +9,11 @@
 #include "dialect.h"
 #include "front.h"
 #include "http_util.h"
+#include "quota.h"
 #include "routes.h"
+#include "shared.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +53,7 @@ static void ctx_unlink(srv_ctx *ctx)
 /* Phase "log", and the end of the context. */
 void srv_ctx_finish(srv_ctx *ctx)
 {
+    srv_quota_finish(ctx);
     srv_access_write(&ctx->acc);
     if (ctx->admitted)
         ctx->w->calls--;
@@ -60,7 +64,7 @@ void srv_ctx_finish(srv_ctx *ctx)
 
 int srv_ctx_counts_usage(const srv_ctx *ctx)
 {
-    return ctx->token != NULL;
+    return ctx->token != NULL || srv_quota_counts_tokens(ctx);
 }
 
 void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *code,
@@ -196,8 +200,50 @@ static int identify(srv_ctx *ctx)
     return 0;
 }
 
+/* A context kept past srv_pipeline_request: listed for the drain. */
+static void keep(srv_ctx *ctx)
+{
+    srv_worker *w = ctx->w;
+    ctx->next = w->kept;
+    if (w->kept)
+        w->kept->prev = ctx;
+    w->kept = ctx;
+}
+
+/* Phase "handle"; a kept context is the handler's to finish. */
+static void handle(srv_ctx *ctx)
+{
+    if (ctx->route->handle(ctx) == SRV_LATER)
+        keep(ctx);
+    else
+        srv_ctx_finish(ctx);
+}
+
+/* The rate limiter's verdict: at once (inside srv_limiter_admit) or later,
+ * when the context waited kept (and its client may have gone). */
+static void on_verdict(void *arg, const srv_limit_verdict *v)
+{
+    srv_ctx *ctx = arg;
+    if (ctx->waiting) {
+        ctx->waiting = 0;
+        ctx_unlink(ctx);
+    }
+    if (!v->allowed)
+        ctx->limits.n = 0; /* counted nowhere: nothing to give back */
+    if (!ctx->req) {
+        srv_ctx_finish(ctx);
+    } else if (!v->allowed) {
+        srv_quota_refuse(ctx, v);
+        srv_ctx_finish(ctx);
+    } else {
+        handle(ctx);
+    }
+}
+
 /* May the request run now? Upstream routes hold one of the worker's
- * MAX_CONNECTIONS places from here to the log phase. */
+ * MAX_CONNECTIONS places from here to the log phase (a 503 counts on no
+ * rate limit), then ask the rate limiter. Returns 0: handle it now; -1:
+ * answered, finish it; 1: the verdict (on_verdict) goes on with it. */
 static int admit(srv_ctx *ctx)
 {
     srv_worker *w = ctx->w;
@@ -209,7 +255,18 @@ static int admit(srv_ctx *ctx)
     }
     w->calls++;
     ctx->admitted = 1;
-    return 0;
+    const srv_shared *sh = srv_shared_get();
+    if (!sh || !sh->limiter || srv_quota_rules(ctx) == 0)
+        return 0;
+    if (srv_limiter_admit(sh->limiter, &ctx->limits, on_verdict, ctx) ==
+        SRV_LIMIT_PENDING) {
+        /* A limiter across the network answers later: the context waits
+         * kept, its client watched (ctx->req NULL if it leaves). */
+        ctx->waiting = 1;
+        keep(ctx);
+        srv_ctx_watch(ctx, SIZE_MAX);
+    }
+    return 1;
 }
 
 void srv_pipeline_request(srv_request *req, void *arg)
@@ -228,15 +285,11 @@ void srv_pipeline_request(srv_request *req, void *arg)
         no_route(ctx, path);
     } else {
         ctx->dialect = ctx->route->dialect;
-        if (identify(ctx) == 0 && admit(ctx) == 0 &&
-            ctx->route->handle(ctx) == SRV_LATER) {
-            /* kept: listed for the drain; the handler finishes it */
-            ctx->next = w->kept;
-            if (w->kept)
-                w->kept->prev = ctx;
-            w->kept = ctx;
-            return;
-        }
+        int rc = identify(ctx) == 0 ? admit(ctx) : -1;
+        if (rc == 0)
+            handle(ctx);
+        if (rc >= 0)
+            return; /* handled, or in the rate limiter's hands */
     }
     srv_ctx_finish(ctx);
 }

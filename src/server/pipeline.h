@@ -8,11 +8,12 @@
  *             an API route when ACCESS_TOKENS_FILE is set, the access token
  *             (tokens.h): 401 without a known one
  *   admit     may it run now: capacity of upstream routes (MAX_CONNECTIONS),
- *             later rate limits; refused in the route's error shape
+ *             then the rate limits (ratelimit.h; their verdict may come later);
+ *             refused in the route's error shape
  *   handle    the route's handler: answers at once or keeps the context
  *             (a relay) and finishes it later
- *   log       the access line (and later usage and metrics), then the
- *             context is freed
+ *   log       the access line, the tokens counted on the rate limits, the
+ *             metrics (metrics.h), then the context is freed
  *
  * Ownership: the pipeline owns each srv_ctx from the request until
  * srv_ctx_finish. A handler that returns SRV_LATER owns the right to call
@@ -25,6 +26,7 @@
 #define SRV_PIPELINE_H
 
 #include "accesslog.h"
+#include "ratelimit.h"
 #include "tokens.h"
 #include "worker.h"
 
@@ -72,6 +74,11 @@ struct srv_ctx {
     void (*abort)(srv_ctx *ctx, const char *reason);
     void *handler_data;   /* the handler's own state */
     srv_ctx *prev, *next; /* the worker's contexts kept by handlers */
+    /* The rate limits it counts on (limits.n 0: none), the limit that
+     * refused it (429) or NULL, and whether it waits kept for the verdict. */
+    srv_limit_ask limits;
+    const char *limited_by;
+    int waiting;
 };
 
 /* Hand a request from the front to the pipeline (front.h's srv_request_cb). */
@@ -92,9 +99,9 @@ void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *co
 void srv_ctx_reply_json(srv_ctx *ctx, int status, const char *body, size_t len);
 
 /* 1 when this request's tokens are counted (it carries an access token,
- * whose limits and usage need them): the relay then asks a stream's
- * upstream for usage and estimates when none comes (relay.h). With the
- * server open (no ACCESS_TOKENS_FILE) bodies go upstream unchanged. */
+ * whose limits and usage need them, or a tpm limit such as IP_TPM counts
+ * on it): the relay then asks a stream's upstream for usage and estimates
+ * when none comes (relay.h). Otherwise bodies go upstream unchanged. */
 int srv_ctx_counts_usage(const srv_ctx *ctx);
 
 /* The handler is done with a context it kept (SRV_LATER): log phase, free. */

@@ -140,15 +140,16 @@ static void addr_text(const ip_addr *a, char *out, size_t cap)
 }
 
 /* "addr" or "addr/bits" in s[0..len) into net. 0, or -1 with errbuf. */
-static int net_parse(const char *s, size_t len, ip_net *net, char *errbuf, size_t errlen)
+static int net_parse(const char *setting, const char *s, size_t len, ip_net *net,
+                     char *errbuf, size_t errlen)
 {
     const char *slash = memchr(s, '/', len);
     size_t alen = slash ? (size_t)(slash - s) : len;
     if (addr_parse(s, alen, &net->addr) < 0) {
         snprintf(errbuf, errlen,
-                 "TRUSTED_PROXIES entry \"%.*s\" is not an IP address or CIDR (e.g. "
+                 "%s entry \"%.*s\" is not an IP address or CIDR (e.g. "
                  "10.0.0.0/8, 192.168.1.10, ::1, fd00::/8)",
-                 (int)(len > 80 ? 80 : len), s);
+                 setting, (int)(len > 80 ? 80 : len), s);
         return -1;
     }
     /* The address as written: a v4-mapped v6 CIDR counts in IPv4 bits. */
@@ -169,9 +170,9 @@ static int net_parse(const char *s, size_t len, ip_net *net, char *errbuf, size_
         }
         if (net->bits > max) {
             snprintf(errbuf, errlen,
-                     "TRUSTED_PROXIES entry \"%.*s\": the prefix length must be 0-32 for "
+                     "%s entry \"%.*s\": the prefix length must be 0-32 for "
                      "IPv4 and 0-128 for IPv6",
-                     (int)(len > 80 ? 80 : len), s);
+                     setting, (int)(len > 80 ? 80 : len), s);
             return -1;
         }
     }
@@ -184,6 +185,12 @@ static int is_separator(char c)
 }
 
 int srv_proxies_parse(const char *spec, srv_proxies **out, char *errbuf, size_t errlen)
+{
+    return srv_cidrs_parse("TRUSTED_PROXIES", spec, out, errbuf, errlen);
+}
+
+int srv_cidrs_parse(const char *setting, const char *spec, srv_proxies **out,
+                    char *errbuf, size_t errlen)
 {
     size_t n = 0;
     for (const char *p = spec ? spec : ""; *p;) {
@@ -209,8 +216,8 @@ int srv_proxies_parse(const char *spec, srv_proxies **out, char *errbuf, size_t 
         const char *start = p;
         while (*p && !is_separator(*p))
             p++;
-        if (p > start && net_parse(start, (size_t)(p - start), &list->nets[list->n++],
-                                   errbuf, errlen) < 0) {
+        if (p > start && net_parse(setting, start, (size_t)(p - start),
+                                   &list->nets[list->n++], errbuf, errlen) < 0) {
             free(list);
             return -1;
         }

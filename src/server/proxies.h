@@ -27,6 +27,11 @@ typedef struct srv_proxies srv_proxies;
  */
 int srv_proxies_parse(const char *spec, srv_proxies **out, char *errbuf, size_t errlen);
 
+/* The same list for another setting (METRICS_ALLOW), whose name the
+ * messages give; srv_proxies_trusts then says whether an address is in it. */
+int srv_cidrs_parse(const char *setting, const char *spec, srv_proxies **out,
+                    char *errbuf, size_t errlen);
+
 void srv_proxies_free(srv_proxies *p);
 
 /* 1 when addr (AF_INET or AF_INET6) is in the list; 0 otherwise or p NULL. */

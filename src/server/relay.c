@@ -9,12 +9,14 @@
 #include "dialect.h"
 #include "front.h"
 #include "http_util.h"
+#include "shared.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include <zjuchat.h>
 
 /* Above this many bytes waiting for a client, the upstream is paused. */
@@ -38,6 +40,8 @@ typedef struct relay {
     struct timeval last_send; /* loop time of the last piece, for the heartbeat */
     struct event *flush;      /* sends out once the current burst is queued */
     struct evbuffer *out;
+    struct timespec t0; /* the call's start, for the time to first token */
+    int gauged;         /* counted in the metrics' streams in flight */
 } relay;
 
 static struct event_base *base_of(relay *r)
@@ -187,6 +191,11 @@ static void on_accepted(zjuchat_call *call, void *arg)
     srv_req_start(ctx->req, 200);
     r->started = 1;
     ctx->acc.status = 200;
+    const srv_shared *sh = srv_shared_get();
+    if (sh) {
+        srv_metrics_stream(sh->metrics, sh->slot, 1);
+        r->gauged = 1;
+    }
     /* A quiet stream is fine; a client that takes no byte for this long is
      * dropped (on_gone). */
     srv_req_set_write_timeout(ctx->req, STREAM_WRITE_TIMEOUT_S);
@@ -203,6 +212,19 @@ static void note_usage(srv_access *acc, long p, long q, long t)
     acc->prompt_tokens = p;
     acc->completion_tokens = q;
     acc->total_tokens = t;
+}
+
+/* The time to first token: the first delta with content or reasoning. */
+static void note_first_token(relay *r, const zjuchat_chunk *chunk)
+{
+    size_t n = 0, m = 0;
+    if ((zjuchat_chunk_content(chunk, &n) && n > 0) ||
+        (zjuchat_chunk_reasoning(chunk, &m) && m > 0)) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        r->ctx->acc.ttft_ms = (long)(now.tv_sec - r->t0.tv_sec) * 1000 +
+                              (now.tv_nsec - r->t0.tv_nsec) / 1000000;
+    }
 }
 
 /* The chunk include_usage adds at a stream's end: usage, no choice with
@@ -250,6 +272,8 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
         if ((r->flags & SRV_RELAY_HIDE_USAGE) && usage_only(chunk))
             return 0; /* asked for by the gateway, not by the client */
     }
+    if (r->ctx->acc.ttft_ms < 0)
+        note_first_token(r, chunk);
     if (r->flags & SRV_RELAY_COUNT)
         r->content_bytes += text_bytes(chunk);
     evbuffer_add(r->out, "data: ", 6);
@@ -350,6 +374,11 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
         err = &shutdown_err;
     }
     ctx->acc.ttfb_ms = st.first_byte_ms;
+    ctx->acc.retries = st.retries;
+    ctx->acc.upstream_cancelled = err->code == ZJUCHAT_ERR_CANCELLED || r->abort_reason;
+    const srv_shared *sh = srv_shared_get();
+    if (r->gauged && sh)
+        srv_metrics_stream(sh->metrics, sh->slot, -1);
     stop_timers(r);
     if (ctx->req) {
         if (r->started)
@@ -400,6 +429,7 @@ int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len
     r->stream = (flags & SRV_RELAY_STREAM) != 0;
     r->flags = flags;
     r->prompt_bytes = len;
+    clock_gettime(CLOCK_MONOTONIC, &r->t0);
     static const zjuchat_callbacks cb = {on_accepted, on_chunk, on_done};
     unsigned call_flags =
         r->stream ? ZJUCHAT_CALL_STREAM | ctx->dialect->stream_flags : 0;

@@ -30,6 +30,8 @@ static const srv_route table[] = {
     {"OPTIONS", "/v1/models/", srv_handle_preflight, OPENAI, SRV_ROUTE_PREFIX},
     {"GET", "/healthz", srv_handle_health, SEED, 0},
     {"HEAD", "/healthz", srv_handle_health, SEED, 0},
+    /* METRICS_ALLOW or METRICS_TOKEN decide, in the handler (metrics_route.c) */
+    {"GET", "/metrics", srv_handle_metrics, SEED, 0},
 };
 
 static int path_matches(const srv_route *r, const char *path)
@@ -63,4 +65,19 @@ int srv_routes_allow(const char *path, char *allow, size_t size)
         n += (size_t)w;
     }
     return n > 0;
+}
+
+size_t srv_routes_count(void)
+{
+    return sizeof table / sizeof table[0];
+}
+
+const srv_route *srv_routes_at(size_t i)
+{
+    return &table[i];
+}
+
+int srv_routes_index(const srv_route *route)
+{
+    return (int)(route - table);
 }

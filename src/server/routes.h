@@ -18,6 +18,12 @@ const srv_route *srv_routes_find(const char *method, const char *path);
  * the path is unknown (404), else 1 (405 with this Allow). */
 int srv_routes_allow(const char *path, char *allow, size_t size);
 
+/* The table by index (the metrics label their series with it). */
+size_t srv_routes_count(void);
+const srv_route *srv_routes_at(size_t i);
+/* The index of a route of the table. */
+int srv_routes_index(const srv_route *route);
+
 /* Handlers (SRV_ANSWERED or SRV_LATER, see pipeline.h) */
 int srv_handle_health(srv_ctx *ctx);
 int srv_handle_preflight(srv_ctx *ctx);
@@ -26,5 +32,7 @@ int srv_handle_chat_completions(srv_ctx *ctx);
 int srv_handle_embeddings(srv_ctx *ctx);
 int srv_handle_models(srv_ctx *ctx); /* GET /v1/models */
 int srv_handle_model(srv_ctx *ctx);  /* GET /v1/models/{id} */
+/* GET /metrics (metrics_route.c) */
+int srv_handle_metrics(srv_ctx *ctx);
 
 #endif
