@@ -286,6 +286,27 @@ void srv_limits_shm_admit_at(srv_limits_shm *t, int slot, srv_limit_ask *ask,
     srv_shm_unlock(&t->lock);
 }
 
+void srv_limits_shm_usage_at(srv_limits_shm *t, const char *key, int64_t now_ms,
+                             srv_limit_usage *out)
+{
+    memset(out, 0, sizeof *out);
+    if (lock_table(t) < 0)
+        return;
+    out->known = 1;
+    entry *x = find(t, key, now_ms, 0, NULL, 0);
+    if (x) { /* moving the windows to now changes no count: what left them */
+        int64_t sec = now_ms / MIN_WIDTH_MS, quarter = now_ms / DAY_WIDTH_MS;
+        ring_advance(&x->req, x->req_slot, MIN_SLOTS, sec);
+        ring_advance(&x->tok_min, x->tok_min_slot, MIN_SLOTS, sec);
+        ring_advance(&x->tok_day, x->tok_day_slot, DAY_SLOTS, quarter);
+        out->requests_minute = (long)x->req.total;
+        out->tokens_minute = (long)x->tok_min.total;
+        out->tokens_day = (long)x->tok_day.total;
+        out->streams = (long)inflight_sum(t, x);
+    }
+    srv_shm_unlock(&t->lock);
+}
+
 static int counts_tokens(const srv_limit_rule *r, long total_tokens)
 {
     return total_tokens > 0 && (r->tpm > 0 || r->tpd > 0);
@@ -412,7 +433,16 @@ static void op_done(srv_limiter *l, const srv_limit_ask *ask, long total_tokens)
     srv_limits_shm_done_at(s->t, s->slot, ask, total_tokens, mono_ms());
 }
 
-static const srv_limiter_ops shm_ops = {op_admit, op_done};
+static int op_usage(srv_limiter *l, const char *key, srv_limit_usage_cb cb, void *arg)
+{
+    shm_limiter *s = (shm_limiter *)l;
+    srv_limit_usage u;
+    srv_limits_shm_usage_at(s->t, key, mono_ms(), &u);
+    cb(arg, &u);
+    return SRV_LIMIT_ANSWERED;
+}
+
+static const srv_limiter_ops shm_ops = {op_admit, op_done, op_usage};
 
 srv_limiter *srv_limits_shm_attach(srv_limits_shm *t, int slot)
 {

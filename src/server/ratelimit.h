@@ -55,6 +55,17 @@ typedef void (*srv_limit_verdict_cb)(void *arg, const srv_limit_verdict *v);
 #define SRV_LIMIT_ANSWERED 0 /* cb ran inside srv_limiter_admit */
 #define SRV_LIMIT_PENDING 1  /* cb runs later, from the worker's event loop */
 
+/* What a key has used in its windows now (GET /v1/usage). */
+typedef struct srv_limit_usage {
+    int known;            /* 0: the limiter could not say (unreachable) */
+    long requests_minute; /* requests in the last 60 s */
+    long tokens_minute;   /* tokens in the last 60 s */
+    long tokens_day;      /* tokens in the last 24 h */
+    long streams;         /* requests in flight holding a place */
+} srv_limit_usage;
+
+typedef void (*srv_limit_usage_cb)(void *arg, const srv_limit_usage *u);
+
 typedef struct srv_limiter srv_limiter;
 typedef struct srv_limiter_ops {
     /* May the request counted on `ask` run now? Allowed: each rule's key
@@ -66,6 +77,10 @@ typedef struct srv_limiter_ops {
      * unknown) count on the rules with tpm or tpd, held places are given
      * back. */
     void (*done)(srv_limiter *l, const srv_limit_ask *ask, long total_tokens);
+    /* What `key` has used, to cb exactly once, now (SRV_LIMIT_ANSWERED) or
+     * later (SRV_LIMIT_PENDING); counts nothing. NULL: a limiter that
+     * cannot tell (the caller answers without it). */
+    int (*usage)(srv_limiter *l, const char *key, srv_limit_usage_cb cb, void *arg);
 } srv_limiter_ops;
 
 struct srv_limiter {
@@ -120,6 +135,8 @@ void srv_limits_shm_admit_at(srv_limits_shm *t, int slot, srv_limit_ask *ask,
 void srv_limits_shm_done_at(srv_limits_shm *t, int slot, const srv_limit_ask *ask,
                             long total_tokens, int64_t now_ms);
 void srv_limits_shm_release_slot(srv_limits_shm *t, int slot);
+void srv_limits_shm_usage_at(srv_limits_shm *t, const char *key, int64_t now_ms,
+                             srv_limit_usage *out);
 
 typedef struct srv_limits_stats {
     size_t keys;        /* keys in the table (an idle one stays until reused) */

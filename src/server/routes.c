@@ -28,6 +28,8 @@ static const srv_route table[] = {
     {"GET", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX | AUTH},
     {"HEAD", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX | AUTH},
     {"OPTIONS", "/v1/models/", srv_handle_preflight, OPENAI, SRV_ROUTE_PREFIX},
+    {"GET", "/v1/usage", srv_handle_usage, OPENAI, AUTH},
+    {"OPTIONS", "/v1/usage", srv_handle_preflight, OPENAI, 0},
     {"GET", "/healthz", srv_handle_health, SEED, 0},
     {"HEAD", "/healthz", srv_handle_health, SEED, 0},
     /* METRICS_ALLOW or METRICS_TOKEN decide, in the handler (metrics_route.c) */

@@ -30,6 +30,7 @@ int srv_handle_preflight(srv_ctx *ctx);
 int srv_handle_api_chat(srv_ctx *ctx);
 int srv_handle_chat_completions(srv_ctx *ctx);
 int srv_handle_embeddings(srv_ctx *ctx);
+int srv_handle_usage(srv_ctx *ctx);
 int srv_handle_models(srv_ctx *ctx); /* GET /v1/models */
 int srv_handle_model(srv_ctx *ctx);  /* GET /v1/models/{id} */
 /* GET /metrics (metrics_route.c) */

@@ -127,5 +127,73 @@ class Usage(unittest.TestCase):
         self.assertEqual(int(m.group(1)) + int(m.group(2)), int(m.group(3)))
 
 
+class UsageRoute(unittest.TestCase):
+    """GET /v1/usage: the calling token's limits and what is left of them."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_tokens import ALICE
+        cls.alice = ALICE
+        cls.mock = sc.Mock()
+        cls.mock.start()
+        cls.server = sc.Server(upstream=cls.mock.url, workers=2,
+                               env={"ACCESS_TOKENS_FILE": tokens_file(STANDARD)})
+        cls.server.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.mock.stop()
+
+    def usage(self, token):
+        r = sc.request(self.server.port, "GET", "/v1/usage", headers=bearer(token))
+        self.assertEqual(r.status, 200, r)
+        return r.json()
+
+    def test_limits_used_and_left_after_requests(self):
+        before = self.usage(self.alice)
+        self.assertEqual(before["token"], "alice")
+        self.assertEqual(before["limits"], {"rpm": 60, "tpm": 100000, "tpd": 1000000,
+                                            "streams": 2})
+        spent = 0
+        for _ in range(3):  # new connections: both workers answer
+            r = sc.request(self.server.port, "POST", CHAT,
+                           body=json.dumps({"model": "deepseek-v3-671b", "messages": [
+                               {"role": "user", "content": "hi"}]}).encode(),
+                           headers=dict(bearer(self.alice), **{"Content-Type": "application/json"}))
+            self.assertEqual(r.status, 200, r)
+            spent += r.json()["usage"]["total_tokens"]
+
+        def counted():
+            u = self.usage(self.alice)
+            return u if u["used"]["tpm"] - before["used"]["tpm"] == spent else None
+        after = sc.wait_until(counted, 3)
+        self.assertTrue(after, self.usage(self.alice))
+        self.assertEqual(after["used"]["rpm"] - before["used"]["rpm"], 3)
+        self.assertEqual(after["remaining"]["rpm"], 60 - after["used"]["rpm"])
+        self.assertEqual(after["remaining"]["tpm"], 100000 - after["used"]["tpm"])
+        self.assertEqual(after["used"]["streams"], 0)
+
+    def test_token_without_limits_and_no_token(self):
+        bob = self.usage(BOB)
+        self.assertEqual(bob["limits"], {"rpm": None, "tpm": None, "tpd": None, "streams": None})
+        self.assertEqual(bob["remaining"], {"rpm": None, "tpm": None, "tpd": None, "streams": None})
+        r = sc.request(self.server.port, "GET", "/v1/usage")
+        self.assertEqual(r.status, 401)
+        self.assertEqual(r.json()["error"]["code"], "missing_access_token")
+
+
+class UsageRouteOpen(unittest.TestCase):
+    def test_404_without_tokens(self):
+        srv = sc.Server(upstream="http://127.0.0.1:9/v1")
+        srv.start()
+        try:
+            r = sc.request(srv.port, "GET", "/v1/usage")
+            self.assertEqual(r.status, 404)
+            self.assertIn("ACCESS_TOKENS_FILE", r.json()["error"]["message"])
+        finally:
+            srv.stop()
+
+
 if __name__ == "__main__":
     unittest.main()
