@@ -315,6 +315,28 @@ def start_nginx(tmp, mport, workers=2):
     return n, port, tport
 
 
+BIG = 10 ** 9  # a limit the load never reaches
+
+
+def quota_env(tmp, tag):
+    """Settings and token for a server that counts everything and refuses
+    nothing: one access token with every limit, and the address limits."""
+    token = "bench-token-" + tag + "-0123456789abcdef"
+    path = os.path.join(tmp, tag + "-tokens.conf")
+    with open(path, "w") as f:
+        f.write(f"{token} name=bench rpm={BIG} tpm={BIG} tpd={BIG} streams={BIG}\n")
+    return {"ACCESS_TOKENS_FILE": path, "IP_RPM": str(BIG), "IP_TPM": str(BIG)}, token
+
+
+def start_redis(tmp):
+    port = free_port()
+    r = Proc("redis", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                       "--save", "", "--appendonly", "no"], os.path.join(tmp, "redis.log"))
+    if not wait_port(port, r.p):
+        raise SystemExit("bench: redis-server did not start; see " + r.logpath)
+    return r, port
+
+
 def start_server(tmp, base_url, workers, tag, extra_env=None):
     port = free_port()
     cmd = [SERVER, "-b", f"127.0.0.1:{port}"]
@@ -373,7 +395,7 @@ def wrk(target, label, conns, dur, model):
              "stream": False} if target["openai"] else
             {"user_content": "Hello, benchmark", "model": model, "stream": False})
     env = dict(os.environ, BENCH_BODY=json.dumps(body),
-               BENCH_AUTH=f"Bearer {KEY}" if target["auth"] else "")
+               BENCH_AUTH=f"Bearer {target.get('bearer') or KEY}" if target["auth"] else "")
     timef = tempfile.mktemp(prefix="wrk-time-")
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{dur}s", "--latency", "-s",
            os.path.join(ROOT, "bench", "post.lua"),
@@ -627,7 +649,7 @@ def verdicts(results, cfg):
     def v(ok):
         return "PASS" if ok else "FAIL"
 
-    for who in ("server-w1", "server", "server-v1"):
+    for who in ("server-w1", "server", "server-v1", "server-limits", "server-redis"):
         ng = lambda sc: get(results, sc, "nginx")  # noqa: E731
         me = lambda sc: get(results, sc, who)  # noqa: E731
         if me("S1") and ng("S1") and me("S1").get("rps") and ng("S1").get("rps"):
@@ -758,10 +780,23 @@ def main_bench():
                 log(f"bench: {SERVER} not built: skipping {name}")
                 continue
             workers = 1 if name == "server-w1" else None
-            s, port = start_server(tmp, f"http://127.0.0.1:{mport}/v1", workers, name)
+            extra, bearer = {}, None
+            if name in ("server-limits", "server-redis"):
+                # Access tokens, the token's and the address's limits, all far
+                # above the load (nothing refused: the cost of counting), and
+                # for server-redis the limiter in a redis-server of its own.
+                extra, bearer = quota_env(tmp, name)
+                if name == "server-redis":
+                    rd, rport = start_redis(tmp)
+                    procs.append(rd)
+                    extra["REDIS_URL"] = f"redis://127.0.0.1:{rport}/0"
+            s, port = start_server(tmp, f"http://127.0.0.1:{mport}/v1", workers, name, extra)
             if name == "server-v1":  # OpenAI's route: nginx's body and [DONE]
                 target = {"port": port, "path": "/v1/chat/completions", "openai": True,
                           "auth": False, "lgflags": ["--openai-body", "--allow-done"]}
+            elif bearer:
+                target = {"port": port, "path": "/api/chat", "openai": False, "auth": True,
+                          "bearer": bearer, "lgflags": ["-H", f"Authorization: Bearer {bearer}"]}
             else:
                 target = {"port": port, "path": "/api/chat", "openai": False, "auth": False,
                           "lgflags": []}
