@@ -22,6 +22,8 @@ SOVER   := 1
 # quick install-deps check and no restart; every object and link depends on
 # it, so outputs built with other (or no) flags are rebuilt.
 PKGS    := libcurl libevent jansson yajl
+# Only the server links hiredis (limits_redis.c), not the library.
+SERVER_PKGS := hiredis
 PKG_FLAGS_MK := $(BUILD)/pkg-flags.mk
 # Goals that compile nothing in this make (they need no packages, or they
 # depend on `deps` and recurse) leave the file alone.
@@ -74,7 +76,9 @@ all: $(STATIC) $(SHARED) $(PROGS)
 $(PKG_FLAGS_MK): deps
 	@mkdir -p $(dir $@)
 	@cflags=$$(pkg-config --cflags $(PKGS)) && libs=$$(pkg-config --libs $(PKGS)) && \
-	  printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$cflags" "$$libs" > $@.new
+	  redis=$$(pkg-config --libs $(SERVER_PKGS)) && \
+	  printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\nSERVER_PKG_LIBS := %s\n' \
+	    "$$cflags" "$$libs" "$$redis" > $@.new
 	@if cmp -s $@.new $@; then rm -f $@.new; else mv -f $@.new $@; fi
 
 # What the link steps read of their prerequisites (not the flags file).
@@ -98,7 +102,7 @@ $(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -ledit
 
 $(BUILD)/zju-chat-server: $(SERVER_OBJ) $(STATIC) $(PKG_FLAGS_MK)
-	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -lhttp_parser
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) $(SERVER_PKG_LIBS) -lhttp_parser
 
 $(BUILD)/zju-mock-upstream: $(MOCK_OBJ) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -levent_openssl -lssl -lcrypto
@@ -109,6 +113,8 @@ $(BUILD)/zju-loadgen: $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(PKG_FLAGS_MK)
 $(BUILD)/tests/%: tests/unit/%.c $(STATIC) $(PKG_FLAGS_MK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(STATIC) $(LDFLAGS) $(LDLIBS) -lcmocka
+# test_limits_redis #includes limits_redis_lua.c and talks to a redis-server.
+$(BUILD)/tests/test_limits_redis: LDLIBS += $(SERVER_PKG_LIBS)
 
 # Sanitizer build used by the test suite.
 asan:

@@ -17,7 +17,7 @@ out=${FUZZ_BUILD:-build-fuzz}/$flavour
 mkdir -p "$out/obj"
 
 PKG_CFLAGS=$(pkg-config --cflags libcurl libevent jansson yajl)
-PKG_LIBS="$(pkg-config --libs libcurl libevent jansson yajl) -lhttp_parser -lm -lpthread"
+PKG_LIBS="$(pkg-config --libs libcurl libevent jansson yajl hiredis) -lhttp_parser -lm -lpthread"
 # Same language flags as the Makefile; -Werror only on our own drivers, so
 # a warning in a file another engineer is editing cannot stop the fuzzing.
 BASE="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -g -O1

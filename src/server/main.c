@@ -103,6 +103,18 @@ static void startup_report(const srv_config *cfg)
     if (cfg->ip_rpm > 0 || cfg->ip_tpm > 0)
         srv_log("rate limits per client address: IP_RPM=%ld IP_TPM=%ld (0: none)",
                 cfg->ip_rpm, cfg->ip_tpm);
+    if (cfg->redis.url) { /* never the URL itself: it may hold a password */
+        char where[300];
+        if (cfg->redis.socket)
+            snprintf(where, sizeof where, "%s", cfg->redis.socket);
+        else
+            snprintf(where, sizeof where, "%s port %d", cfg->redis.host, cfg->redis.port);
+        srv_log(
+            "rate limits shared through Redis at %s (db %ld, keys %s*, timeout %ld ms); "
+            "REDIS_FAILURE=%s",
+            where, cfg->redis.db, cfg->redis.prefix, cfg->redis.timeout_ms,
+            cfg->redis.failure_open ? "open" : "closed");
+    }
 }
 
 /* Worker `i` on its socket fds[i]. It closes its copies of the other

@@ -11,6 +11,7 @@
 #include "front.h"
 #include "models.h"
 #include "pipeline.h"
+#include "shared.h"
 
 #include <event2/event.h>
 #include <signal.h>
@@ -127,6 +128,10 @@ int srv_worker_setup(srv_worker *w)
     w->base = event_base_new();
     if (!w->base)
         return -1;
+    if (srv_shared_use_loop(w->base, cfg) < 0) {
+        srv_log("cannot set up the Redis rate limiter");
+        return -1;
+    }
     if (make_client(w) < 0)
         return -1;
     if (!(w->models = srv_models_new(w)))
@@ -165,6 +170,7 @@ void srv_worker_teardown(srv_worker *w)
         event_free(w->sig_term);
     if (w->sig_int)
         event_free(w->sig_int);
+    srv_shared_leave_loop(); /* after the relays: their ends still count */
     if (w->base)
         event_base_free(w->base);
 }
