@@ -101,8 +101,10 @@ $(SHARED): $(LIB_OBJ) $(PKG_FLAGS_MK)
 $(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -ledit
 
+# -lcrypto: the access tokens' SHA-256 (tokens.c); OpenSSL's libcrypto is
+# there already, under libcurl (libssl-dev, like the mock's TLS).
 $(BUILD)/zju-chat-server: $(SERVER_OBJ) $(STATIC) $(PKG_FLAGS_MK)
-	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) $(SERVER_PKG_LIBS) -lhttp_parser
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) $(SERVER_PKG_LIBS) -lhttp_parser -lcrypto
 
 $(BUILD)/zju-mock-upstream: $(MOCK_OBJ) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -levent_openssl -lssl -lcrypto
@@ -112,9 +114,14 @@ $(BUILD)/zju-loadgen: $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(PKG_FLAGS_MK)
 
 $(BUILD)/tests/%: tests/unit/%.c $(STATIC) $(PKG_FLAGS_MK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(STATIC) $(LDFLAGS) $(LDLIBS) -lcmocka
-# test_limits_redis #includes limits_redis_lua.c and talks to a redis-server.
-$(BUILD)/tests/test_limits_redis: LDLIBS += $(SERVER_PKG_LIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(STATIC) $(LDFLAGS) $(LDLIBS) $(UNIT_LIBS) -lcmocka
+
+# test_tokens #includes src/server/tokens.c
+$(BUILD)/tests/test_tokens: UNIT_LIBS := -lcrypto
+$(BUILD)/tests/test_tokens: src/server/tokens.c src/server/tokens.h
+# test_limits_redis #includes limits_redis_lua.c and talks to a redis-server
+$(BUILD)/tests/test_limits_redis: UNIT_LIBS := $(SERVER_PKG_LIBS)
+$(BUILD)/tests/test_limits_redis: src/server/limits_redis_lua.c src/server/ratelimit.c
 
 # Sanitizer build used by the test suite.
 asan:

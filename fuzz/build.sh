@@ -17,7 +17,9 @@ out=${FUZZ_BUILD:-build-fuzz}/$flavour
 mkdir -p "$out/obj"
 
 PKG_CFLAGS=$(pkg-config --cflags libcurl libevent jansson yajl)
-PKG_LIBS="$(pkg-config --libs libcurl libevent jansson yajl hiredis) -lhttp_parser -lm -lpthread"
+# -lcrypto: the server's access tokens (src/server/tokens.c); hiredis: the
+# rate limits across instances (src/server/limits_redis.c)
+PKG_LIBS="$(pkg-config --libs libcurl libevent jansson yajl hiredis) -lhttp_parser -lcrypto -lm -lpthread"
 # Same language flags as the Makefile; -Werror only on our own drivers, so
 # a warning in a file another engineer is editing cannot stop the fuzzing.
 BASE="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -g -O1
@@ -48,7 +50,7 @@ sources_of() {
     fuzz_upstream) echo "$LIB" ;;
     fuzz_chat_body) echo "$LIB" "$(server_but)" ;; # chat_body.c, http_util.c and theirs
     fuzz_openai_body) echo "$LIB" "$(server_but)" ;;
-    fuzz_env) ;; # config.c is #included by the driver
+    fuzz_env) echo src/lib/dotenv.c src/server/config.c src/lib/redact.c src/lib/error.c ;;
     fuzz_http) echo "$LIB" "$(server_but)" ;;
     *)
         echo "fuzz/build.sh: no source list for $1" >&2
@@ -106,6 +108,9 @@ for t in "${targets[@]}"; do
         mkdir -p "$(dirname "$drv_obj")"
         $CC $BASE $SAN_CC -Werror -c "fuzz/$t.c" -o "$drv_obj"
     fi
-    $CC $SAN_LD -o "$out/$t" "$drv_obj" $objs $extra_main $PKG_LIBS
+    # fuzz_env catches config.c's environment calls (see the driver)
+    wrap=""
+    [ "$t" = fuzz_env ] && wrap="-Wl,--wrap=setenv,--wrap=getenv"
+    $CC $SAN_LD $wrap -o "$out/$t" "$drv_obj" $objs $extra_main $PKG_LIBS
     echo "$out/$t"
 done

@@ -3,11 +3,12 @@
  * parsing (src/server/config.c): the input is a .env file.
  *
  * config.c and the .env reader it calls (src/lib/dotenv.c, shared with
- * the CLI) are #included so that their setenv/getenv calls go to a private map
- * instead of the process environment: the real environment would grow with
- * every input (glibc never frees setenv strings) and leak state between
- * inputs. After the file is loaded, srv_config_from_env reads the map, and
- * a BIND entry, when present, goes through srv_config_parse_bind.
+ * the CLI) are linked with -Wl,--wrap=setenv,--wrap=getenv (fuzz/build.sh),
+ * so that their setenv/getenv calls go to a private map here instead of the
+ * process environment: the real environment would grow with every input
+ * (glibc never frees setenv strings) and leak state between inputs. After the file is
+ * loaded, srv_config_from_env reads the map, and a BIND entry, when present, goes through
+ * srv_config_parse_bind.
  *
  * Checked: every key handed to setenv is non-empty and has no '=' or LF (a
  * CR inside a key is odd but harmless); values have no LF; a successful
@@ -37,7 +38,10 @@ static void die(const char *what)
     abort();
 }
 
-static int fuzz_setenv(const char *key, const char *val, int overwrite)
+int __wrap_setenv(const char *key, const char *val, int overwrite);
+char *__wrap_getenv(const char *key);
+
+int __wrap_setenv(const char *key, const char *val, int overwrite)
 {
     if (!key || !*key || strchr(key, '='))
         die("setenv with an empty key or a key holding '='");
@@ -61,7 +65,7 @@ static int fuzz_setenv(const char *key, const char *val, int overwrite)
     return 0;
 }
 
-static char *fuzz_getenv(const char *key)
+char *__wrap_getenv(const char *key)
 {
     for (size_t i = 0; i < env_n; i++)
         if (strcmp(env_map[i].key, key) == 0)
@@ -78,12 +82,7 @@ static void map_clear(void)
     env_n = 0;
 }
 
-#define setenv fuzz_setenv
-#define getenv fuzz_getenv
-#include "../src/lib/dotenv.c" /* the .env reader config.c calls */
-#include "../src/server/config.c"
-#undef setenv
-#undef getenv
+#include "config.h"
 
 static int memfd = -1;
 static char memfd_path[64];
@@ -124,14 +123,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             die("request timeout or connection limit not positive");
         if (cfg.port < 0 || cfg.port > 65535)
             die("port out of range");
-        const char *bind = fuzz_getenv("BIND");
+        const char *bind = __wrap_getenv("BIND");
         if (bind && srv_config_parse_bind(&cfg, bind) == 0) {
             if (cfg.port < 0 || cfg.port > 65535)
                 die("parse_bind accepted a port out of range");
             if (!memchr(cfg.host, '\0', sizeof cfg.host))
                 die("host not NUL-terminated");
         }
-        (void)srv_config_truthy(fuzz_getenv("DEBUG"));
+        (void)srv_config_truthy(__wrap_getenv("DEBUG"));
         srv_config_free(&cfg);
     } else if (rc != -1) {
         die("from_env returned neither 0 nor -1");

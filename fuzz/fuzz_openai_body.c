@@ -11,7 +11,8 @@
  * a JSON object (jansson agrees), with a string model when has_model, and
  * stream as the body says; for a body that names no model, the body with
  * the default model put first is a JSON object whose "model" is the default
- * and whose every other member is the client's, unchanged.
+ * and whose every other member is the client's, unchanged; asking the
+ * upstream for usage sets stream_options.include_usage and nothing else.
  */
 #include "openai_body.h"
 
@@ -43,6 +44,35 @@ static void check_injection(const char *body, size_t len, json_t *client)
     json_object_del(sent, "model");
     if (!json_equal(sent, client))
         die("putting the model in changed another member");
+    json_decref(sent);
+    free(out);
+}
+
+/* Asking the upstream for usage changes stream_options.include_usage and
+ * nothing else. */
+static void check_ask_usage(const char *body, size_t len, const srv_openai_body *b,
+                            json_t *client)
+{
+    size_t out_len = 0;
+    char *out = srv_openai_body_ask_usage(body, len, b, &out_len);
+    if (!out)
+        return;
+    json_t *sent = json_loadb(out, out_len, JSON_ALLOW_NUL, NULL);
+    if (!json_is_object(sent))
+        die("the body asking for usage is not a JSON object");
+    json_t *opts = json_object_get(sent, "stream_options");
+    if (!json_is_true(json_object_get(opts, "include_usage")))
+        die("the body asking for usage does not ask for it");
+    json_t *theirs = json_deep_copy(client);
+    json_t *their_opts = json_object_get(theirs, "stream_options");
+    if (json_is_object(their_opts))
+        json_object_set_new(their_opts, "include_usage", json_true());
+    else
+        json_object_set_new(theirs, "stream_options",
+                            json_pack("{s:b}", "include_usage", 1));
+    if (!json_equal(sent, theirs))
+        die("asking for usage changed another member");
+    json_decref(theirs);
     json_decref(sent);
     free(out);
 }
@@ -80,6 +110,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         die("a streamed embeddings request was accepted");
     if (!b.has_model)
         check_injection(body, len, client);
+    if (b.include_usage !=
+        json_is_true(
+            json_object_get(json_object_get(client, "stream_options"), "include_usage")))
+        die("include_usage disagrees with the body");
+    if (b.stream && !b.include_usage)
+        check_ask_usage(body, len, &b, client);
     json_decref(client);
     return 0;
 }

@@ -1,7 +1,8 @@
 /*
  * fuzz_upstream.c - libFuzzer driver for the library's handling of an
- * upstream response (status line, headers, body; src/lib/transport.c with
- * sse.c, response.c and error.c behind it), end to end through libcurl.
+ * upstream response (status line, headers, body; the transport that
+ * src/lib/call.h maps, with sse.c, response.c and error.c behind it), end to
+ * end through libcurl.
  *
  * The input is served as raw bytes by a loopback listener on the same
  * event_base the client runs on (one thread, no races): each request the

@@ -36,14 +36,14 @@ struct zjuchat_client {
     /* libcurl's connection cache walks every connection to a host on each
      * new transfer, so one multi handle costs O(open streams) per request.
      * Transfers are spread over multi handles of at most
-     * ZJUCHAT__SHARD_STREAMS each (transport.c), created as load needs. */
+     * ZJUCHAT__SHARD_STREAMS each (curl_ev.c), created as load needs. */
     struct zjuchat__shard *shards[ZJUCHAT__SHARD_MAX];
     int nshards;
     CURLSH *share;                  /* DNS cache and TLS sessions, across every shard */
-    struct event *reaper;           /* frees idle upper shards (transport.c) */
+    struct event *reaper;           /* frees idle upper shards (curl_ev.c) */
     struct zjuchat__shard *touched; /* shards to look at for finished transfers */
     long shard_idle_ms;
-    struct zjuchat__sock **socks; /* libcurl's sockets by fd (transport.c) */
+    struct zjuchat__sock **socks; /* libcurl's sockets by fd (curl_sock.c) */
     int socks_cap;
     struct curl_slist *headers_json;   /* Accept: application/json */
     struct curl_slist *headers_stream; /* Accept: text/event-stream */
@@ -54,7 +54,7 @@ struct zjuchat_client {
 };
 
 /* How long an upper shard may stay idle before it is freed (default 60 s);
- * for tests. */
+ * for tests (curl_ev.c). */
 void zjuchat__transport_set_shard_idle_ms(zjuchat_client *client, long ms);
 
 /* What one pass over a JSON document found (scan.c). */
@@ -118,9 +118,11 @@ const char *zjuchat__choice_string(json_t *root, const char *container, const ch
                                    size_t *len);
 const char *zjuchat__choice_finish(json_t *root);
 
-/* transport.c */
+/* The transport (its files: call.h, curl_ev.h). curl_ev.c: set up libcurl on
+ * client->base; free it, ending every running call as cancelled first. */
 zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err);
 void zjuchat__transport_free(zjuchat_client *client);
+/* call.c */
 /* Start a GET (body NULL) or POST of body[0..body_len); path ("/..." ) is
  * appended to the base URL; flags are ZJUCHAT_CALL_*. */
 zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,

@@ -2,7 +2,7 @@
  * passthrough.c - the gateway's front door: a POST of the caller's own JSON
  * body to a path of its choosing, and the model listing, both on the
  * caller's event loop. They run through the same transport as every call
- * (transport.c); what is here is checking what the caller hands in.
+ * (call.c); what is here is checking what the caller hands in.
  */
 #include "internal.h"
 

@@ -9,6 +9,7 @@
 #include "front.h"
 #include "proxies.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,6 +30,12 @@ void srv_log_set_secret(const char *key)
 }
 
 static const srv_proxies *proxies;
+static int json_lines;
+
+void srv_access_set_json(int on)
+{
+    json_lines = on;
+}
 
 void srv_access_set_proxies(const srv_proxies *p)
 {
@@ -129,6 +136,48 @@ void srv_access_begin(srv_access *a, const srv_request *req)
     safe_copy(a->path, sizeof a->path, srv_req_uri(req)[0] ? srv_req_uri(req) : "-");
 }
 
+/* Unknown numbers are null; texts are the escaped ones of the text line
+ * (printable ASCII: a JSON string whatever the client sent). */
+static json_t *number_or_null(long v)
+{
+    return v >= 0 ? json_integer(v) : json_null();
+}
+
+static void write_json(const srv_access *a, long dur_ms, const char *model,
+                       const char *name)
+{
+    char path[sizeof a->path * 4], ts[64];
+    safe_copy(path, sizeof path, a->path);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof ts - n, ".%03ldZ", (long)tv.tv_usec / 1000);
+    json_t *o = json_pack(
+        "{s:s, s:I, s:s, s:s, s:s, s:i, s:I, s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:b, "
+        "s:s}",
+        "time", ts, "pid", (json_int_t)current_pid(), "client", a->client, "method",
+        a->method, "path", path, "status", a->status, "bytes", (json_int_t)a->bytes,
+        "duration_ms", (json_int_t)dur_ms, "model", a->model[0] ? model : "-", "stream",
+        a->stream < 0 ? json_null() : json_boolean(a->stream), "ttfb_ms",
+        number_or_null(a->ttfb_ms), "prompt_tokens", number_or_null(a->prompt_tokens),
+        "completion_tokens", number_or_null(a->completion_tokens), "total_tokens",
+        number_or_null(a->total_tokens), "tokens_estimated", a->tokens_estimated,
+        "token_name", a->token_name[0] ? name : "-");
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text)
+        return;
+    char line[LOG_LINE_MAX];
+    size_t len = strlen(text);
+    if (len > sizeof line - 2)
+        len = sizeof line - 2; /* cannot happen: every field is bounded */
+    memcpy(line, text, len);
+    free(text);
+    emit(line, len);
+}
+
 void srv_access_write(const srv_access *a)
 {
     struct timeval now;
@@ -143,11 +192,18 @@ void srv_access_write(const srv_access *a)
     else
         snprintf(ttfb, sizeof ttfb, "-");
     if (a->total_tokens >= 0)
-        snprintf(tokens, sizeof tokens, "%ld/%ld/%ld", a->prompt_tokens,
-                 a->completion_tokens, a->total_tokens);
+        snprintf(tokens, sizeof tokens, "%s%ld/%ld/%ld", a->tokens_estimated ? "~" : "",
+                 a->prompt_tokens, a->completion_tokens, a->total_tokens);
     else
         snprintf(tokens, sizeof tokens, "-");
-    srv_log("access %s \"%s %s\" %d %zu %ldms model=%s stream=%s ttfb=%s tokens=%s",
+    char name[sizeof a->token_name * 4];
+    safe_copy(name, sizeof name, a->token_name[0] ? a->token_name : "-");
+    if (json_lines) {
+        write_json(a, dur_ms, model, name);
+        return;
+    }
+    srv_log("access %s \"%s %s\" %d %zu %ldms model=%s stream=%s ttfb=%s tokens=%s "
+            "token_name=%s",
             a->client, a->method, a->path, a->status, a->bytes, dur_ms, model,
-            a->stream < 0 ? "-" : (a->stream ? "true" : "false"), ttfb, tokens);
+            a->stream < 0 ? "-" : (a->stream ? "true" : "false"), ttfb, tokens, name);
 }

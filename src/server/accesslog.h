@@ -28,6 +28,8 @@ typedef struct srv_access {
     int stream;   /* -1: not a chat request */
     long ttfb_ms; /* upstream time to first byte, -1 unknown */
     long prompt_tokens, completion_tokens, total_tokens; /* -1 unknown */
+    int tokens_estimated; /* the upstream reported no usage: counted from sizes */
+    char token_name[65];  /* the access token's name (tokens.h), "" without one */
 } srv_access;
 
 /* Key to scrub from every log line (borrowed; must outlive logging). */
@@ -36,6 +38,10 @@ void srv_log_set_secret(const char *key);
 /* Proxies whose X-Forwarded-For / X-Real-IP are believed (borrowed; must
  * outlive logging). NULL, the default: none. */
 void srv_access_set_proxies(const struct srv_proxies *proxies);
+
+/* Access lines as one JSON object each (ACCESS_LOG_FORMAT=json), for log
+ * pipelines; 0, the default: the text line. Other log lines stay text. */
+void srv_access_set_json(int on);
 
 /* printf-like log line with a timestamp and the pid; a newline is added. */
 void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

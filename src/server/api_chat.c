@@ -6,11 +6,13 @@
 #include "chat_body.h"
 #include "dialect.h"
 #include "front.h"
+#include "openai_body.h"
 #include "http_util.h"
 #include "relay.h"
 #include "routes.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 int srv_handle_api_chat(srv_ctx *ctx)
 {
@@ -26,8 +28,27 @@ int srv_handle_api_chat(srv_ctx *ctx)
     }
     snprintf(ctx->acc.model, sizeof ctx->acc.model, "%s", b.model);
     ctx->acc.stream = b.stream;
-    int rc =
-        srv_relay_start(ctx, "chat/completions", b.upstream, b.upstream_len, b.stream);
+    unsigned flags = b.stream ? SRV_RELAY_STREAM : 0;
+    const char *up = b.upstream;
+    size_t len = b.upstream_len;
+    char *asked = NULL;
+    if (srv_ctx_counts_usage(ctx)) {
+        flags |= SRV_RELAY_COUNT;
+        if (b.stream) {
+            /* the gateway counts the stream's tokens: ask the upstream for
+             * them (the seed's clients never see the usage chunk) */
+            up = asked =
+                srv_body_put_first(b.upstream, b.upstream_len,
+                                   "\"stream_options\":{\"include_usage\":true}", &len);
+            flags |= SRV_RELAY_HIDE_USAGE;
+        }
+    }
+    int rc = SRV_ANSWERED;
+    if (up)
+        rc = srv_relay_start(ctx, "chat/completions", up, len, flags);
+    else
+        srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
+    free(asked);
     srv_chat_body_free(&b);
     return rc;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <netdb.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -499,8 +500,15 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     if (cors_from_env(cfg, errbuf, errlen) < 0)
         return -1;
     cfg->trusted_proxies = env_dup("TRUSTED_PROXIES");
+    const char *fmt = getenv("ACCESS_LOG_FORMAT");
+    if (fmt && *fmt && strcasecmp(fmt, "text") != 0 && strcasecmp(fmt, "json") != 0) {
+        snprintf(errbuf, errlen, "ACCESS_LOG_FORMAT must be text or json");
+        return -1;
+    }
+    cfg->access_log_json = fmt && strcasecmp(fmt, "json") == 0;
     if (models_from_env(cfg, errbuf, errlen) < 0)
         return -1;
+    cfg->access_tokens_file = env_dup("ACCESS_TOKENS_FILE");
     cfg->debug =
         srv_config_truthy(getenv("FLASK_DEBUG")) || srv_config_truthy(getenv("DEBUG"));
     struct {
@@ -570,6 +578,7 @@ void srv_config_free(srv_config *cfg)
     free(cfg->cors_notice);
     free(cfg->trusted_proxies);
     free(cfg->models);
+    free(cfg->access_tokens_file);
     free(cfg->metrics_allow);
     free(cfg->metrics_token);
     free(cfg->redis.url);

@@ -34,6 +34,7 @@ typedef struct srv_config {
     char *cors_notice;             /* CORS_ORIGINS entries rewritten, for the startup
                                       report; NULL when none was */
     int debug;                     /* FLASK_DEBUG or DEBUG truthy */
+    int access_log_json;           /* ACCESS_LOG_FORMAT=json (default text) */
     long connect_ms;               /* ZJU_*_TIMEOUT_MS, -1: library default */
     long first_byte_ms;
     long idle_ms;
@@ -52,8 +53,10 @@ typedef struct srv_config {
      * list, normalised ("a, b"); NULL: the default list (models.c) */
     char *models;
     long models_cache_ttl_s; /* MODELS_CACHE_TTL, default 300, 0: no caching */
-    long ip_rpm, ip_tpm;     /* IP_RPM, IP_TPM: per client address, 0: none */
-    long limits_keys;        /* LIMITS_KEYS: keys the shared limiter holds */
+    /* ACCESS_TOKENS_FILE, NULL: no tokens, the API is open (tokens.h) */
+    char *access_tokens_file;
+    long ip_rpm, ip_tpm; /* IP_RPM, IP_TPM: per client address, 0: none */
+    long limits_keys;    /* LIMITS_KEYS: keys the shared limiter holds */
     /* METRICS_ALLOW as given, NULL: loopback (shared.c parses it);
      * METRICS_TOKEN, NULL: none */
     char *metrics_allow;

@@ -6,13 +6,15 @@
  * that exits (with a growing backoff when it keeps crashing) on the same
  * socket, and turns SIGTERM/SIGINT into a graceful drain of every worker; a
  * second signal kills them at once. Even -w 1 runs under the supervisor, so
- * a crash is always survived.
+ * a crash is always survived. SIGHUP reloads ACCESS_TOKENS_FILE: checked
+ * here first, then forwarded to the workers, which read it again.
  */
 #include "accesslog.h"
 #include "config.h"
 #include "proxies.h"
 #include "listeners.h"
 #include "shared.h"
+#include "tokens.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -31,6 +33,11 @@
 #define RESTART_MIN_MS 100
 #define RESTART_MAX_MS 5000
 #define KILL_GRACE_S 5 /* after DRAIN_TIMEOUT, before SIGKILL */
+
+/* The access tokens (NULL: ACCESS_TOKENS_FILE unset). Kept up to date on
+ * SIGHUP, so that a worker forked later (a restart) starts with the table
+ * its siblings reloaded, not the one of the server's start. */
+static srv_tokens *tokens;
 
 typedef struct slot {
     pid_t pid;
@@ -60,8 +67,10 @@ static void usage(FILE *f)
         "FLASK_DEBUG/DEBUG, ZJU_CONNECT_TIMEOUT_MS, ZJU_FIRST_BYTE_TIMEOUT_MS,\n"
         "ZJU_IDLE_TIMEOUT_MS, ZJU_TOTAL_TIMEOUT_MS, HEARTBEAT_MS, MAX_BODY_BYTES,\n"
         "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT,\n"
-        "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL, IP_RPM, IP_TPM, LIMITS_KEYS,\n"
-        "METRICS_ALLOW, METRICS_TOKEN.\n"
+        "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL,\n"
+        "ACCESS_TOKENS_FILE (SIGHUP reloads it), ACCESS_LOG_FORMAT, IP_RPM, IP_TPM,\n"
+        "LIMITS_KEYS, METRICS_ALLOW, METRICS_TOKEN, REDIS_URL, REDIS_FAILURE,\n"
+        "REDIS_PREFIX, REDIS_TIMEOUT_MS.\n"
         "See zju-chat-server(1).\n");
 }
 
@@ -88,18 +97,6 @@ static void startup_report(const srv_config *cfg)
             cfg->base_url ? cfg->base_url : ZJUCHAT_DEFAULT_BASE_URL,
             cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL,
             cfg->workers);
-    if (!cfg->api_key)
-        srv_log("WARNING: ZJU_API_KEY is not set: every POST /api/chat will answer 500 "
-                "and the upstream is never called. Set ZJU_API_KEY (environment or "
-                ".env).");
-    if (strcmp(cfg->cors_origins, "*") == 0)
-        srv_log("WARNING: CORS_ORIGINS is '*': any web site may call this server from "
-                "a browser. Set CORS_ORIGINS to your frontend's origin(s) in "
-                "production.");
-    if (cfg->cors_notice)
-        srv_log("WARNING: %s", cfg->cors_notice);
-    if (cfg->debug)
-        srv_log("debug logging on (FLASK_DEBUG/DEBUG); the API key is never logged");
     if (cfg->ip_rpm > 0 || cfg->ip_tpm > 0)
         srv_log("rate limits per client address: IP_RPM=%ld IP_TPM=%ld (0: none)",
                 cfg->ip_rpm, cfg->ip_tpm);
@@ -115,6 +112,53 @@ static void startup_report(const srv_config *cfg)
             where, cfg->redis.db, cfg->redis.prefix, cfg->redis.timeout_ms,
             cfg->redis.failure_open ? "open" : "closed");
     }
+    if (!cfg->api_key)
+        srv_log("WARNING: ZJU_API_KEY is not set: every POST /api/chat will answer 500 "
+                "and the upstream is never called. Set ZJU_API_KEY (environment or "
+                ".env).");
+    if (strcmp(cfg->cors_origins, "*") == 0)
+        srv_log("WARNING: CORS_ORIGINS is '*': any web site may call this server from "
+                "a browser. Set CORS_ORIGINS to your frontend's origin(s) in "
+                "production.");
+    if (cfg->cors_notice)
+        srv_log("WARNING: %s", cfg->cors_notice);
+    if (cfg->debug)
+        srv_log("debug logging on (FLASK_DEBUG/DEBUG); the API key is never logged");
+    if (!cfg->access_tokens_file)
+        srv_log("WARNING: ACCESS_TOKENS_FILE is not set: the API is open to anyone who "
+                "can reach this server, on the server's key. Set ACCESS_TOKENS_FILE to "
+                "require Authorization: Bearer <token>.");
+    else if (srv_tokens_count(tokens) == 0)
+        srv_log("WARNING: access tokens: none in %s: every API request is refused "
+                "(401) until tokens are added and SIGHUP sent",
+                cfg->access_tokens_file);
+    else
+        srv_log("access tokens: %zu loaded from %s", srv_tokens_count(tokens),
+                cfg->access_tokens_file);
+}
+
+/* SIGHUP: the file is checked here first, so that a bad one is reported
+ * once and the workers are not disturbed; a good one becomes the table of
+ * later forks, and the workers read it again themselves. */
+static int reload_tokens(const srv_config *cfg)
+{
+    const char *path = cfg->access_tokens_file;
+    if (!path) {
+        srv_log("SIGHUP: ACCESS_TOKENS_FILE is not set; nothing to reload");
+        return 0;
+    }
+    char err[512];
+    srv_tokens *fresh = NULL;
+    if (srv_tokens_load(path, &fresh, err, sizeof err) < 0) {
+        srv_log("%s; keeping the %zu tokens loaded before", err,
+                srv_tokens_count(tokens));
+        return 0;
+    }
+    srv_tokens_unref(tokens);
+    tokens = fresh;
+    srv_log("SIGHUP: %zu access tokens in %s; reloading the workers",
+            srv_tokens_count(fresh), path);
+    return 1;
 }
 
 /* Worker `i` on its socket fds[i]. It closes its copies of the other
@@ -125,14 +169,19 @@ static pid_t spawn(const srv_config *cfg, int *fds, int n, int i, const sigset_t
     pid_t pid = fork();
     if (pid != 0)
         return pid;
+    srv_shared_attach(i); /* gives back what a dead worker in slot i held */
     int mine = fds[i];
     fds[i] = -1;
     srv_listeners_close(fds, n);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
-    sigprocmask(SIG_SETMASK, old, NULL);
-    srv_shared_attach(i); /* gives back what a dead worker in slot i held */
-    _exit(srv_worker_run(cfg, mine));
+    /* SIGHUP stays blocked until the worker handles it (worker.c): one
+     * forwarded meanwhile then waits instead of killing the worker. */
+    sigset_t mask = *old;
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_SETMASK, &mask, NULL);
+    /* the child's copy of the supervisor's reference becomes the worker's */
+    _exit(srv_worker_run(cfg, mine, tokens));
 }
 
 static void signal_all(slot *s, int n, int sig)
@@ -177,6 +226,8 @@ static int supervise(const srv_config *cfg, int *fds)
         struct timespec ts = {0, 100 * 1000000};
         siginfo_t si;
         int sig = sigtimedwait(&set, &si, &ts);
+        if (sig == SIGHUP && !stopping && reload_tokens(cfg))
+            signal_all(slots, n, SIGHUP);
         if (sig == SIGTERM || sig == SIGINT) {
             if (!stopping) {
                 srv_log("%s: draining workers (up to %lds)",
@@ -311,6 +362,13 @@ int main(int argc, char **argv)
         return 2;
     }
     srv_access_set_proxies(proxies);
+    srv_access_set_json(cfg.access_log_json);
+    if (cfg.access_tokens_file &&
+        srv_tokens_load(cfg.access_tokens_file, &tokens, err, sizeof err) < 0) {
+        fprintf(stderr, "zju-chat-server: %s\n", err);
+        srv_config_free(&cfg);
+        return 2;
+    }
     if (bind_spec && srv_config_parse_bind(&cfg, bind_spec) < 0) {
         fprintf(stderr, "zju-chat-server: bad -b value \"%s\" (want HOST:PORT)\n",
                 bind_spec);
@@ -321,7 +379,8 @@ int main(int argc, char **argv)
         cfg.workers = (int)workers;
     if (cfg.workers > MAX_WORKERS)
         cfg.workers = MAX_WORKERS;
-    /* before any fork: every worker maps the same limits and metrics */
+    /* before any fork: every worker maps the same limits and metrics (the
+     * region lives as long as the process) */
     if (srv_shared_setup(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "zju-chat-server: %s\n", err);
         srv_config_free(&cfg);
@@ -345,7 +404,7 @@ int main(int argc, char **argv)
     srv_log("listening on http://%s", where);
     int rc = supervise(&cfg, fds);
     srv_listeners_close(fds, cfg.workers);
-    srv_shared_free();
+    srv_tokens_unref(tokens);
     srv_config_free(&cfg);
     return rc;
 }

@@ -39,15 +39,24 @@ static int relay_openai(srv_ctx *ctx, srv_openai_kind kind, const char *path,
     snprintf(ctx->acc.model, sizeof ctx->acc.model, "%s",
              b.has_model ? b.model : default_model);
     ctx->acc.stream = b.stream;
+    unsigned flags = b.stream ? SRV_RELAY_STREAM : 0;
     char *owned = NULL;
-    if (!b.has_model) {
+    if (!b.has_model)
         body = owned = srv_openai_body_with_model(body, len, default_model, &len);
-        if (!body) {
-            srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
-            return SRV_ANSWERED;
-        }
+    if (body && b.stream && !b.include_usage && srv_ctx_counts_usage(ctx)) {
+        /* the gateway counts the stream's tokens: ask the upstream for them */
+        char *asked = srv_openai_body_ask_usage(body, len, &b, &len);
+        free(owned);
+        body = owned = asked;
+        flags |= SRV_RELAY_HIDE_USAGE;
     }
-    int rc = srv_relay_start(ctx, path, body, len, b.stream);
+    if (!body) {
+        srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
+        return SRV_ANSWERED;
+    }
+    if (srv_ctx_counts_usage(ctx))
+        flags |= SRV_RELAY_COUNT;
+    int rc = srv_relay_start(ctx, path, body, len, flags);
     free(owned);
     return rc;
 }

@@ -61,6 +61,13 @@ static int check_object(json_t *root, srv_openai_body *out)
         out->has_model = 1;
         snprintf(out->model, sizeof out->model, "%s", json_string_value(m));
     }
+    json_t *opts = json_object_get(root, "stream_options");
+    if (opts && !json_is_null(opts)) {
+        if (!json_is_object(opts))
+            return refuse(out, 400, "stream_options must be an object");
+        out->has_stream_options = 1;
+        out->include_usage = json_is_true(json_object_get(opts, "include_usage"));
+    }
     json_t *s = json_object_get(root, "stream");
     if (s && !json_is_null(s)) { /* null: the SDKs' way to leave it unset */
         if (!json_is_boolean(s))
@@ -92,23 +99,57 @@ int srv_openai_body_check(srv_openai_kind kind, const char *content_type,
     return status;
 }
 
+char *srv_body_put_first(const char *bytes, size_t len, const char *member,
+                         size_t *out_len)
+{
+    const char *brace = memchr(bytes, '{', len);
+    if (!brace)
+        return NULL;
+    size_t rest = len - (size_t)(brace + 1 - bytes);
+    size_t cap = strlen(member) + rest + 4;
+    char *out = malloc(cap);
+    if (out) {
+        int head = snprintf(out, cap, "{%s,", member);
+        memcpy(out + head, brace + 1, rest);
+        *out_len = (size_t)head + rest;
+    }
+    return out;
+}
+
 char *srv_openai_body_with_model(const char *bytes, size_t len, const char *model,
                                  size_t *out_len)
 {
-    const char *brace = memchr(bytes, '{', len);
     json_t *name = json_string(model);
     char *quoted = name ? json_dumps(name, JSON_ENCODE_ANY) : NULL;
     json_decref(name);
+    char *member = quoted ? malloc(strlen(quoted) + 16) : NULL;
     char *out = NULL;
-    if (brace && quoted) {
-        size_t rest = len - (size_t)(brace + 1 - bytes);
-        size_t cap = strlen(quoted) + rest + 16;
-        if ((out = malloc(cap))) {
-            int head = snprintf(out, cap, "{\"model\":%s,", quoted);
-            memcpy(out + head, brace + 1, rest);
-            *out_len = (size_t)head + rest;
-        }
+    if (member) {
+        sprintf(member, "\"model\":%s", quoted);
+        out = srv_body_put_first(bytes, len, member, out_len);
     }
+    free(member);
     free(quoted);
+    return out;
+}
+
+char *srv_openai_body_ask_usage(const char *bytes, size_t len, const srv_openai_body *b,
+                                size_t *out_len)
+{
+    if (!b->has_stream_options)
+        return srv_body_put_first(bytes, len,
+                                  "\"stream_options\":{\"include_usage\":true}", out_len);
+    /* Rare: the client's own stream_options without include_usage. Its other
+     * options are kept; the body's bytes are jansson's from here on. */
+    json_t *root = json_loadb(bytes, len, JSON_ALLOW_NUL, NULL);
+    json_t *opts = json_object_get(root, "stream_options");
+    char *out = NULL;
+    if (json_is_object(opts) &&
+        json_object_set_new(opts, "include_usage", json_true()) == 0) {
+        out = json_dumps(root, JSON_COMPACT);
+        if (out)
+            *out_len = strlen(out);
+    }
+    json_decref(root);
     return out;
 }

@@ -15,10 +15,12 @@ typedef enum srv_openai_kind {
 } srv_openai_kind;
 
 typedef struct srv_openai_body {
-    int has_model;   /* the body names a model (then in model, cut to fit) */
-    char model[128]; /* as much as the access log keeps */
-    int stream;      /* "stream": true */
-    char msg[320];   /* why it was refused */
+    int has_model;          /* the body names a model (then in model, cut to fit) */
+    char model[128];        /* as much as the access log keeps */
+    int stream;             /* "stream": true */
+    int has_stream_options; /* a "stream_options" member is there */
+    int include_usage;      /* "stream_options": {"include_usage": true} */
+    char msg[320];          /* why it was refused */
 } srv_openai_body;
 
 /*
@@ -39,5 +41,23 @@ int srv_openai_body_check(srv_openai_kind kind, const char *content_type,
  */
 char *srv_openai_body_with_model(const char *bytes, size_t len, const char *model,
                                  size_t *out_len);
+
+/*
+ * The same bytes with `member` (a JSON member, e.g. "\"a\":1") put first in
+ * the object; the rest byte for byte. A new buffer (free()), its length in
+ * *out_len; NULL on OOM or when bytes hold no object. The caller makes sure
+ * the body has no member of that name.
+ */
+char *srv_body_put_first(const char *bytes, size_t len, const char *member,
+                         size_t *out_len);
+
+/*
+ * A checked stream body asking the upstream for usage
+ * (stream_options.include_usage true), for the gateway's counting: put first
+ * when the body has no stream_options, else the body re-serialised with it
+ * set (its other members kept). NULL on OOM.
+ */
+char *srv_openai_body_ask_usage(const char *bytes, size_t len, const srv_openai_body *b,
+                                size_t *out_len);
 
 #endif

@@ -18,6 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The access record holds what tokens.h allows: a whole name, and a model
+ * field longer than any allowed model (relay.c compares them). */
+_Static_assert(sizeof(((srv_access *)0)->token_name) == SRV_TOKEN_NAME_MAX + 1,
+               "srv_access.token_name fits a token's name");
+_Static_assert(sizeof(((srv_access *)0)->model) > SRV_TOKEN_MODEL_MAX + 1,
+               "a model cut to fit srv_access.model cannot equal an allowed one");
+
 /* ---- the context ---- */
 
 static srv_ctx *ctx_new(srv_worker *w, srv_request *req)
@@ -50,8 +57,14 @@ void srv_ctx_finish(srv_ctx *ctx)
     srv_access_write(&ctx->acc);
     if (ctx->admitted)
         ctx->w->calls--;
+    srv_tokens_unref(ctx->tokens); /* ctx->token is gone with it */
     ctx_unlink(ctx);
     free(ctx);
+}
+
+int srv_ctx_counts_usage(const srv_ctx *ctx)
+{
+    return ctx->token != NULL || srv_quota_counts_tokens(ctx);
 }
 
 void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *code,
@@ -142,10 +155,48 @@ static void no_route(srv_ctx *ctx, const char *path)
     }
 }
 
+/* 401 in the route's shape. The message never quotes what was sent. */
+static void unauthorized(srv_ctx *ctx, const char *challenge, const char *message,
+                         const char *code)
+{
+    srv_req_add_header(ctx->req, "WWW-Authenticate", challenge);
+    srv_ctx_error(ctx, 401, message, code, -1);
+}
+
 /* Who is calling. The client address was resolved through TRUSTED_PROXIES
- * when the access record began; access tokens will be checked here. */
+ * when the access record began. With ACCESS_TOKENS_FILE set, an API route
+ * (SRV_ROUTE_AUTH: not /healthz, not a CORS preflight, which browsers send
+ * without credentials) needs a known token: the request then carries its
+ * entry (name, models, limits) and holds the table until it ends. */
 static int identify(srv_ctx *ctx)
 {
+    srv_worker *w = ctx->w;
+    if (!w->tokens || !(ctx->route->flags & SRV_ROUTE_AUTH))
+        return 0;
+    /* joined: two Authorization headers are refused, not one picked */
+    char *value = srv_req_header_joined(ctx->req, "Authorization");
+    const char *token = NULL;
+    size_t len = 0;
+    int rc = srv_tokens_bearer(value, &token, &len);
+    const srv_token *e = rc == 1 ? srv_tokens_find(w->tokens, token, len) : NULL;
+    free(value);
+    if (rc == 0) {
+        unauthorized(ctx, "Bearer",
+                     "an access token is required: send Authorization: Bearer <token>",
+                     "missing_access_token");
+        return -1;
+    }
+    if (!e) {
+        /* malformed or unknown alike: nothing tells a guess apart */
+        unauthorized(ctx, "Bearer error=\"invalid_token\"",
+                     "the access token is not valid (want Authorization: Bearer "
+                     "<token>)",
+                     "invalid_access_token");
+        return -1;
+    }
+    ctx->tokens = srv_tokens_ref(w->tokens);
+    ctx->token = e;
+    snprintf(ctx->acc.token_name, sizeof ctx->acc.token_name, "%s", e->name);
     return 0;
 }
 

@@ -4,8 +4,9 @@
  * phases, in this order (pipeline.c):
  *
  *   route     {method, path} -> a route of the table (routes.c); 404 / 405
- *   identify  who is calling: the client address (TRUSTED_PROXIES) and, when
- *             access tokens come, the token's name
+ *   identify  who is calling: the client address (TRUSTED_PROXIES) and, on
+ *             an API route when ACCESS_TOKENS_FILE is set, the access token
+ *             (tokens.h): 401 without a known one
  *   admit     may it run now: capacity of upstream routes (MAX_CONNECTIONS),
  *             then the rate limits (ratelimit.h; their verdict may come later);
  *             refused in the route's error shape
@@ -26,6 +27,7 @@
 
 #include "accesslog.h"
 #include "ratelimit.h"
+#include "tokens.h"
 #include "worker.h"
 
 struct srv_request;
@@ -41,6 +43,7 @@ typedef int (*srv_handler)(srv_ctx *ctx);
 /* Route flags */
 #define SRV_ROUTE_UPSTREAM 0x1u /* calls the upstream: counts against MAX_CONNECTIONS */
 #define SRV_ROUTE_PREFIX 0x2u   /* path is a prefix ("/v1/models/" + an id) */
+#define SRV_ROUTE_AUTH 0x4u     /* an API route: needs an access token when set */
 
 typedef struct srv_route {
     const char *method;
@@ -57,11 +60,11 @@ struct srv_ctx {
     const struct srv_dialect *dialect; /* the route's, or the seed's for 404 */
     srv_access acc;
     int admitted; /* holds one of the worker's MAX_CONNECTIONS places */
-    /* The rate limits it counts on (limits.n 0: none), the limit that
-     * refused it (429) or NULL, and whether it waits kept for the verdict. */
-    srv_limit_ask limits;
-    const char *limited_by;
-    int waiting;
+    /* The caller's access token entry (its name, models and limits), NULL
+     * when tokens are off or the route needs none; the table it lives in is
+     * held (a reference) until srv_ctx_finish, across reloads. */
+    const srv_token *token;
+    srv_tokens *tokens;
     /* The close watch (see above). on_gone runs once, with ctx->req already
      * NULL; on_drained when a held-back output fell below half its mark. */
     void (*on_gone)(srv_ctx *ctx);
@@ -71,6 +74,11 @@ struct srv_ctx {
     void (*abort)(srv_ctx *ctx, const char *reason);
     void *handler_data;   /* the handler's own state */
     srv_ctx *prev, *next; /* the worker's contexts kept by handlers */
+    /* The rate limits it counts on (limits.n 0: none), the limit that
+     * refused it (429) or NULL, and whether it waits kept for the verdict. */
+    srv_limit_ask limits;
+    const char *limited_by;
+    int waiting;
 };
 
 /* Hand a request from the front to the pipeline (front.h's srv_request_cb). */
@@ -89,6 +97,12 @@ void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *co
                    long retry_after_s);
 /* Answer with a JSON body in full. Records status and length. */
 void srv_ctx_reply_json(srv_ctx *ctx, int status, const char *body, size_t len);
+
+/* 1 when this request's tokens are counted (it carries an access token,
+ * whose limits and usage need them, or a tpm limit such as IP_TPM counts
+ * on it): the relay then asks a stream's upstream for usage and estimates
+ * when none comes (relay.h). Otherwise bodies go upstream unchanged. */
+int srv_ctx_counts_usage(const srv_ctx *ctx);
 
 /* The handler is done with a context it kept (SRV_LATER): log phase, free. */
 void srv_ctx_finish(srv_ctx *ctx);

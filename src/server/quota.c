@@ -10,8 +10,8 @@
 #include <string.h>
 #include <sys/time.h>
 
-/* The client address (IP_RPM, IP_TPM); an access token's limits (rpm, tpm,
- * tpd, streams) join as a second rule, key "tok:<name>". */
+/* The client address (IP_RPM, IP_TPM) and the access token (its rpm, tpm,
+ * tpd, streams; key "tok:<name>", the same for every worker and reload). */
 int srv_quota_rules(srv_ctx *ctx)
 {
     const srv_config *cfg = ctx->w->cfg;
@@ -24,7 +24,24 @@ int srv_quota_rules(srv_ctx *ctx)
         r->tpm = cfg->ip_tpm;
         ask->n++;
     }
+    const srv_token *t = ctx->token;
+    if (t && (t->rpm > 0 || t->tpm > 0 || t->tpd > 0 || t->streams > 0)) {
+        r = &ask->rule[ask->n++];
+        snprintf(r->key, sizeof r->key, "tok:%s", t->name);
+        r->rpm = t->rpm;
+        r->tpm = t->tpm;
+        r->tpd = t->tpd;
+        r->streams = t->streams;
+    }
     return ask->n;
+}
+
+int srv_quota_counts_tokens(const srv_ctx *ctx)
+{
+    for (int i = 0; i < ctx->limits.n; i++)
+        if (ctx->limits.rule[i].tpm > 0 || ctx->limits.rule[i].tpd > 0)
+            return 1;
+    return 0;
 }
 
 static const char *limit_text(const char *limit)
@@ -78,7 +95,7 @@ void srv_quota_finish(srv_ctx *ctx)
         .retries = a->retries,
         .cancelled = a->upstream_cancelled,
         .limit = ctx->limited_by,
-        .token = "", /* the access token's name once identify has one */
+        .token = a->token_name,
         .model = a->model,
         .prompt_tokens = a->prompt_tokens,
         .completion_tokens = a->completion_tokens,

@@ -13,6 +13,10 @@ typedef struct srv_ctx srv_ctx;
 /* Fill ctx->limits with the rules the request counts on; their number. */
 int srv_quota_rules(srv_ctx *ctx);
 
+/* 1 when a limit of the request counts tokens (tpm, tpd): its usage must
+ * be known, a stream's too. */
+int srv_quota_counts_tokens(const srv_ctx *ctx);
+
 /* Answer a request the rate limiter refused: 429 with Retry-After, in the
  * route's shape (the upstream is never called). */
 void srv_quota_refuse(srv_ctx *ctx, const srv_limit_verdict *v);

@@ -30,7 +30,11 @@ typedef struct relay {
     zjuchat_call *call;
     const char *abort_reason; /* set at the drain deadline */
     int stream;
-    int started; /* stream reply headers sent */
+    unsigned flags;       /* SRV_RELAY_* */
+    size_t prompt_bytes;  /* the upstream body, for an estimate */
+    size_t content_bytes; /* content and reasoning relayed, for an estimate */
+    int accepted;         /* the upstream answered 2xx: it works on it, tokens count */
+    int started;          /* stream reply headers sent */
     int paused;
     struct event *ping;       /* heartbeat timer */
     struct timeval last_send; /* loop time of the last piece, for the heartbeat */
@@ -177,6 +181,7 @@ static void on_accepted(zjuchat_call *call, void *arg)
 {
     relay *r = arg;
     srv_ctx *ctx = r->ctx;
+    r->accepted = 1;
     if (!r->stream || !ctx->req)
         return;
     srv_http_common_headers(ctx->req, ctx->w->cfg);
@@ -222,6 +227,38 @@ static void note_first_token(relay *r, const zjuchat_chunk *chunk)
     }
 }
 
+/* The chunk include_usage adds at a stream's end: usage, no choice with
+ * content, reasoning or a finish (upstreams that put usage on the finish
+ * chunk keep it: that one goes to the client). */
+static int usage_only(const zjuchat_chunk *chunk)
+{
+    return !zjuchat_chunk_content(chunk, NULL) && !zjuchat_chunk_reasoning(chunk, NULL) &&
+           !zjuchat_chunk_finish_reason(chunk);
+}
+
+static size_t text_bytes(const zjuchat_chunk *chunk)
+{
+    size_t a = 0, b = 0;
+    zjuchat_chunk_content(chunk, &a);
+    zjuchat_chunk_reasoning(chunk, &b);
+    return a + b;
+}
+
+/* No usage came for an answer the upstream gave (an upstream that reports
+ * none, a stream cut or left; a refused call costs nothing):
+ * about four bytes a token, as OpenAI's rule of thumb for English; the
+ * access record says it is an estimate. */
+static void estimate_usage(relay *r)
+{
+    srv_access *acc = &r->ctx->acc;
+    if (!(r->flags & SRV_RELAY_COUNT) || !r->accepted || acc->total_tokens >= 0)
+        return;
+    acc->prompt_tokens = (long)((r->prompt_bytes + 3) / 4);
+    acc->completion_tokens = (long)((r->content_bytes + 3) / 4);
+    acc->total_tokens = acc->prompt_tokens + acc->completion_tokens;
+    acc->tokens_estimated = 1;
+}
+
 static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
 {
     relay *r = arg;
@@ -230,10 +267,15 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
     size_t len;
     const char *data = zjuchat_chunk_data(chunk, &len);
     long p, q, t;
-    if (zjuchat_chunk_usage(chunk, &p, &q, &t) == 0)
+    if (zjuchat_chunk_usage(chunk, &p, &q, &t) == 0) {
         note_usage(&r->ctx->acc, p, q, t);
+        if ((r->flags & SRV_RELAY_HIDE_USAGE) && usage_only(chunk))
+            return 0; /* asked for by the gateway, not by the client */
+    }
     if (r->ctx->acc.ttft_ms < 0)
         note_first_token(r, chunk);
+    if (r->flags & SRV_RELAY_COUNT)
+        r->content_bytes += text_bytes(chunk);
     evbuffer_add(r->out, "data: ", 6);
     evbuffer_add(r->out, data, len);
     evbuffer_add(r->out, "\n\n", 2);
@@ -248,9 +290,16 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
     return 0;
 }
 
-static void finish_stream(relay *r, const zjuchat_error *err)
+static void finish_stream(relay *r, const zjuchat_error *err, int saw_done)
 {
     srv_ctx *ctx = r->ctx;
+    /* A stream the upstream ended well without [DONE] (a finish chunk and a
+     * clean end: the library's test of a complete stream) still ends with
+     * one for a dialect that forwards it: clients that wait for it, or tell
+     * a cut stream by its absence, see the same end either way. */
+    if (err->code == ZJUCHAT_OK && !saw_done &&
+        (ctx->dialect->stream_flags & ZJUCHAT_CALL_PASS_DONE))
+        evbuffer_add(r->out, "data: [DONE]\n\n", 14);
     if (err->code != ZJUCHAT_OK) {
         /* The status line is gone: the failure becomes one event in the
          * route's error shape. */
@@ -269,29 +318,43 @@ static void finish_stream(relay *r, const zjuchat_error *err)
     srv_req_end(ctx->req);
 }
 
+/* The dialect's answer to a failed call, before any reply byte was sent. */
+static void reply_failure(srv_ctx *ctx, const zjuchat_error *err, zjuchat_call *call)
+{
+    srv_failure f;
+    ctx->dialect->upstream_failure(err, call, &f);
+    if (!f.body) {
+        srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
+        return;
+    }
+    if (f.retry_after_s >= 0 && ctx->req) {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%ld", f.retry_after_s);
+        srv_req_add_header(ctx->req, "Retry-After", ra);
+    }
+    srv_ctx_reply_json(ctx, f.status, f.body, f.len);
+    free(f.body);
+}
+
 static void finish_plain(relay *r, zjuchat_call *call, const zjuchat_error *err,
                          const zjuchat_response *resp)
 {
     srv_ctx *ctx = r->ctx;
     if (err->code != ZJUCHAT_OK) {
-        srv_failure f;
-        ctx->dialect->upstream_failure(err, call, &f);
-        if (f.retry_after_s >= 0) {
-            char ra[32];
-            snprintf(ra, sizeof ra, "%ld", f.retry_after_s);
-            srv_req_add_header(ctx->req, "Retry-After", ra);
-        }
-        static const char oom[] = "{\"error\": \"out of memory\"}";
-        srv_ctx_reply_json(ctx, f.status, f.body ? f.body : oom,
-                           f.body ? f.len : sizeof oom - 1);
-        free(f.body);
+        reply_failure(ctx, err, call);
         return;
     }
     size_t len = 0;
     const char *body = zjuchat_response_body(resp, &len);
     long p, q, t;
-    if (zjuchat_response_usage(resp, &p, &q, &t) == 0)
+    if (zjuchat_response_usage(resp, &p, &q, &t) == 0) {
         note_usage(&ctx->acc, p, q, t);
+    } else if (r->flags & SRV_RELAY_COUNT) {
+        size_t a = 0, b = 0;
+        zjuchat_response_content(resp, &a);
+        zjuchat_response_reasoning(resp, &b);
+        r->content_bytes = a + b;
+    }
     srv_ctx_reply_json(ctx, 200, body, len);
 }
 
@@ -319,7 +382,7 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
     stop_timers(r);
     if (ctx->req) {
         if (r->started)
-            finish_stream(r, err);
+            finish_stream(r, err, st.saw_done);
         else
             finish_plain(r, call, err, resp);
         if (err->code != ZJUCHAT_OK && ctx->w->cfg->debug)
@@ -327,6 +390,7 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
                     zjuchat_strerror(err->code), zjuchat_detail_name(err->detail),
                     err->message);
     }
+    estimate_usage(r);
     ctx->handler_data = NULL;
     ctx->on_gone = NULL;
     ctx->on_drained = NULL;
@@ -336,9 +400,19 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
 }
 
 int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len,
-                    int stream)
+                    unsigned flags)
 {
     srv_worker *w = ctx->w;
+    /* The access token's models= (the handler named the model in the access
+     * record, the default one included). Here, because every upstream call
+     * passes here and only the handler knows the model. */
+    if (ctx->token && !srv_token_allows_model(ctx->token, ctx->acc.model)) {
+        char msg[sizeof ctx->acc.model + 64];
+        snprintf(msg, sizeof msg, "this access token may not use the model \"%s\"",
+                 ctx->acc.model);
+        srv_ctx_error(ctx, 403, msg, "model_not_allowed", -1);
+        return SRV_ANSWERED;
+    }
     if (!w->client) {
         srv_ctx_error(ctx, 500, "ZJU_API_KEY is not set on the server", "no_api_key", -1);
         return SRV_ANSWERED;
@@ -352,21 +426,20 @@ int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len
         return SRV_ANSWERED;
     }
     r->ctx = ctx;
-    r->stream = stream;
+    r->stream = (flags & SRV_RELAY_STREAM) != 0;
+    r->flags = flags;
+    r->prompt_bytes = len;
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     static const zjuchat_callbacks cb = {on_accepted, on_chunk, on_done};
-    unsigned flags = stream ? ZJUCHAT_CALL_STREAM | ctx->dialect->stream_flags : 0;
+    unsigned call_flags =
+        r->stream ? ZJUCHAT_CALL_STREAM | ctx->dialect->stream_flags : 0;
     zjuchat_error err;
     memset(&err, 0, sizeof err);
-    r->call = zjuchat_call_start_raw(w->client, path, body, len, flags, &cb, r, &err);
+    r->call =
+        zjuchat_call_start_raw(w->client, path, body, len, call_flags, &cb, r, &err);
     if (!r->call) {
         relay_free(r);
-        srv_failure f;
-        ctx->dialect->upstream_failure(&err, NULL, &f);
-        static const char oom[] = "{\"error\": \"out of memory\"}";
-        srv_ctx_reply_json(ctx, f.status, f.body ? f.body : oom,
-                           f.body ? f.len : sizeof oom - 1);
-        free(f.body);
+        reply_failure(ctx, &err, NULL);
         return SRV_ANSWERED;
     }
     ctx->handler_data = r;

@@ -20,6 +20,18 @@
 
 #include <stddef.h>
 
+/* Flags of srv_relay_start */
+#define SRV_RELAY_STREAM 0x1u /* the body asks for a stream */
+/* Tokens are counted for this request (srv_ctx_counts_usage): when the
+ * upstream reports no usage, the access record gets an estimate from the
+ * sizes (prompt: body bytes / 4; completion: relayed content and reasoning
+ * bytes / 4), marked tokens_estimated. Also for a client that left. */
+#define SRV_RELAY_COUNT 0x2u
+/* The upstream was asked for usage for the gateway's counting only
+ * (stream_options.include_usage added): its usage-only chunk (no choice
+ * content, no finish) is recorded but not passed to the client. */
+#define SRV_RELAY_HIDE_USAGE 0x4u
+
 /*
  * POST body[0..len) to the upstream's `path` (under ZJU_BASE_URL) and relay
  * the answer to ctx's client. body is copied. Returns SRV_LATER when the
@@ -27,6 +39,6 @@
  * start and the client was answered already.
  */
 int srv_relay_start(srv_ctx *ctx, const char *path, const char *body, size_t len,
-                    int stream);
+                    unsigned flags);
 
 #endif

@@ -12,20 +12,21 @@
 #define SEED (&srv_dialect_seed)
 #define OPENAI (&srv_dialect_openai)
 #define UP SRV_ROUTE_UPSTREAM
+#define AUTH SRV_ROUTE_AUTH /* every API route; not /healthz, not preflights */
 
 static const srv_route table[] = {
-    {"POST", "/api/chat", srv_handle_api_chat, SEED, UP},
+    {"POST", "/api/chat", srv_handle_api_chat, SEED, UP | AUTH},
     {"OPTIONS", "/api/chat", srv_handle_preflight, SEED, 0},
-    {"POST", "/v1/chat/completions", srv_handle_chat_completions, OPENAI, UP},
+    {"POST", "/v1/chat/completions", srv_handle_chat_completions, OPENAI, UP | AUTH},
     {"OPTIONS", "/v1/chat/completions", srv_handle_preflight, OPENAI, 0},
-    {"POST", "/v1/embeddings", srv_handle_embeddings, OPENAI, UP},
+    {"POST", "/v1/embeddings", srv_handle_embeddings, OPENAI, UP | AUTH},
     {"OPTIONS", "/v1/embeddings", srv_handle_preflight, OPENAI, 0},
     /* not UP: one fetch per worker serves them all (models.c) */
-    {"GET", "/v1/models", srv_handle_models, OPENAI, 0},
-    {"HEAD", "/v1/models", srv_handle_models, OPENAI, 0},
+    {"GET", "/v1/models", srv_handle_models, OPENAI, AUTH},
+    {"HEAD", "/v1/models", srv_handle_models, OPENAI, AUTH},
     {"OPTIONS", "/v1/models", srv_handle_preflight, OPENAI, 0},
-    {"GET", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX},
-    {"HEAD", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX},
+    {"GET", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX | AUTH},
+    {"HEAD", "/v1/models/", srv_handle_model, OPENAI, SRV_ROUTE_PREFIX | AUTH},
     {"OPTIONS", "/v1/models/", srv_handle_preflight, OPENAI, SRV_ROUTE_PREFIX},
     {"GET", "/healthz", srv_handle_health, SEED, 0},
     {"HEAD", "/healthz", srv_handle_health, SEED, 0},

@@ -41,7 +41,9 @@ int srv_shared_setup(const srv_config *cfg, char *err, size_t errlen)
     shared.metrics = srv_metrics_init(srv_shm_carve(&shared.shm, met), workers);
     if (!shared.limits || !shared.metrics) {
         snprintf(err, errlen, "cannot set up the shared memory's locks");
-        srv_shared_free();
+        srv_proxies_free(shared.metrics_allow);
+        srv_shm_unmap(&shared.shm);
+        memset(&shared, 0, sizeof shared);
         return -1;
     }
     shared.slot = -1;
@@ -84,12 +86,4 @@ void srv_shared_leave_loop(void)
 const srv_shared *srv_shared_get(void)
 {
     return ready ? &shared : NULL;
-}
-
-void srv_shared_free(void)
-{
-    srv_proxies_free(shared.metrics_allow);
-    srv_shm_unmap(&shared.shm);
-    memset(&shared, 0, sizeof shared);
-    ready = 0;
 }

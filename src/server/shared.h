@@ -27,7 +27,8 @@ typedef struct srv_shared {
 } srv_shared;
 
 /* Before the fork: map and lay out the region for cfg (workers, LIMITS_KEYS)
- * and parse METRICS_ALLOW. 0, or -1 with a message. */
+ * and parse METRICS_ALLOW. 0, or -1 with a message. What it makes lives as
+ * long as the process. */
 int srv_shared_setup(const srv_config *cfg, char *err, size_t errlen);
 
 /* In worker `slot`, right after the fork: its limiter, and what a dead
@@ -44,7 +45,5 @@ void srv_shared_leave_loop(void);
 
 /* NULL when srv_shared_setup never ran in this process's family. */
 const srv_shared *srv_shared_get(void);
-
-void srv_shared_free(void);
 
 #endif

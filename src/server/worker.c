@@ -2,9 +2,10 @@
  * worker.c - one worker process: its own event loop, the HTTP front
  * (front.c) on its own SO_REUSEPORT socket from the supervisor (the kernel
  * spreads connections over the workers), which hands each request to the
- * pipeline (pipeline.c: route, identify, admit, handle, log), and the
+ * pipeline (pipeline.c: route, identify, admit, handle, log), the
  * graceful drain on SIGTERM/SIGINT: stop accepting, let replies in
- * progress finish up to DRAIN_TIMEOUT, then close whatever is left.
+ * progress finish up to DRAIN_TIMEOUT, then close whatever is left, and the
+ * access tokens' reload on SIGHUP.
  */
 #include "worker.h"
 #include "accesslog.h"
@@ -85,6 +86,28 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     begin_drain(arg);
 }
 
+/* SIGHUP (forwarded by the supervisor): read ACCESS_TOKENS_FILE again. The
+ * new table serves the requests that come next; those in flight keep the
+ * table they were identified with (their own reference). A bad file
+ * changes nothing. */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    srv_worker *w = arg;
+    const char *path = w->cfg->access_tokens_file;
+    if (!path)
+        return;
+    char err[512];
+    srv_tokens *fresh = NULL;
+    if (srv_tokens_load(path, &fresh, err, sizeof err) < 0) {
+        srv_log("%s; keeping the %zu tokens loaded before", err,
+                srv_tokens_count(w->tokens));
+        return;
+    }
+    srv_tokens_unref(w->tokens);
+    w->tokens = fresh;
+    srv_log("access tokens: %zu loaded from %s", srv_tokens_count(fresh), path);
+}
+
 static int make_client(srv_worker *w)
 {
     const srv_config *cfg = w->cfg;
@@ -144,10 +167,19 @@ int srv_worker_setup(srv_worker *w)
     srv_front_on_request_done(w->front, on_request_done);
     w->sig_term = evsignal_new(w->base, SIGTERM, on_signal, w);
     w->sig_int = evsignal_new(w->base, SIGINT, on_signal, w);
-    if (!w->sig_term || !w->sig_int)
+    w->sig_hup = evsignal_new(w->base, SIGHUP, on_reload, w);
+    if (!w->sig_term || !w->sig_int || !w->sig_hup)
         return -1;
     event_add(w->sig_term, NULL);
     event_add(w->sig_int, NULL);
+    event_add(w->sig_hup, NULL);
+    /* The supervisor forks workers with SIGHUP blocked, so that a reload
+     * sent before this handler existed waits (pending) instead of killing
+     * the worker or being lost; it is delivered here. */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_UNBLOCK, &hup, NULL);
     if (srv_front_listen(w->front, w->listen_fd) < 0) {
         srv_log("cannot accept on the listening socket: %s",
                 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -164,23 +196,28 @@ void srv_worker_teardown(srv_worker *w)
     if (w->client)
         zjuchat_client_free(w->client); /* ends the model list's fetch, if any */
     srv_models_free(w->models);
+    srv_shared_leave_loop(); /* after the relays: their ends still count */
     if (w->drain_timer)
         event_free(w->drain_timer);
     if (w->sig_term)
         event_free(w->sig_term);
     if (w->sig_int)
         event_free(w->sig_int);
-    srv_shared_leave_loop(); /* after the relays: their ends still count */
+    if (w->sig_hup)
+        event_free(w->sig_hup);
+    srv_tokens_unref(w->tokens);
+    w->tokens = NULL;
     if (w->base)
         event_base_free(w->base);
 }
 
-int srv_worker_run(const srv_config *cfg, int listen_fd)
+int srv_worker_run(const srv_config *cfg, int listen_fd, srv_tokens *tokens)
 {
     srv_worker w;
     memset(&w, 0, sizeof w);
     w.cfg = cfg;
     w.listen_fd = listen_fd;
+    w.tokens = tokens;
     signal(SIGPIPE, SIG_IGN);
     int rc = 0;
     if (srv_worker_setup(&w) < 0) {

@@ -7,6 +7,7 @@
 #define SRV_WORKER_H
 
 #include "config.h"
+#include "tokens.h"
 
 struct event_base;
 struct event;
@@ -25,14 +26,19 @@ typedef struct srv_worker {
     long calls;                    /* upstream requests admitted, in flight */
     int draining;
     struct srv_ctx *kept; /* contexts kept by handlers (pipeline.c's list) */
+    /* The access tokens (ACCESS_TOKENS_FILE) new requests are identified
+     * with, one reference; NULL: no file set, the API is open. SIGHUP
+     * reloads it (a bad file keeps this one). */
+    srv_tokens *tokens;
     struct event *drain_timer;
-    struct event *sig_term, *sig_int;
+    struct event *sig_term, *sig_int, *sig_hup;
 } srv_worker;
 
 /* Run a worker on the listening socket listen_fd until drained (the drain
- * closes listen_fd). Returns the process exit code: 0 after a drain, 2 when
- * it could not start. */
-int srv_worker_run(const srv_config *cfg, int listen_fd);
+ * closes listen_fd), with the access tokens table `tokens` (the worker takes
+ * over this reference; NULL when ACCESS_TOKENS_FILE is unset). Returns the
+ * process exit code: 0 after a drain, 2 when it could not start. */
+int srv_worker_run(const srv_config *cfg, int listen_fd, srv_tokens *tokens);
 
 /* The parts of srv_worker_run, for a harness that drives the loop itself
  * (fuzz/fuzz_http.c): setup fills w (cfg and listen_fd set by the caller)

@@ -140,14 +140,14 @@ def request(port, method, path, body=None, headers=None, timeout=10, host="127.0
     return resp
 
 
-def chat(port, payload, headers=None, timeout=15, content_type="application/json"):
-    """POST /api/chat with a JSON payload (dict) or raw bytes."""
+def chat(port, payload, headers=None, timeout=15, content_type="application/json", path="/api/chat"):
+    """POST /api/chat (or path) with a JSON payload (dict) or raw bytes."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     h = {}
     if content_type is not None:
         h["Content-Type"] = content_type
     h.update(headers or {})
-    return request(port, "POST", "/api/chat", body=body, headers=h, timeout=timeout)
+    return request(port, "POST", path, body=body, headers=h, timeout=timeout)
 
 
 # ---------------------------------------------------------------- SSE
@@ -294,10 +294,10 @@ class RawConn:
     def send(self, data):
         self.sock.sendall(data)
 
-    def post_chat(self, payload, extra_headers="", keep_alive=True):
+    def post_chat(self, payload, extra_headers="", keep_alive=True, path="/api/chat"):
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         head = (
-            "POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             "Content-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n"
             + ("" if keep_alive else "Connection: close\r\n")
@@ -410,6 +410,92 @@ class RawConn:
             self.sock.close()
         except OSError:
             pass
+
+
+# ---------------------------------------------------------------- routes
+
+
+class SeedRoute:
+    """POST /api/chat: {"user_content", "model", "stream"}; errors are
+    {"error": "message"}; streams never carry [DONE]. The relay is the same
+    for every chat route, so the tests of its guarantees (faults,
+    disconnects) take a route and run once per route."""
+
+    name = "api_chat"
+    path = "/api/chat"
+    done = False  # a stream that ends well ends with data: [DONE]
+
+    def body(self, model=None, stream=None, content="hi"):
+        b = {"user_content": content}
+        if model is not None:
+            b["model"] = model
+        if stream is not None:
+            b["stream"] = stream
+        return b
+
+    def error_message(self, obj):
+        """The message of an error body or error event; fails on any other shape."""
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if not isinstance(err, str) or not err:
+            raise AssertionError(f"not a {self.path} error: {obj!r}")
+        return err
+
+    def error_code(self, obj):
+        return None  # the seed's errors have no code
+
+    def events(self, s):
+        """The JSON events of a Stream, the end marker left out (and checked:
+        last and once, on a route that has one)."""
+        data = s.data()
+        n = data.count(b"[DONE]")
+        if n and not (self.done and n == 1 and data[-1] == b"[DONE]"):
+            raise AssertionError(f"[DONE] misplaced on {self.path}: {s.raw[-300:]!r}")
+        return [json.loads(d) for d in data if d != b"[DONE]"]
+
+    def saw_done(self, s):
+        return s.data()[-1:] == [b"[DONE]"]
+
+    def errors(self, s):
+        """The messages of the error events of a Stream."""
+        return [self.error_message(e) for e in self.events(s) if isinstance(e, dict) and "error" in e]
+
+    def content(self, s):
+        """The answer text of a Stream, assembled from the content deltas."""
+        return "".join(c["delta"]["content"] for e in self.events(s) if isinstance(e, dict)
+                       for c in e.get("choices") or [] if isinstance((c.get("delta") or {}).get("content"), str))
+
+
+class OpenAIRoute(SeedRoute):
+    """POST /v1/chat/completions: OpenAI's body {"model", "messages",
+    "stream"}; errors are {"error": {"message", "type", "param", "code"}};
+    streams that end well end with data: [DONE]."""
+
+    name = "v1_chat"
+    path = "/v1/chat/completions"
+    done = True
+
+    def body(self, model=None, stream=None, content="hi"):
+        b = {"messages": [{"role": "user", "content": content}]}
+        if model is not None:
+            b["model"] = model
+        if stream is not None:
+            b["stream"] = stream
+        return b
+
+    def error_message(self, obj):
+        err = obj.get("error") if isinstance(obj, dict) else None
+        if not (isinstance(err, dict) and isinstance(err.get("message"), str) and err["message"]
+                and isinstance(err.get("type"), str) and "param" in err and "code" in err):
+            raise AssertionError(f"not an OpenAI error object: {obj!r}")
+        return err["message"]
+
+    def error_code(self, obj):
+        self.error_message(obj)
+        return obj["error"]["code"]
+
+
+SEED = SeedRoute()
+OPENAI = OpenAIRoute()
 
 
 # ---------------------------------------------------------------- processes
@@ -633,6 +719,7 @@ class ServerCase(unittest.TestCase):
     server_env = {}
     workers = 1
     mock_args = ()
+    route = SEED  # the chat route of assert_error / assert_serves
 
     @classmethod
     def setUpClass(cls):
@@ -657,25 +744,28 @@ class ServerCase(unittest.TestCase):
         self.mock.reset()
 
     def assert_error(self, resp, status, cors=True):
-        """A JSON error answer {"error": "<non-empty string>"} with CORS."""
+        """A JSON error answer in the route's shape (the seed's {"error":
+        "<non-empty string>"}) with CORS; returns its message."""
         self.assertEqual(resp.status, status, resp)
         ctype = resp.header("content-type") or ""
         self.assertIn("application/json", ctype.lower(), resp.headers)
         body = resp.json()
         self.assertIsInstance(body, dict, resp)
-        self.assertIsInstance(body.get("error"), str, resp)
-        self.assertTrue(body["error"], resp)
+        msg = self.route.error_message(body)
         if cors:
             self.assertIsNotNone(resp.header("access-control-allow-origin"), resp.headers)
-        return body["error"]
+        return msg
 
     def assert_serves(self, port=None, events=3):
-        """A normal stream right now gets every event and a clean end."""
-        s = stream(port or self.port, {"user_content": "hi", "stream": True, "model": model(events=events)}, timeout=10)
+        """A normal stream on the route right now gets every event and a
+        clean end (with [DONE] where the route has one)."""
+        r = self.route
+        s = stream(port or self.port, r.body(model(events=events), stream=True), timeout=10, path=r.path)
         self.assertEqual(s.status, 200, s.raw[:300])
         self.assertTrue(s.clean_end, s.error)
-        self.assertEqual(s.errors(), [])
-        self.assertTrue(s.json_events()[-1]["choices"][0].get("finish_reason"), s.raw[-300:])
+        self.assertEqual(r.errors(s), [])
+        self.assertEqual(r.saw_done(s), r.done, s.raw[-300:])
+        self.assertTrue(r.events(s)[-1]["choices"][0].get("finish_reason"), s.raw[-300:])
         return s
 
 

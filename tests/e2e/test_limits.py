@@ -1,5 +1,6 @@
-"""Rate limits per client address (IP_RPM, IP_TPM) across the workers of one
-server, against the real server and the mock upstream: the limiter's state is
+"""Rate limits per client address (IP_RPM, IP_TPM) and per access token (its
+rpm, tpm, tpd, streams) across the workers of one server, against the real
+server and the mock upstream: the limiter's state is
 in memory the workers share (src/server/ratelimit.c), so two workers enforce one
 limit exactly. Over a limit: 429 with Retry-After in the route's error shape,
 and the upstream is never called. A worker killed with SIGKILL while it may
@@ -8,7 +9,9 @@ tests/unit/test_limits.c."""
 import json
 import os
 import re
+import secrets
 import signal
+import tempfile
 import threading
 import time
 import unittest
@@ -124,12 +127,16 @@ class Limits(unittest.TestCase):
                 s = sc.stream(srv.port, {"user_content": "hi", "stream": True})
                 if s.status == 200:
                     self.assertTrue(s.clean_end, s.error)
+                    # with a tpm limit a stream's usage must come: asked for
+                    body = self.mock.last_body()
+                    self.assertEqual(body.get("stream_options"), {"include_usage": True})
                 statuses.append(s.status)
         self.assertEqual(statuses, [200] * 10 + [429] * 10)
         self.assertEqual(upstream_calls(self.mock) - before, 10)
         r = chat(srv.port)
         self.assert_limited(r, "seed")
         self.assertIn("tokens per minute", r.json()["error"])
+
         lines = [l for l in access_lines(srv) if l[3] == "/api/chat"]
         self.assertEqual({l[0] for l in lines}, set(srv.workers_pids()), lines)
 
@@ -224,6 +231,98 @@ class Limits(unittest.TestCase):
         served = {l[0] for l in access_lines(srv) if l[1] == "192.0.2.200"}
         self.assertEqual(served, set(srv.workers_pids()))
         self.assertNotIn(victim, served)
+
+
+RUN = secrets.token_hex(6)
+ALICE = f"tok-alice-{RUN}-0123456789"
+BOB = f"tok-bob-{RUN}-abcdefghij"
+CAROL = f"tok-carol-{RUN}-klmnopqrst"
+
+
+def bearer(token):
+    return {"Authorization": "Bearer " + token}
+
+
+class TokenLimits(unittest.TestCase):
+    """An access token's rpm, tpm, tpd and streams (ACCESS_TOKENS_FILE)
+    count on "tok:<name>", one count for every worker."""
+
+    def setUp(self):
+        if not sc.have_binaries():
+            self.fail("binaries missing: run make asan")
+        self.mock = sc.Mock().start()
+        self.addCleanup(self.mock.stop)
+
+    def server(self, tokens, **env):
+        d = tempfile.mkdtemp(prefix="tokens-", dir=sc.LOG_DIR)
+        path = os.path.join(d, "tokens.conf")
+        with open(path, "w") as f:
+            f.write(tokens)
+        env["ACCESS_TOKENS_FILE"] = path
+        srv = sc.Server(self.mock.base_url, env=env, workers=2).start()
+        self.addCleanup(srv.stop)
+        return srv
+
+    def test_token_rpm_two_workers_exact(self):
+        srv = self.server(f"{ALICE} name=alice rpm=10\n{BOB} name=bob\n")
+        before = upstream_calls(self.mock)
+        statuses = [openai_chat(srv.port, headers=bearer(ALICE)).status for _ in range(20)]
+        self.assertEqual(statuses, [200] * 10 + [429] * 10)
+        self.assertEqual(upstream_calls(self.mock) - before, 10)
+        r = chat(srv.port, bearer(ALICE))
+        self.assertEqual(r.status, 429)
+        self.assertIn("10 requests per minute for this access token", r.json()["error"])
+        self.assertTrue(1 <= int(r.header("Retry-After")) <= 60)
+        # another token from the same address is not limited by alice's
+        self.assertEqual([chat(srv.port, bearer(BOB)).status for _ in range(12)], [200] * 12)
+        lines = [l for l in access_lines(srv) if l[3] in ("/api/chat", CHAT)]
+        self.assertEqual({l[0] for l in lines}, set(srv.workers_pids()))
+        # the metrics know the tokens by name
+        m = sc.request(srv.port, "GET", "/metrics").body.decode()
+        self.assertRegex(m, r'zju_tokens_total\{token="alice",model="[^"]+",type="prompt"\} \d+')
+        self.assertRegex(m, r'zju_tokens_total\{token="bob",model="[^"]+",type="prompt"\} \d+')
+        self.assertIn('zju_rate_limited_total{limit="rpm"} 11', m)
+
+    def test_token_streams_in_flight(self):
+        srv = self.server(f"{BOB} name=bob streams=1\n")
+        held = sc.RawConn(srv.port)
+        self.addCleanup(held.close)
+        body = json.dumps({"user_content": "hi", "stream": True,
+                           "model": sc.model(events=3, delay=300)}).encode()
+        held.send(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Authorization: Bearer " + BOB.encode() + b"\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertEqual(held.read_response(head_only=True).status, 200)
+        for _ in range(3):  # on either worker
+            r = chat(srv.port, bearer(BOB))
+            self.assertEqual(r.status, 429, r)
+            self.assertEqual(r.header("Retry-After"), "1")
+            self.assertIn("1 requests at once", r.json()["error"])
+        held.read_until(b"0\r\n\r\n", timeout=10)
+        self.assertTrue(sc.wait_until(lambda: chat(srv.port, bearer(BOB)).status == 200, 5))
+
+    def test_token_tpm_and_tpd(self):
+        # one reply's usage, then limits of two and three replies
+        probe = self.server(f"{CAROL} name=probe\n")
+        self.assertEqual(chat(probe.port, bearer(CAROL)).status, 200)
+        per = int([l for l in access_lines(probe) if l[3] == "/api/chat"][0][5].split("/")[2])
+        srv = self.server(f"{ALICE} name=alice tpm={2 * per}\n"
+                          f"{CAROL} name=carol tpd={3 * per}\n")
+        self.assertEqual([chat(srv.port, bearer(ALICE)).status for _ in range(4)],
+                         [200, 200, 429, 429])
+        self.assertIn("tokens per minute", chat(srv.port, bearer(ALICE)).json()["error"])
+        # streams too: their usage comes at the end
+        statuses = []
+        for _ in range(5):
+            s = sc.stream(srv.port, {"user_content": "hi", "stream": True},
+                          headers=bearer(CAROL))
+            statuses.append(s.status)
+        self.assertEqual(statuses, [200, 200, 200, 429, 429])
+        r = chat(srv.port, bearer(CAROL))
+        self.assertIn("tokens per day", r.json()["error"])
+        # the day's slot leaves the window 23h45m to 24h from now
+        self.assertGreater(int(r.header("Retry-After")), 23 * 3600 + 44 * 60)
+        self.assertLessEqual(int(r.header("Retry-After")), 24 * 3600)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
 """A client that goes away cancels its upstream transfer promptly, in every
 phase (waiting for upstream headers, waiting for the first event,
 mid-stream, non-stream); a client that stops reading pauses the upstream
-and keeps the server's memory bounded."""
+and keeps the server's memory bounded.
+
+Each class runs on /api/chat and, as its ...V1 subclass at the end, on
+/v1/chat/completions: the relay is the same, the request body and the end
+of a stream ([DONE] on /v1) differ (serverctl's SEED and OPENAI routes)."""
 
 import socket
 import sys
 import time
 
 from serverctl import (
+    OPENAI,
     RawConn,
     ServerCase,
     base_env,
@@ -22,12 +27,12 @@ class ClientLeaves(ServerCase):
     # Default heartbeats (15 s) on purpose: nothing is written to the client
     # during these waits, so the server must notice the hang-up by itself.
 
-    def start(self, payload):
-        """Opens a connection, sends the request, waits until the upstream
-        has it; returns the connection."""
+    def start(self, m, stream=True):
+        """Opens a connection, sends the request for model m on the class's
+        route, waits until the upstream has it; returns the connection."""
         before = self.mock.stats()["chat_requests"]
         c = RawConn(self.port)
-        c.send(c.post_chat(payload))
+        c.send(c.post_chat(self.route.body(m, stream=stream), path=self.route.path))
         st = self.mock.wait_stat("chat_requests", lambda v: v > before, 3)
         self.assertGreater(st["chat_requests"], before, "the upstream never got the request")
         return c
@@ -44,7 +49,7 @@ class ClientLeaves(ServerCase):
         st = self.mock.wait_stat("connections_closed_by_client", lambda v: v > before, 3)
         took = time.monotonic() - t0
         self.assertGreater(st["connections_closed_by_client"], before, "upstream transfer was never cancelled")
-        print(f"  [disconnect-to-cancel {self._testMethodName}: {took * 1000:.0f} ms]", file=sys.stderr)
+        print(f"  [disconnect-to-cancel {self.route.name} {self._testMethodName}: {took * 1000:.0f} ms]", file=sys.stderr)
         return took
 
     def after_leaving(self):
@@ -54,19 +59,19 @@ class ClientLeaves(ServerCase):
         self.assert_serves()
 
     def test_stream_waiting_for_upstream_headers(self):
-        c = self.start({"user_content": "hi", "stream": True, "model": model(fault="hang_headers")})
+        c = self.start(model(fault="hang_headers"))
         time.sleep(0.2)
         self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
         self.after_leaving()
 
     def test_stream_upstream_thinking(self):
-        c = self.start({"user_content": "hi", "stream": True, "model": model(think=20000)})
+        c = self.start(model(think=20000))
         time.sleep(0.2)
         self.assertLess(self.leave_and_measure(c, "abort"), CANCEL_LIMIT_S)
         self.after_leaving()
 
     def test_stream_before_first_event(self):
-        c = self.start({"user_content": "hi", "stream": True, "model": model(fault="hang_mid", after=0)})
+        c = self.start(model(fault="hang_mid", after=0))
         r = c.read_response(head_only=True)
         self.assertEqual(r.status, 200, "the stream starts as soon as the upstream answered 2xx")
         time.sleep(0.2)
@@ -74,7 +79,7 @@ class ClientLeaves(ServerCase):
         self.after_leaving()
 
     def test_mid_stream(self):
-        c = self.start({"user_content": "hi", "stream": True, "model": model(events=2000, delay=20)})
+        c = self.start(model(events=2000, delay=20))
         c.read_until(b"data: ", 5)
         c.read_until(b"data: ", 5)
         c.read_until(b"data: ", 5)
@@ -82,19 +87,19 @@ class ClientLeaves(ServerCase):
         self.after_leaving()
 
     def test_mid_stream_reset(self):
-        c = self.start({"user_content": "hi", "stream": True, "model": model(events=2000, delay=20)})
+        c = self.start(model(events=2000, delay=20))
         c.read_until(b"data: ", 5)
         self.assertLess(self.leave_and_measure(c, "abort"), CANCEL_LIMIT_S)
         self.after_leaving()
 
     def test_non_stream_waiting(self):
-        c = self.start({"user_content": "hi", "model": model(think=20000)})
+        c = self.start(model(think=20000), stream=False)
         time.sleep(0.2)
         self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
         self.after_leaving()
 
     def test_non_stream_mid_body(self):
-        c = self.start({"user_content": "hi", "model": model(fault="hang_mid")})
+        c = self.start(model(fault="hang_mid"), stream=False)
         time.sleep(0.3)
         self.assertLess(self.leave_and_measure(c), CANCEL_LIMIT_S)
         self.after_leaving()
@@ -103,7 +108,7 @@ class ClientLeaves(ServerCase):
         # shutdown(SHUT_WR) after the request is how some clients say "done
         # sending"; whether it cancels is the server's choice, but it must
         # not crash or hang, and a full close must cancel.
-        c = self.start({"user_content": "hi", "stream": True, "model": model(think=20000)})
+        c = self.start(model(think=20000))
         before = self.mock.stats()["connections_closed_by_client"]
         c.sock.shutdown(socket.SHUT_WR)
         time.sleep(0.3)
@@ -129,7 +134,7 @@ class SlowReader(ServerCase):
 
     def open_stalled(self):
         c = RawConn(self.port, rcvbuf=4096)
-        c.send(c.post_chat({"user_content": "hi", "stream": True, "model": model(events=self.EVENTS)}))
+        c.send(c.post_chat(self.route.body(model(events=self.EVENTS), stream=True), path=self.route.path))
         return c
 
     def test_memory_bounded_and_cancel_while_paused(self):
@@ -146,7 +151,7 @@ class SlowReader(ServerCase):
                 time.sleep(0.1)
             st = self.mock.stats()
             growth_mb = (peak - base_rss) / 1024
-            print(f"  [slow readers: {self.N_CLIENTS} stalled, server RSS {base_rss // 1024} -> {peak // 1024} MB]", file=sys.stderr)
+            print(f"  [slow readers ({self.route.name}): {self.N_CLIENTS} stalled, server RSS {base_rss // 1024} -> {peak // 1024} MB]", file=sys.stderr)
             self.assertEqual(st["streams_completed"], before["streams_completed"], "the upstream must be paused, not drained")
             self.assertEqual(st["streams_active"], self.N_CLIENTS)
             self.assertLess(growth_mb, 40, f"server RSS grew {growth_mb:.0f} MB for {self.N_CLIENTS} stalled clients")
@@ -168,12 +173,27 @@ class SlowReader(ServerCase):
         n = 20000
         c = RawConn(self.port)
         try:
-            c.send(c.post_chat({"user_content": "hi", "stream": True, "model": model(events=n, reasoning=0)}, keep_alive=False))
+            c.send(c.post_chat(self.route.body(model(events=n, reasoning=0), stream=True), keep_alive=False,
+                               path=self.route.path))
             time.sleep(1.5)  # not reading: the server must pause, then resume
             r = c.read_response(timeout=30)
         finally:
             c.close()
         self.assertEqual(r.status, 200)
-        self.assertEqual(r.body.count(b"data: "), n + 2)  # role, n contents, finish
-        self.assertNotIn(b"[DONE]", r.body)
+        # role, n contents, finish, and on /v1 the upstream's [DONE], last
+        self.assertEqual(r.body.count(b"data: "), n + 2 + self.route.done)
+        self.assertEqual(r.body.count(b"[DONE]"), int(self.route.done))
+        if self.route.done:
+            self.assertTrue(r.body.endswith(b"data: [DONE]\n\n"), r.body[-200:])
         self.assertNotIn(b'"error"', r.body)
+
+
+# ---------------------------------------------------------------- /v1
+
+
+class ClientLeavesV1(ClientLeaves):
+    route = OPENAI
+
+
+class SlowReaderV1(SlowReader):
+    route = OPENAI

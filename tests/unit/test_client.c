@@ -807,8 +807,63 @@ static void folded_first_header_after_a_used_handle(void **state)
     scripted_stop(u);
 }
 
+/* An upstream that answers with malformed HTTP is a bad gateway: the call
+ * ends with ZJUCHAT_ERR_PROTOCOL (the server's 502), said in our words.
+ * libcurl 7.88.1 refuses such replies with codes that point elsewhere: a
+ * folded first header line with CURLE_BAD_FUNCTION_ARGUMENT and no error
+ * text (the library said 503 "upstream transfer failed: A libcurl function
+ * was given a bad argument"), a header without a colon or a bad
+ * Content-Length with CURLE_WEIRD_SERVER_REPLY, a status line that is not
+ * HTTP/1.x with a 3-digit code with CURLE_UNSUPPORTED_PROTOCOL (said "bad
+ * upstream URL": a configuration error), an unknown Transfer-Encoding with
+ * CURLE_BAD_CONTENT_ENCODING. */
+static void malformed_http_is_a_protocol_error(void **state)
+{
+#define JSON_CLOSE "Content-Type: application/json\r\nConnection: close\r\n"
+#define OK_BODY "Content-Length: 2\r\n\r\n{}"
+    static const char *const replies[] = {
+        "HTTP/1.1 200 OK\r\n Folded: x\r\n" JSON_CLOSE OK_BODY,
+        "HTTP/1.1 200 OK\r\n\tFolded: " KEY "\r\n" JSON_CLOSE OK_BODY,
+        "HTTP/1.1 503 Busy\r\n Folded: x\r\n" JSON_CLOSE OK_BODY,
+        "HTTP/1.1 200 OK\r\nNo colon here\r\n" JSON_CLOSE OK_BODY,
+        "HTTP/1.1 200 OK\r\n" JSON_CLOSE "Content-Length: -5\r\n\r\n{}",
+        "FOO BAR\r\n\r\n{}",
+        "HTTP/1.1 1000 OK\r\n" JSON_CLOSE OK_BODY,
+        "HTTP/1.1 200 OK\r\n" JSON_CLOSE "Transfer-Encoding: foo\r\n\r\n{}",
+        /* the stream path too */
+        "HTTP/1.1 200 OK\r\n Folded: x\r\nContent-Type: text/event-stream\r\n"
+        "Connection: close\r\n\r\ndata: {}\r\n\r\n",
+    };
+#undef OK_BODY
+#undef JSON_CLOSE
+    int n = (int)(sizeof replies / sizeof *replies);
+    struct scripted *u = scripted_start(replies, n);
+    assert_non_null(u);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    assert_non_null(c);
+    zjuchat_client_set_retries(c, 0, 0);
+    for (int i = 0; i < n; i++) {
+        zjuchat_response *resp = NULL;
+        struct collected s = {0};
+        zjuchat_code rc = i < n - 1 ? run_complete(c, NULL, &resp, &err)
+                                    : run_stream(c, NULL, &s, &err);
+        assert_null(resp);
+        if (rc != ZJUCHAT_ERR_PROTOCOL || !strstr(err.message, "malformed HTTP response"))
+            fail_msg("reply %d: code %d, \"%s\"", i, rc, err.message);
+        assert_null(strstr(err.message, "bad argument"));
+        assert_null(strstr(err.message, "URL"));
+        assert_null(strstr(err.message, KEY));
+        assert_null(strstr(err.message, "SECRET"));
+    }
+    zjuchat_client_free(c);
+    scripted_stop(u);
+}
+
 /* More concurrent streams than one libcurl multi handle takes (the client
- * spreads them over several, transport.c): every stream completes, and a
+ * spreads them over several, curl_ev.c): every stream completes, and a
  * second wave reuses the first wave's connections instead of opening more. */
 #define WAVE 300
 struct wave {
@@ -979,6 +1034,7 @@ int main(void)
         cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(idle_connection_closed_by_upstream),
         cmocka_unit_test(folded_first_header_after_a_used_handle),
+        cmocka_unit_test(malformed_http_is_a_protocol_error),
         cmocka_unit_test(idle_multi_handles_are_freed_after_a_burst),
         cmocka_unit_test(tls_verification_and_reuse),
     };
