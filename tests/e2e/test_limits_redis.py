@@ -54,16 +54,20 @@ def access_lines(server):
 class Redis:
     """redis-server on a loopback port, nothing saved to disk."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, args=(), password=None):
         self.port = port or sc.free_port()
         self.dir = tempfile.mkdtemp(prefix="redis-", dir=sc.LOG_DIR)
+        self.socket = os.path.join(self.dir, "redis.sock")
+        self.args = list(args)
+        self.password = password
         self.proc = None
 
     def start(self):
+        extra = self.args + (["--requirepass", self.password] if self.password else [])
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir,
-             "--logfile", os.path.join(self.dir, "redis.log")],
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "-::1",
+             "--unixsocket", self.socket, "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log"), *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not sc.wait_until(lambda: self.cli("PING") == "PONG", 10, step=0.05):
             self.stop()
@@ -71,9 +75,10 @@ class Redis:
         return self
 
     def cli(self, *args):
+        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
         try:
-            r = subprocess.run([REDIS_CLI, "-p", str(self.port), *args], capture_output=True,
-                               text=True, timeout=5)
+            r = subprocess.run([REDIS_CLI, "-p", str(self.port), *auth, *args],
+                               capture_output=True, text=True, timeout=5)
         except subprocess.TimeoutExpired:
             return None
         return r.stdout.strip()
@@ -182,7 +187,10 @@ class RedisLimits(unittest.TestCase):
         self.assertEqual(sum(d_fields), 10 * per)  # the day counts them too
 
     def test_ip_rpm_across_two_instances_exact(self):
-        a, b = self.pair(IP_RPM="10", REDIS_PREFIX="gw1:")
+        # one instance names the host (resolved on the loop), one its address
+        a = self.server(IP_RPM="10", REDIS_PREFIX="gw1:",
+                        REDIS_URL=f"redis://localhost:{self.redis.port}")
+        b = self.server(IP_RPM="10", REDIS_PREFIX="gw1:")
         statuses = [chat((a, b)[i % 2].port).status for i in range(20)]
         print(f"\n  IP_RPM=10 over two instances: {statuses.count(200)} x 200, "
               f"{statuses.count(429)} x 429")
@@ -299,7 +307,8 @@ class RedisLimits(unittest.TestCase):
         self.assertEqual(statuses, [200, 200, 429], srv.log()[-2000:])
 
 
-@unittest.skipUnless(REDIS_SERVER, "redis-server is not installed")
+@unittest.skipUnless(REDIS_SERVER and REDIS_CLI,
+                     "redis-server is not installed (scripts/install-deps.sh --tests installs it)")
 class RedisSettings(unittest.TestCase):
     def start_fails(self, **env):
         srv = sc.Server("http://127.0.0.1:9/v1", env=env)
@@ -323,6 +332,54 @@ class RedisSettings(unittest.TestCase):
             log = self.start_fails(**env)
             self.assertIn(want, log, env)
             self.assertNotIn("s3cr3t-pw", log)
+
+    def test_unix_socket_password_and_database(self):
+        redis = Redis(password="s3cr3t-pw%@").start()
+        self.addCleanup(redis.stop)
+        mock = sc.Mock().start()
+        self.addCleanup(mock.stop)
+        # the password percent-encoded in the URL, database 5, over the socket
+        srv = sc.Server(mock.base_url, workers=1,
+                        env={"REDIS_URL": f"redis://:s3cr3t-pw%25%40@127.0.0.1:{redis.port}/5",
+                             "IP_RPM": "2"}).start()
+        sock = sc.Server(mock.base_url, workers=1,
+                         env={"REDIS_URL": f"unix://{redis.socket}", "IP_RPM": "2",
+                              "REDIS_PREFIX": "s:"}).start()
+        wrong = sc.Server(mock.base_url, workers=1,
+                          env={"REDIS_URL": f"redis://:not-it@127.0.0.1:{redis.port}",
+                               "IP_RPM": "2", "REDIS_FAILURE": "closed"}).start()
+        try:
+            self.assertEqual([chat(srv.port).status for _ in range(3)], [200, 200, 429])
+            self.assertEqual(redis.cli("-n", "5", "EXISTS", "zju:ip:127.0.0.1"), "1")
+            self.assertEqual(redis.cli("EXISTS", "zju:ip:127.0.0.1"), "0")
+            # a wrong password: refused at AUTH, so no limits: closed says 503
+            self.assertEqual(chat(wrong.port).status, 503)
+            self.assertTrue(sc.wait_until(lambda: "AUTH refused" in wrong.log(), 5),
+                            wrong.log())
+            # none at all (over the socket): refused at the first command
+            # (NOAUTH); open lets the request through, counted nowhere
+            self.assertEqual(chat(sock.port).status, 200)
+            self.assertTrue(sc.wait_until(lambda: "NOAUTH" in sock.log(), 5), sock.log())
+        finally:
+            for s_ in (srv, sock, wrong):
+                s_.stop()
+        for s_ in (srv, sock, wrong):
+            self.assertNotIn("s3cr3t-pw", s_.log())
+            self.assertNotIn("not-it", s_.log())
+
+    def test_unix_socket(self):
+        redis = Redis().start()
+        self.addCleanup(redis.stop)
+        mock = sc.Mock().start()
+        self.addCleanup(mock.stop)
+        srv = sc.Server(mock.base_url, workers=2,
+                        env={"REDIS_URL": f"unix://{redis.socket}", "IP_RPM": "3"}).start()
+        try:
+            self.assertEqual([chat(srv.port).status for _ in range(5)],
+                             [200, 200, 200, 429, 429])
+            self.assertEqual(redis.cli("EXISTS", "zju:ip:127.0.0.1"), "1")
+        finally:
+            srv.stop()
 
     def test_password_never_logged_and_unreachable_is_not_fatal(self):
         # nothing listens there: the server starts, says so once per worker
