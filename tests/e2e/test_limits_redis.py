@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -305,6 +306,33 @@ class RedisLimits(unittest.TestCase):
             srv.log().count("redis: unreachable"), 10), srv.log()[-2000:])
         statuses = [chat(srv.port, BOB).status for _ in range(3)]
         self.assertEqual(statuses, [200, 200, 429], srv.log()[-2000:])
+
+    def test_client_gone_and_drain_while_waiting_on_redis(self):
+        # Redis paused: admits wait (up to the timeout) with their client
+        # watched; one client hangs up meanwhile, then the server is asked
+        # to stop. The verdict must not touch the freed request, the one
+        # still waiting is answered, and the server exits 0 (ASan: no error,
+        # no leak).
+        srv = self.server(IP_RPM="100", REDIS_TIMEOUT_MS="1000")
+        self.assertEqual(chat(srv.port).status, 200)
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            gone = sc.RawConn(srv.port)
+            gone.send(gone.post_chat({"user_content": "hi"}))
+            result = {}
+            t = threading.Thread(target=lambda: result.setdefault("r", chat(srv.port)))
+            t.start()
+            time.sleep(0.2)
+            gone.abort()
+            time.sleep(0.1)
+            srv.send_signal(signal.SIGTERM)
+            t.join(10)
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        self.assertEqual(result["r"].status, 200)  # open: the verdict let it run
+        self.assertEqual(srv.wait_exit(15), 0, srv.log()[-2000:])
+        srv.stop()  # already gone: checks the log (no sanitizer report)
+        self.assertIn("no reply within 1000 ms", srv.log())
 
 
 @unittest.skipUnless(REDIS_SERVER and REDIS_CLI,
