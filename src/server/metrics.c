@@ -373,7 +373,8 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_extra *extra, size_t 
     tokens_family(f, m);
     if (extra && extra->have_limits) {
         head(f, "zju_ratelimit_keys", "gauge",
-             "Rate limit keys with something counted (clients, tokens).");
+             "Rate limit keys in the table (clients, tokens; an idle one stays until "
+             "its place is needed).");
         fprintf(f, "zju_ratelimit_keys %zu\n", extra->limit_keys);
         head(f, "zju_ratelimit_keys_capacity", "gauge",
              "Rate limit keys the shared table holds (LIMITS_KEYS).");

@@ -48,6 +48,7 @@ struct srv_limits_shm {
     size_t nsets;
     size_t stride; /* bytes per entry: entry + inflight[workers] */
     int workers;
+    uint64_t used; /* entries that hold a key (idle ones too) */
     uint64_t evicted, recovered;
     _Alignas(64) unsigned char entries[];
 };
@@ -162,7 +163,9 @@ static entry *find(srv_limits_shm *t, const char *key, int64_t now_ms, int claim
     entry *e = free_e ? free_e : idle_e ? idle_e : lru_free ? lru_free : lru;
     if (!e)
         return NULL;
-    if (!free_e && !idle_e)
+    if (free_e)
+        t->used++;
+    else if (!idle_e)
         t->evicted++;
     e->hash = 0; /* free while it is rewritten (a death here leaves it free) */
     memset((unsigned char *)e + sizeof e->hash, 0, t->stride - sizeof e->hash);
@@ -173,14 +176,17 @@ static entry *find(srv_limits_shm *t, const char *key, int64_t now_ms, int claim
 }
 
 /* After a worker died holding the lock: every total from its slots again
- * (an update may have been cut between a slot and its total). */
+ * (an update may have been cut between a slot and its total), and the
+ * entries in use counted again. */
 static void repair(srv_limits_shm *t)
 {
     size_t n = t->nsets * WAYS;
+    t->used = 0;
     for (size_t i = 0; i < n; i++) {
         entry *e = entry_at(t, i);
         if (e->hash == 0)
             continue;
+        t->used++;
         ring *r[] = {&e->req, &e->tok_min, &e->tok_day};
         uint32_t *s[] = {e->req_slot, e->tok_min_slot, e->tok_day_slot};
         int len[] = {MIN_SLOTS, MIN_SLOTS, DAY_SLOTS};
@@ -331,16 +337,14 @@ void srv_limits_shm_release_slot(srv_limits_shm *t, int slot)
     srv_shm_unlock(&t->lock);
 }
 
-void srv_limits_shm_stats(srv_limits_shm *t, int64_t now_ms, srv_limits_stats *out)
+/* Counters only: a scrape must not hold the lock over the whole table. */
+void srv_limits_shm_stats(srv_limits_shm *t, srv_limits_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->capacity = t->nsets * WAYS;
     if (lock_table(t) < 0)
         return;
-    for (size_t i = 0; i < out->capacity; i++) {
-        entry *e = entry_at(t, i);
-        out->keys += e->hash != 0 && !idle(t, e, now_ms);
-    }
+    out->keys = (size_t)t->used;
     out->evicted = t->evicted;
     out->recovered = t->recovered;
     srv_shm_unlock(&t->lock);

@@ -125,11 +125,11 @@ void srv_limits_shm_done_at(srv_limits_shm *t, int slot, const srv_limit_ask *as
 void srv_limits_shm_release_slot(srv_limits_shm *t, int slot);
 
 typedef struct srv_limits_stats {
-    size_t keys;        /* keys with something counted */
+    size_t keys;        /* keys in the table (an idle one stays until reused) */
     size_t capacity;    /* keys the table holds */
     uint64_t evicted;   /* keys dropped while still counting (table full) */
     uint64_t recovered; /* locks taken over from a worker that died */
 } srv_limits_stats;
-void srv_limits_shm_stats(srv_limits_shm *t, int64_t now_ms, srv_limits_stats *out);
+void srv_limits_shm_stats(srv_limits_shm *t, srv_limits_stats *out);
 
 #endif
