@@ -198,6 +198,26 @@ class RedisLimits(unittest.TestCase):
         self.assertEqual(statuses, [200] * 10 + [429] * 10)
         self.assertEqual(self.redis.cli("EXISTS", "gw1:ip:127.0.0.1"), "1")
 
+    def test_token_streams_across_two_instances(self):
+        path = self.tokens_file(f"{BOB} name=bob streams=1\n")
+        a, b = self.pair(ACCESS_TOKENS_FILE=path)
+        held = sc.RawConn(a.port)
+        self.addCleanup(held.close)
+        body = {"user_content": "hi", "stream": True, "model": sc.model(events=3, delay=300)}
+        held.send(held.post_chat(body, extra_headers=f"Authorization: Bearer {BOB}\r\n"))
+        self.assertEqual(held.read_response(head_only=True).status, 200)
+        for srv in (b, a, b):  # the other instance knows the place is taken
+            r = chat(srv.port, BOB)
+            self.assertEqual(r.status, 429, r)
+            self.assertEqual(r.header("Retry-After"), "1")
+            self.assertIn("1 requests at once", r.json()["error"])
+        held.read_until(b"0\r\n\r\n", timeout=10)
+        # given back at its end: the other instance admits again
+        self.assertTrue(sc.wait_until(lambda: chat(b.port, BOB).status == 200, 5))
+        # and nothing stays held in Redis
+        self.assertTrue(sc.wait_until(lambda: not any(
+            f.startswith("h") for f in self.redis.cli("HKEYS", "zju:tok:bob").split("\n")), 5))
+
     def test_stream_left_mid_way_counts_its_tokens(self):
         path = self.tokens_file(f"{ALICE} name=alice tpm=100000\n")
         srv = self.server(ACCESS_TOKENS_FILE=path)
