@@ -22,6 +22,8 @@ SOVER   := 1
 # quick install-deps check and no restart; every object and link depends on
 # it, so outputs built with other (or no) flags are rebuilt.
 PKGS    := libcurl libevent jansson yajl
+# Only the server links hiredis (limits_redis.c), not the library.
+SERVER_PKGS := hiredis
 PKG_FLAGS_MK := $(BUILD)/pkg-flags.mk
 # Goals that compile nothing in this make (they need no packages, or they
 # depend on `deps` and recurse) leave the file alone.
@@ -74,7 +76,9 @@ all: $(STATIC) $(SHARED) $(PROGS)
 $(PKG_FLAGS_MK): deps
 	@mkdir -p $(dir $@)
 	@cflags=$$(pkg-config --cflags $(PKGS)) && libs=$$(pkg-config --libs $(PKGS)) && \
-	  printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\n' "$$cflags" "$$libs" > $@.new
+	  redis=$$(pkg-config --libs $(SERVER_PKGS)) && \
+	  printf 'PKG_CFLAGS := %s\nPKG_LIBS := %s\nSERVER_PKG_LIBS := %s\n' \
+	    "$$cflags" "$$libs" "$$redis" > $@.new
 	@if cmp -s $@.new $@; then rm -f $@.new; else mv -f $@.new $@; fi
 
 # What the link steps read of their prerequisites (not the flags file).
@@ -100,7 +104,7 @@ $(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
 # -lcrypto: the access tokens' SHA-256 (tokens.c); OpenSSL's libcrypto is
 # there already, under libcurl (libssl-dev, like the mock's TLS).
 $(BUILD)/zju-chat-server: $(SERVER_OBJ) $(STATIC) $(PKG_FLAGS_MK)
-	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -lhttp_parser -lcrypto
+	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) $(SERVER_PKG_LIBS) -lhttp_parser -lcrypto
 
 $(BUILD)/zju-mock-upstream: $(MOCK_OBJ) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -levent_openssl -lssl -lcrypto
@@ -115,6 +119,9 @@ $(BUILD)/tests/%: tests/unit/%.c $(STATIC) $(PKG_FLAGS_MK)
 # test_tokens #includes src/server/tokens.c
 $(BUILD)/tests/test_tokens: UNIT_LIBS := -lcrypto
 $(BUILD)/tests/test_tokens: src/server/tokens.c src/server/tokens.h
+# test_limits_redis #includes limits_redis_lua.c and talks to a redis-server
+$(BUILD)/tests/test_limits_redis: UNIT_LIBS := $(SERVER_PKG_LIBS)
+$(BUILD)/tests/test_limits_redis: src/server/limits_redis_lua.c src/server/ratelimit.c
 
 # Sanitizer build used by the test suite.
 asan:

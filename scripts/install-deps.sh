@@ -7,16 +7,21 @@
 #                    (a recommendation apt skips with --no-install-recommends;
 #                    a minimal Debian 12 has none)
 #   time             /usr/bin/time, used by the benchmarks
+#   libhiredis-dev   the Redis client of the rate limits shared across instances
+#                    (REDIS_URL, src/server/limits_redis.c)
 # With --tests (make test, make e2e) also Node.js and the npm packages of the
 # client tests (tests/node/), and promtool (Debian's prometheus package,
 # which also enables a prometheus service where systemd runs; none starts in
 # a container) to check the /metrics text: building and running the server
-# never needs them.
+# never needs them. redis-server too: tests/e2e/test_limits_redis.py and
+# tests/unit/test_limits_redis.c start their own on loopback (Debian's
+# package also enables a redis service where systemd runs; none starts in a
+# container, and the tests never use one).
 set -euo pipefail
 for_tests=0
 [ "${1:-}" = --tests ] && for_tests=1
 pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev libyajl-dev
-      libcmocka-dev libedit-dev libssl-dev libhttp-parser-dev python3 curl openssl ca-certificates git clang-format
+      libcmocka-dev libedit-dev libssl-dev libhttp-parser-dev libhiredis-dev python3 curl openssl ca-certificates git clang-format
       clang libclang-rt-14-dev nginx-light wrk procps time)
 # One dpkg-query for all: "name status" per known package (unknown ones are
 # simply not listed, and so count as missing).
@@ -33,6 +38,7 @@ if [ $for_tests = 1 ]; then
     command -v node >/dev/null || missing+=(nodejs)
     command -v npm >/dev/null || missing+=(npm)
     command -v promtool >/dev/null || missing+=(prometheus)
+    command -v redis-server >/dev/null || missing+=(redis-server)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2

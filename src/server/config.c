@@ -325,6 +325,138 @@ static int limits_from_env(srv_config *cfg, char *errbuf, size_t errlen)
     return 0;
 }
 
+#define REDIS_PORT_DEFAULT 6379
+#define REDIS_TIMEOUT_DEFAULT_MS 1000
+#define REDIS_TIMEOUT_MAX_MS 60000
+#define REDIS_PREFIX_MAX 64
+
+/* A part of u, URL-decoded; NULL when the URL has none (or it is empty). */
+static char *url_part(CURLU *u, CURLUPart what)
+{
+    char *v = NULL;
+    if (curl_url_get(u, what, &v, CURLU_URLDECODE) != CURLUE_OK || !v)
+        return NULL;
+    char *copy = *v ? strdup(v) : NULL;
+    curl_free(v);
+    return copy;
+}
+
+/* REDIS_URL: redis://[[user]:password@]host[:port][/db] (libcurl's URL
+ * parser: brackets, percent-escapes, ports) or unix:///path. Messages
+ * never quote the URL: it may hold a password. */
+static int redis_url_parse(srv_redis_config *rc, const char *url, char *errbuf,
+                           size_t errlen)
+{
+    if (strncmp(url, "unix://", 7) == 0) {
+        if (url[7] != '/' || url[8] == '\0') {
+            snprintf(errbuf, errlen, "REDIS_URL: a unix socket is unix:///absolute/path");
+            return -1;
+        }
+        rc->socket = strdup(url + 7);
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(errbuf, errlen,
+                 "REDIS_URL must be redis://[:password@]host[:port][/db] or "
+                 "unix:///path (rediss:// TLS is not supported)");
+        return -1;
+    }
+    CURLU *u = curl_url();
+    if (!u)
+        return -1;
+    int result = -1;
+    char *port = NULL, *path = NULL, *query = NULL;
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME);
+    if (uc != CURLUE_OK) {
+        snprintf(errbuf, errlen, "REDIS_URL is not a valid URL: %s",
+                 curl_url_strerror(uc));
+        goto out;
+    }
+    rc->host = url_part(u, CURLUPART_HOST);
+    rc->user = url_part(u, CURLUPART_USER);
+    rc->password = url_part(u, CURLUPART_PASSWORD);
+    port = url_part(u, CURLUPART_PORT);
+    path = url_part(u, CURLUPART_PATH);
+    query = url_part(u, CURLUPART_QUERY);
+    if (!rc->host) {
+        snprintf(errbuf, errlen, "REDIS_URL has no host");
+        goto out;
+    }
+    size_t hl = strlen(rc->host);
+    if (hl >= 2 && rc->host[0] == '[' && rc->host[hl - 1] == ']') {
+        memmove(rc->host, rc->host + 1, hl - 2); /* [::1] -> ::1 */
+        rc->host[hl - 2] = '\0';
+    }
+    rc->port = port ? atoi(port) : REDIS_PORT_DEFAULT; /* curl checked 0..65535 */
+    if (rc->port <= 0) {
+        snprintf(errbuf, errlen, "REDIS_URL: port must be 1..65535");
+        goto out;
+    }
+    const char *db = path && path[0] == '/' ? path + 1 : "";
+    char *end;
+    errno = 0;
+    rc->db = *db ? strtol(db, &end, 10) : 0;
+    if (*db && (errno || *end || rc->db < 0 || !isdigit((unsigned char)*db))) {
+        snprintf(errbuf, errlen,
+                 "REDIS_URL: the path is the database number (/0, /1, ...)");
+        goto out;
+    }
+    if (query) {
+        snprintf(errbuf, errlen, "REDIS_URL: options (?...) are not supported");
+        goto out;
+    }
+    result = 0;
+out:
+    free(port);
+    free(path);
+    free(query);
+    curl_url_cleanup(u);
+    return result;
+}
+
+/* REDIS_URL, REDIS_FAILURE, REDIS_PREFIX, REDIS_TIMEOUT_MS (limits_redis.h). */
+static int redis_from_env(srv_redis_config *rc, char *errbuf, size_t errlen)
+{
+    const char *failure = getenv("REDIS_FAILURE");
+    rc->failure_open = 1; /* the service stays up when Redis dies (README) */
+    if (failure && *failure) {
+        if (strcasecmp(failure, "closed") == 0) {
+            rc->failure_open = 0;
+        } else if (strcasecmp(failure, "open") != 0) {
+            snprintf(errbuf, errlen, "REDIS_FAILURE must be open or closed, got \"%s\"",
+                     failure);
+            return -1;
+        }
+    }
+    if (env_long("REDIS_TIMEOUT_MS", REDIS_TIMEOUT_DEFAULT_MS, &rc->timeout_ms, errbuf,
+                 errlen) < 0)
+        return -1;
+    if (rc->timeout_ms < 1 || rc->timeout_ms > REDIS_TIMEOUT_MAX_MS) {
+        snprintf(errbuf, errlen, "REDIS_TIMEOUT_MS must be 1..%d", REDIS_TIMEOUT_MAX_MS);
+        return -1;
+    }
+    rc->prefix = env_dup("REDIS_PREFIX");
+    if (!rc->prefix)
+        rc->prefix = strdup("zju:");
+    if (!rc->prefix)
+        return -1;
+    for (const char *p = rc->prefix; *p; p++)
+        if (!isgraph((unsigned char)*p) || p - rc->prefix >= REDIS_PREFIX_MAX) {
+            snprintf(errbuf, errlen,
+                     "REDIS_PREFIX must be up to %d printable characters without spaces",
+                     REDIS_PREFIX_MAX);
+            return -1;
+        }
+    rc->url = env_dup("REDIS_URL");
+    if (rc->url && redis_url_parse(rc, rc->url, errbuf, errlen) < 0)
+        return -1;
+    if (rc->url && !rc->host && !rc->socket) {
+        snprintf(errbuf, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* Each relay holds two descriptors (client and upstream) and main() raises
  * the soft limit to the hard one: allow what that limit can carry, leaving
  * room for listeners, logs and idle connections. */
@@ -408,6 +540,8 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     }
     if (limits_from_env(cfg, errbuf, errlen) < 0)
         return -1;
+    if (redis_from_env(&cfg->redis, errbuf, errlen) < 0)
+        return -1;
     if (env_long("MAX_BODY_BYTES", 1024 * 1024, &v, errbuf, errlen) < 0)
         return -1;
     cfg->max_body = (size_t)v;
@@ -447,5 +581,11 @@ void srv_config_free(srv_config *cfg)
     free(cfg->access_tokens_file);
     free(cfg->metrics_allow);
     free(cfg->metrics_token);
+    free(cfg->redis.url);
+    free(cfg->redis.host);
+    free(cfg->redis.socket);
+    free(cfg->redis.user);
+    free(cfg->redis.password);
+    free(cfg->redis.prefix);
     memset(cfg, 0, sizeof *cfg);
 }

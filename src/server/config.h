@@ -7,6 +7,20 @@
 
 #include <stddef.h>
 
+/* REDIS_URL and its companions: the rate limits shared by several instances
+ * (limits_redis.h). url NULL: no Redis, the limits are this server's own. */
+typedef struct srv_redis_config {
+    char *url;             /* REDIS_URL as given: may hold a password, never logged */
+    char *host;            /* redis://: the host (an IPv6 address without []) */
+    int port;              /* default 6379 */
+    char *socket;          /* unix:///path: the socket's path (host NULL) */
+    char *user, *password; /* from the URL, NULL: none (AUTH is not sent) */
+    long db;               /* redis://host/N, default 0 */
+    int failure_open;      /* REDIS_FAILURE: 1 open (default), 0 closed */
+    char *prefix;          /* REDIS_PREFIX, default "zju:" */
+    long timeout_ms;       /* REDIS_TIMEOUT_MS: connect and each command */
+} srv_redis_config;
+
 typedef struct srv_config {
     char host[256];                /* bind address, default 0.0.0.0 */
     int port;                      /* PORT, default 5001 */
@@ -47,6 +61,7 @@ typedef struct srv_config {
      * METRICS_TOKEN, NULL: none */
     char *metrics_allow;
     char *metrics_token;
+    srv_redis_config redis;
 } srv_config;
 
 /*

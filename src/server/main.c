@@ -69,7 +69,8 @@ static void usage(FILE *f)
         "MAX_HEADER_BYTES, MAX_CONNECTIONS, REQUEST_TIMEOUT, DRAIN_TIMEOUT,\n"
         "TRUSTED_PROXIES, MODELS, MODELS_CACHE_TTL,\n"
         "ACCESS_TOKENS_FILE (SIGHUP reloads it), ACCESS_LOG_FORMAT, IP_RPM, IP_TPM,\n"
-        "LIMITS_KEYS, METRICS_ALLOW, METRICS_TOKEN.\n"
+        "LIMITS_KEYS, METRICS_ALLOW, METRICS_TOKEN, REDIS_URL, REDIS_FAILURE,\n"
+        "REDIS_PREFIX, REDIS_TIMEOUT_MS.\n"
         "See zju-chat-server(1).\n");
 }
 
@@ -99,6 +100,18 @@ static void startup_report(const srv_config *cfg)
     if (cfg->ip_rpm > 0 || cfg->ip_tpm > 0)
         srv_log("rate limits per client address: IP_RPM=%ld IP_TPM=%ld (0: none)",
                 cfg->ip_rpm, cfg->ip_tpm);
+    if (cfg->redis.url) { /* never the URL itself: it may hold a password */
+        char where[300];
+        if (cfg->redis.socket)
+            snprintf(where, sizeof where, "%s", cfg->redis.socket);
+        else
+            snprintf(where, sizeof where, "%s port %d", cfg->redis.host, cfg->redis.port);
+        srv_log(
+            "rate limits shared through Redis at %s (db %ld, keys %s*, timeout %ld ms); "
+            "REDIS_FAILURE=%s",
+            where, cfg->redis.db, cfg->redis.prefix, cfg->redis.timeout_ms,
+            cfg->redis.failure_open ? "open" : "closed");
+    }
     if (!cfg->api_key)
         srv_log("WARNING: ZJU_API_KEY is not set: every POST /api/chat will answer 500 "
                 "and the upstream is never called. Set ZJU_API_KEY (environment or "

@@ -57,6 +57,13 @@ static const char *limit_text(const char *limit)
 
 void srv_quota_refuse(srv_ctx *ctx, const srv_limit_verdict *v)
 {
+    if (v->unavailable) {
+        /* the limits cannot be checked and the operator chose to refuse
+         * (REDIS_FAILURE=closed) */
+        srv_ctx_error(ctx, 503, "rate limits are unavailable; retry later",
+                      "limits_unavailable", v->retry_after_s);
+        return;
+    }
     const char *who = strncmp(ctx->limits.rule[v->rule].key, "ip:", 3) == 0
                           ? "this address"
                           : "this access token";

@@ -48,6 +48,9 @@ typedef struct srv_limit_verdict {
     const char *limit;  /* "rpm", "tpm", "tpd" or "streams" */
     long value;         /* that limit's value */
     int rule;           /* index of the rule that refused */
+    /* refused because the limiter cannot decide (Redis unreachable with
+     * REDIS_FAILURE=closed): 503, not 429; limit "unavailable" */
+    int unavailable;
 } srv_limit_verdict;
 
 typedef void (*srv_limit_verdict_cb)(void *arg, const srv_limit_verdict *v);

@@ -3,6 +3,7 @@
  * (shared.h).
  */
 #include "shared.h"
+#include "limits_redis.h"
 #include "proxies.h"
 
 #include <stdio.h>
@@ -57,6 +58,29 @@ void srv_shared_attach(int slot)
     shared.slot = slot;
     shared.limiter = srv_limits_shm_attach(shared.limits, slot);
     srv_metrics_attach(shared.metrics, slot);
+}
+
+static srv_limiter *redis_limiter;
+
+int srv_shared_use_loop(struct event_base *base, const srv_config *cfg)
+{
+    if (!ready || !cfg->redis.url)
+        return 0;
+    redis_limiter = srv_limits_redis_new(base, &cfg->redis);
+    if (!redis_limiter)
+        return -1;
+    shared.limiter = redis_limiter;
+    return 0;
+}
+
+void srv_shared_leave_loop(void)
+{
+    if (!redis_limiter)
+        return;
+    srv_limiter *l = redis_limiter;
+    redis_limiter = NULL;
+    srv_limits_redis_free(l); /* admits waiting on it are answered now */
+    shared.limiter = NULL;    /* the requests that end later count nowhere */
 }
 
 const srv_shared *srv_shared_get(void)

@@ -36,6 +36,13 @@ int srv_shared_setup(const srv_config *cfg, char *err, size_t errlen);
  * back. */
 void srv_shared_attach(int slot);
 
+/* In a worker whose loop is base: with REDIS_URL, the limiter across
+ * instances (limits_redis.h) takes the shared memory's place. 0, or -1
+ * when it cannot be made. leave frees it (before base goes). */
+struct event_base;
+int srv_shared_use_loop(struct event_base *base, const srv_config *cfg);
+void srv_shared_leave_loop(void);
+
 /* NULL when srv_shared_setup never ran in this process's family. */
 const srv_shared *srv_shared_get(void);
 

@@ -12,6 +12,7 @@
 #include "front.h"
 #include "models.h"
 #include "pipeline.h"
+#include "shared.h"
 
 #include <event2/event.h>
 #include <signal.h>
@@ -150,6 +151,10 @@ int srv_worker_setup(srv_worker *w)
     w->base = event_base_new();
     if (!w->base)
         return -1;
+    if (srv_shared_use_loop(w->base, cfg) < 0) {
+        srv_log("cannot set up the Redis rate limiter");
+        return -1;
+    }
     if (make_client(w) < 0)
         return -1;
     if (!(w->models = srv_models_new(w)))
@@ -191,6 +196,7 @@ void srv_worker_teardown(srv_worker *w)
     if (w->client)
         zjuchat_client_free(w->client); /* ends the model list's fetch, if any */
     srv_models_free(w->models);
+    srv_shared_leave_loop(); /* after the relays: their ends still count */
     if (w->drain_timer)
         event_free(w->drain_timer);
     if (w->sig_term)
