@@ -943,7 +943,7 @@ static void on_renew(evutil_socket_t fd, short what, void *arg)
     timer_in(l->renew, RENEW_MS);
 }
 
-static const srv_limiter_ops redis_ops = {op_admit, op_done};
+static const srv_limiter_ops redis_ops = {op_admit, op_done, NULL}; /* no usage yet */
 
 srv_limiter *srv_limits_redis_new(struct event_base *base, const srv_redis_config *rc)
 {
