@@ -49,6 +49,8 @@ struct srv_metrics {
     char model_name[METRICS_MAX_MODELS][MODEL_MAX_LEN];
     /* [token][model][prompt, completion]; index MAX: "other" */
     uint64_t tokens[METRICS_MAX_TOKENS + 1][METRICS_MAX_MODELS + 1][2];
+    /* requests that named a model (the upstream routes), [token][model] */
+    uint64_t requests[METRICS_MAX_TOKENS + 1][METRICS_MAX_MODELS + 1];
     size_t streams_off, routes_off; /* from the start of the registry */
 };
 
@@ -194,11 +196,14 @@ void srv_metrics_record(srv_metrics *m, const srv_metrics_request *r)
     for (size_t i = 0; r->limit && i < NLIMITS; i++)
         if (strcmp(r->limit, limit_names[i]) == 0)
             add(&m->rate_limited[i], 1);
-    if (r->prompt_tokens > 0 || r->completion_tokens > 0) {
+    int tokens = r->prompt_tokens > 0 || r->completion_tokens > 0;
+    if (tokens || (r->model && *r->model)) {
         size_t t = intern(m, &m->token_name[0][0], NAME_MAX_LEN, &m->n_tokens,
                           METRICS_MAX_TOKENS, r->token ? r->token : "");
         size_t mo = intern(m, &m->model_name[0][0], MODEL_MAX_LEN, &m->n_models,
                            METRICS_MAX_MODELS, r->model ? r->model : "");
+        if (r->model && *r->model)
+            add(&m->requests[t][mo], 1);
         if (r->prompt_tokens > 0)
             add(&m->tokens[t][mo][0], (uint64_t)r->prompt_tokens);
         if (r->completion_tokens > 0)
@@ -293,6 +298,33 @@ static void counter(FILE *f, const char *name, const char *help, uint64_t v)
     fprintf(f, "%s %llu\n", name, (unsigned long long)v);
 }
 
+static void requests_by_model_family(FILE *f, srv_metrics *m)
+{
+    head(f, "zju_model_requests_total", "counter",
+         "Requests that named a model, by access token name and model.");
+    uint32_t nt = __atomic_load_n(&m->n_tokens, __ATOMIC_ACQUIRE);
+    uint32_t nm = __atomic_load_n(&m->n_models, __ATOMIC_ACQUIRE);
+    for (size_t t = 0; t <= METRICS_MAX_TOKENS; t++) {
+        if (t >= nt && t != METRICS_MAX_TOKENS)
+            continue;
+        char tok[NAME_MAX_LEN * 2];
+        srv_metrics_escape(t == METRICS_MAX_TOKENS ? "other" : m->token_name[t], tok,
+                           sizeof tok);
+        for (size_t mo = 0; mo <= METRICS_MAX_MODELS; mo++) {
+            if (mo >= nm && mo != METRICS_MAX_MODELS)
+                continue;
+            uint64_t v = get(&m->requests[t][mo]);
+            if (!v)
+                continue;
+            char model[MODEL_MAX_LEN * 2];
+            srv_metrics_escape(mo == METRICS_MAX_MODELS ? "other" : m->model_name[mo],
+                               model, sizeof model);
+            fprintf(f, "zju_model_requests_total{token=\"%s\",model=\"%s\"} %llu\n", tok,
+                    model, (unsigned long long)v);
+        }
+    }
+}
+
 static void tokens_family(FILE *f, srv_metrics *m)
 {
     head(f, "zju_tokens_total", "counter",
@@ -370,6 +402,7 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_extra *extra, size_t 
     for (size_t i = 0; i < NLIMITS; i++)
         fprintf(f, "zju_rate_limited_total{limit=\"%s\"} %llu\n", limit_names[i],
                 (unsigned long long)get(&m->rate_limited[i]));
+    requests_by_model_family(f, m);
     tokens_family(f, m);
     if (extra && extra->have_limits) {
         head(f, "zju_ratelimit_keys", "gauge",

@@ -96,6 +96,8 @@ class Metrics(unittest.TestCase):
             self.assertEqual(value(samples, "zju_tokens_total",
                                    {"token": "", "model": sc.DEFAULT_MODEL, "type": "prompt"}),
                              5 * n)
+            self.assertEqual(value(samples, "zju_model_requests_total",
+                                   {"token": "", "model": sc.DEFAULT_MODEL}), n)
             answered = {pid for pid, _, path, _ in access(srv) if path == "/metrics"}
             if answered == pids:
                 break
