@@ -74,6 +74,22 @@ class Limits(unittest.TestCase):
             self.assertIn("rate limit", err["message"])
         return int(retry)
 
+    def test_a_fresh_worker_does_not_fault_the_table_in(self):
+        """The shared table (LIMITS_KEYS x ~1 KB, 8 MB by default) is paged
+        in only where keys live: a worker that starts must not read all of
+        it (it did: 8 MB of RSS per worker, summed in the bench's RSS)."""
+        srv = self.server(IP_RPM="100")
+        self.assertEqual(sc.chat(srv.port, {"user_content": "hi"}).status, 200)
+        for pid in srv.workers_pids():
+            rss_kb, name = 0, ""
+            with open(f"/proc/{pid}/smaps") as f:
+                for line in f:
+                    if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+                        name = line.split()[5] if len(line.split()) > 5 else ""
+                    elif line.startswith("Rss:") and name.startswith("/dev/zero"):
+                        rss_kb += int(line.split()[1])
+            self.assertLess(rss_kb, 2048, f"worker {pid}: {rss_kb} kB of the shared region resident")
+
     def test_rpm_two_workers_exact(self):
         srv = self.server(IP_RPM="10")
         before = upstream_calls(self.mock)
