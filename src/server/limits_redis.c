@@ -5,6 +5,8 @@
  * A request's admit is one EVALSHA of the admit script (limits_redis_lua.c)
  * and its end one EVALSHA of the update script: one round trip each, the
  * verdict given from the loop when the reply comes (SRV_LIMIT_PENDING).
+ * GET /v1/usage is one EVALSHA of the usage script (a read), answered the
+ * same way; whatever fails it (as an admit's failure) answers "unknown".
  *
  * The connection's life: resolve the host (evdns: a name never blocks the
  * loop), connect (non-blocking), AUTH / SELECT / SCRIPT LOAD, then up. Every
@@ -51,8 +53,8 @@
 #define MAX_ARGS (6 + SRV_LIMIT_RULES * 5 + RENEW_BATCH * 5)
 
 enum state { DOWN, RESOLVING, CONNECTING, HANDSHAKE, UP };
-enum kind { OP_ADMIT, OP_UPDATE, OP_SETUP };
-enum script { ADMIT, UPDATE, NSCRIPTS };
+enum kind { OP_ADMIT, OP_UPDATE, OP_USAGE, OP_SETUP };
+enum script { ADMIT, UPDATE, USAGE, NSCRIPTS };
 
 typedef struct redis_limiter redis_limiter;
 
@@ -66,7 +68,9 @@ typedef struct op {
     /* admit: */
     srv_limit_ask *ask;
     srv_limit_verdict_cb cb;
-    void *arg;
+    void *arg; /* admit's or usage's */
+    /* usage: */
+    srv_limit_usage_cb ucb;
     /* the command */
     int argc;
     char *argv[MAX_ARGS];
@@ -284,6 +288,23 @@ static void answer_failure(op *o)
     answer(o, &v);
 }
 
+/* A usage report: to its callback once (ucb cleared first). */
+static void answer_usage(op *o, const srv_limit_usage *u)
+{
+    srv_limit_usage_cb cb = o->ucb;
+    o->ucb = NULL;
+    if (cb)
+        cb(o->arg, u);
+}
+
+/* Redis cannot say: usage.c answers "used": null. */
+static void answer_usage_unknown(op *o)
+{
+    srv_limit_usage u;
+    memset(&u, 0, sizeof u);
+    answer_usage(o, &u);
+}
+
 /* Admits sent on a connection that is gone: their places are not pending
  * any more (Redis may have taken them: the renewal sets the field). */
 static void unpend(op *o)
@@ -307,6 +328,8 @@ static void fail_op(op *o)
     unpend(o);
     if (o->kind == OP_ADMIT)
         answer_failure(o);
+    else if (o->kind == OP_USAGE)
+        answer_usage_unknown(o);
     op_free(o);
 }
 
@@ -454,6 +477,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
         bad |= setup_cmd(l, "SELECT", db, NULL, -1);
     bad |= setup_cmd(l, "SCRIPT", "LOAD", srv_redis_admit_lua, ADMIT);
     bad |= setup_cmd(l, "SCRIPT", "LOAD", srv_redis_update_lua, UPDATE);
+    bad |= setup_cmd(l, "SCRIPT", "LOAD", srv_redis_usage_lua, USAGE);
     if (bad)
         lost(l, "cannot send the handshake", 1);
 }
@@ -682,6 +706,25 @@ static int admit_reply(op *o, const redisReply *r)
     return 0;
 }
 
+/* The usage script's reply: {requests, tokens minute, tokens day, held}. */
+static int usage_reply(op *o, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4)
+        return -1;
+    for (size_t i = 0; i < 4; i++)
+        if (r->element[i]->type != REDIS_REPLY_INTEGER || r->element[i]->integer < 0)
+            return -1;
+    srv_limit_usage u = {
+        .known = 1,
+        .requests_minute = (long)r->element[0]->integer,
+        .tokens_minute = (long)r->element[1]->integer,
+        .tokens_day = (long)r->element[2]->integer,
+        .streams = (long)r->element[3]->integer,
+    };
+    answer_usage(o, &u);
+    return 0;
+}
+
 static void log_error_once(redis_limiter *l, const char *what)
 {
     if (!l->error_logged) {
@@ -720,8 +763,9 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         /* Redis lost its script cache (SCRIPT FLUSH): once more in full,
          * which loads it again for the EVALSHAs that follow. */
         o->retried = 1;
-        const char *text =
-            o->script == ADMIT ? srv_redis_admit_lua : srv_redis_update_lua;
+        const char *text = o->script == ADMIT   ? srv_redis_admit_lua
+                           : o->script == USAGE ? srv_redis_usage_lua
+                                                : srv_redis_update_lua;
         if (set_arg(o, 0, "EVAL", 4) == 0 && set_arg(o, 1, text, strlen(text)) == 0 &&
             send_op(l, o) == 0) {
             arm_watchdog(l);
@@ -733,6 +777,8 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         log_error_once(l, reply->str);
     else if (o->kind == OP_ADMIT)
         ok = admit_reply(o, reply) == 0;
+    else if (o->kind == OP_USAGE)
+        ok = usage_reply(o, reply) == 0;
     else
         ok = 1;
     if (ok)
@@ -943,7 +989,44 @@ static void on_renew(evutil_socket_t fd, short what, void *arg)
     timer_in(l->renew, RENEW_MS);
 }
 
-static const srv_limiter_ops redis_ops = {op_admit, op_done, NULL}; /* no usage yet */
+/* What `key` used (GET /v1/usage): one read of the usage script, answered
+ * like an admit (now when Redis is away, else from the loop, bounded by the
+ * same deadline); never known=1 without Redis's reply. */
+static int op_usage(srv_limiter *base, const char *key, srv_limit_usage_cb cb, void *argp)
+{
+    redis_limiter *l = (redis_limiter *)base;
+    op *o = op_new(l, OP_USAGE);
+    if (o) {
+        o->ucb = cb;
+        o->arg = argp;
+    }
+    /* EVALSHA sha 1 key now */
+    int bad = !o || script_head(o, USAGE, 1) || key_arg(o, key) || arg(o, "");
+    if (bad || l->outage || l->closing) {
+        if (o) {
+            answer_usage_unknown(o);
+            op_free(o);
+        } else {
+            srv_limit_usage u;
+            memset(&u, 0, sizeof u);
+            cb(argp, &u);
+        }
+        return SRV_LIMIT_ANSWERED;
+    }
+    if (l->state == UP) {
+        if (send_op(l, o) < 0) {
+            fail_op(o);
+            return SRV_LIMIT_ANSWERED;
+        }
+    } else {
+        o->deadline_ms = mono_ms() + l->rc->timeout_ms;
+        list_push(&l->unsent, o);
+        arm_watchdog(l);
+    }
+    return SRV_LIMIT_PENDING;
+}
+
+static const srv_limiter_ops redis_ops = {op_admit, op_done, op_usage};
 
 srv_limiter *srv_limits_redis_new(struct event_base *base, const srv_redis_config *rc)
 {

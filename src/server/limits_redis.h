@@ -30,5 +30,6 @@ void srv_limits_redis_free(srv_limiter *l);
 /* The scripts (limits_redis_lua.c), for the unit tests too. */
 extern const char srv_redis_admit_lua[];
 extern const char srv_redis_update_lua[];
+extern const char srv_redis_usage_lua[];
 
 #endif

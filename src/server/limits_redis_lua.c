@@ -1,9 +1,11 @@
 /*
- * limits_redis_lua.c - the two Lua scripts of the Redis rate limiter
- * (limits_redis.h). Redis runs a script atomically: the check of every rule
- * of a request and its counting are one step for all instances, as the
- * shared-memory limiter's lock makes them one step for one server's
- * workers. The semantics are that limiter's (ratelimit.h), slot for slot.
+ * limits_redis_lua.c - the three Lua scripts of the Redis rate limiter
+ * (limits_redis.h): admit, update (a request's end, the holds' renewal) and
+ * usage (GET /v1/usage: a read that counts and deletes nothing). Redis runs
+ * a script atomically: the check of every rule of a request and its
+ * counting are one step for all instances, as the shared-memory limiter's
+ * lock makes them one step for one server's workers. The semantics are
+ * that limiter's (ratelimit.h), slot for slot.
  *
  * One hash per limit key (REDIS_PREFIX + "ip:..." or "tok:..."), fields:
  *   r<second>   requests admitted in that second        (the minute: 60 slots)
@@ -12,8 +14,8 @@
  *   h<holder>   "<count>:<expiry ms>": streams places held by one worker
  *               connection (holder = worker id "." connection number)
  * Slots that left their window and holds past their expiry are deleted by
- * the next script that reads the hash, and the hash's TTL is the moment the
- * last thing in it stops counting: an idle key expires by itself.
+ * the next admit that reads the hash (usage skips them, deleting nothing), and the hash's
+ * TTL is the moment the last thing in it stops counting: an idle key expires by itself.
  *
  * Time: Redis's own clock (TIME), not the caller's. The instances' clocks
  * differ; a window kept by several clocks would be as long as their skew
@@ -187,3 +189,31 @@ const char srv_redis_update_lua[] =
              "  end\n"
              "end\n"
              "return 1\n";
+
+/*
+ * usage: KEYS[1] = one hash; ARGV = now. {requests in the minute, tokens in
+ * the minute, tokens in the day, places held}: the fields still in their
+ * window, the holds not yet expired, as admit's scan counts them. Only
+ * reads (a report must not change what it reports on; stale fields are
+ * left to the next admit and the hash's TTL).
+ */
+const char srv_redis_usage_lua[] =
+    LUA_HEAD "local rt, tt, dt, held = 0, 0, 0, 0\n"
+             "local flat = redis.call('HGETALL', KEYS[1])\n"
+             "for j = 1, #flat, 2 do\n"
+             "  local f, v = flat[j], flat[j + 1]\n"
+             "  local kind = string.sub(f, 1, 1)\n"
+             "  if kind == 'h' then\n"
+             "    local c, e = string.match(v, '^(%d+):(%d+)$')\n"
+             "    c, e = tonumber(c), tonumber(e)\n"
+             "    if c and e > now then held = held + c end\n"
+             "  else\n"
+             "    local idx, n = tonumber(string.sub(f, 2)), tonumber(v)\n"
+             "    if idx and n then\n"
+             "      if kind == 'r' and idx > sec - 60 then rt = rt + n\n"
+             "      elseif kind == 't' and idx > sec - 60 then tt = tt + n\n"
+             "      elseif kind == 'd' and idx > quarter - 96 then dt = dt + n end\n"
+             "    end\n"
+             "  end\n"
+             "end\n"
+             "return {rt, tt, dt, held}\n";

@@ -8,7 +8,10 @@ open lets requests through (logged once per worker, not per request),
 closed answers 503 limits_unavailable; a Redis that comes back (restarted on
 its port, or resumed after SIGSTOP) brings the limits back by itself, and a
 Redis that stopped answering never holds a request longer than
-REDIS_TIMEOUT_MS. The Lua scripts' arithmetic: tests/unit/test_limits_redis.c."""
+REDIS_TIMEOUT_MS. GET /v1/usage on either instance reports what the token
+used on both (the usage script); Redis away (killed or paused), it answers
+"used": null at once or within the timeout. The Lua scripts' arithmetic:
+tests/unit/test_limits_redis.c."""
 import json
 import os
 import re
@@ -44,6 +47,10 @@ def openai_chat(port, token):
     h = {"Content-Type": "application/json"}
     h.update(bearer(token))
     return sc.request(port, "POST", CHAT, body=json.dumps(body).encode(), headers=h)
+
+
+def usage(port, token, timeout=10):
+    return sc.request(port, "GET", "/v1/usage", headers=bearer(token), timeout=timeout)
 
 
 def access_lines(server):
@@ -186,6 +193,80 @@ class RedisLimits(unittest.TestCase):
         day = self.redis.cli("HGETALL", "zju:tok:alice").split("\n")
         d_fields = [int(day[i + 1]) for i in range(0, len(day) - 1, 2) if day[i].startswith("d")]
         self.assertEqual(sum(d_fields), 10 * per)  # the day counts them too
+
+    def test_usage_route_reports_both_instances_use(self):
+        limits = {"rpm": 10, "tpm": 100000, "tpd": 1000000, "streams": 2}
+        path = self.tokens_file(f"{ALICE} name=alice rpm=10 tpm=100000 tpd=1000000 "
+                                f"streams=2\n")
+        a, b = self.pair(ACCESS_TOKENS_FILE=path)
+        spent = 0
+        for i in range(6):
+            r = openai_chat((a, b)[i % 2].port, ALICE)
+            self.assertEqual(r.status, 200, r)
+            spent += r.json()["usage"]["total_tokens"]
+        self.assertGreater(spent, 0)
+        want_used = {"rpm": 6, "tpm": spent, "tpd": spent, "streams": 0}
+        want_left = {k: limits[k] - want_used[k] for k in limits}
+
+        def reported(srv):
+            r = usage(srv.port, ALICE)
+            self.assertEqual(r.status, 200, r)
+            return r.json()
+
+        # a Redis that lost its scripts (SCRIPT FLUSH): sent again in full
+        self.assertEqual(self.redis.cli("SCRIPT", "FLUSH"), "OK")
+        for srv in (a, b):
+            # tokens count at a reply's end (after the client has it): wait
+            self.assertTrue(sc.wait_until(lambda: reported(srv)["used"] == want_used, 5),
+                            (reported(srv), want_used))
+            for _ in range(4):  # new connections: both workers of the instance
+                u = reported(srv)
+                self.assertEqual(u["limits"], limits)
+                self.assertEqual(u["used"], want_used)
+                self.assertEqual(u["remaining"], want_left)
+        print(f"\n  /v1/usage on both instances: used {want_used}")
+        for srv in (a, b):
+            self.assertNotIn("a command failed", srv.log())
+        # a report counts nothing: the 10 requests of the minute are all still there
+        self.assertEqual([openai_chat(a.port, ALICE).status for _ in range(5)],
+                         [200] * 4 + [429])
+        # Redis gone: the report still answers, at once, without "used"
+        self.redis.stop()
+        for srv in (a, b):
+            for _ in range(4):
+                t0 = time.monotonic()
+                r = usage(srv.port, ALICE)
+                took = time.monotonic() - t0
+                self.assertEqual(r.status, 200, r)
+                self.assertIsNone(r.json()["used"], r.json())
+                self.assertIsNone(r.json()["remaining"], r.json())
+                self.assertEqual(r.json()["limits"], limits)
+                self.assertLess(took, 3)
+
+    def test_usage_route_with_redis_paused_answers_within_the_timeout(self):
+        path = self.tokens_file(f"{ALICE} name=alice rpm=10\n")
+        srv = self.server(workers=1, ACCESS_TOKENS_FILE=path, REDIS_TIMEOUT_MS="300")
+        self.assertEqual(chat(srv.port, ALICE).status, 200)
+        self.assertEqual(usage(srv.port, ALICE).json()["used"]["rpm"], 1)
+        self.redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            times = []
+            for _ in range(3):
+                t0 = time.monotonic()
+                r = usage(srv.port, ALICE, timeout=10)
+                times.append(time.monotonic() - t0)
+                self.assertEqual(r.status, 200, r)
+                self.assertIsNone(r.json()["used"], r.json())
+        finally:
+            self.redis.proc.send_signal(signal.SIGCONT)
+        print(f"\n  /v1/usage with Redis paused: {', '.join(f'{t:.2f}' for t in times)} s")
+        self.assertLess(max(times), 3)
+        self.assertIn("no reply within 300 ms", srv.log())
+        # back: the report is known again (the same window, the same count)
+        self.assertTrue(sc.wait_until(
+            lambda: (usage(srv.port, ALICE).json()["used"] or {}).get("rpm") == 1, 10),
+            srv.log()[-2000:])
+        self.assertTrue(srv.healthy())
 
     def test_ip_rpm_across_two_instances_exact(self):
         # one instance names the host (resolved on the loop), one its address

@@ -7,6 +7,9 @@
  *     not, which limit, which rule, the same Retry-After;
  *   - the window edges, TTLs that let idle keys expire, several rules
  *     counted together or not at all;
+ *   - the usage script (GET /v1/usage) reports what the shared-memory
+ *     limiter reports, at every step of that random run, and changes
+ *     nothing it reads;
  *   - held places: a holder that stops renewing (a dead instance) frees its
  *     places when its lease ends; renewal keeps them; "set" corrects them.
  * The connection handling (timeouts, outages, reconnects) is tested end to
@@ -207,6 +210,26 @@ static void redis_done(srv_limit_ask *ask, long tokens, int64_t now, const char 
     }
 }
 
+/* the usage script on one key: what limits_redis.c's usage op parses */
+static srv_limit_usage redis_usage(const char *key, int64_t now)
+{
+    argv a = {0};
+    add(&a, "EVAL");
+    add(&a, "%s", srv_redis_usage_lua);
+    add(&a, "1");
+    add(&a, "t:%s", key);
+    add(&a, "%lld", (long long)now);
+    redisReply *r = run(&a);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(r->element[i]->type, REDIS_REPLY_INTEGER);
+    srv_limit_usage u = {1, (long)r->element[0]->integer, (long)r->element[1]->integer,
+                         (long)r->element[2]->integer, (long)r->element[3]->integer};
+    freeReplyObject(r);
+    return u;
+}
+
 static long long pttl(const char *key)
 {
     redisReply *r = redisCommand(rc, "PTTL t:%s", key);
@@ -248,7 +271,7 @@ static void test_same_verdicts_as_shared_memory(void **state)
         int64_t ends;
         long tokens;
     } fl[64];
-    int nfl = 0, allowed = 0, refused = 0;
+    int nfl = 0, allowed = 0, refused = 0, usage_nonzero = 0;
     int64_t now = T0;
     for (int step = 0; step < 3000; step++) {
         /* mostly small steps, sometimes minutes, rarely hours */
@@ -277,6 +300,20 @@ static void test_same_verdicts_as_shared_memory(void **state)
             r->tpm = k == 0 ? 0 : k == 1 ? 300 : 100;
             r->tpd = k == 1 ? 3000 : 0;
             r->streams = k == 2 ? 2 : 0;
+        }
+        /* what every key used, as GET /v1/usage asks it: the same */
+        for (int k = 0; k < 3; k++) {
+            srv_limit_usage us, ur = redis_usage(keys[k], now);
+            srv_limits_shm_usage_at(t, keys[k], now, &us);
+            if (us.requests_minute != ur.requests_minute ||
+                us.tokens_minute != ur.tokens_minute || us.tokens_day != ur.tokens_day ||
+                us.streams != ur.streams)
+                fail_msg("step %d %s: usage shm %ld/%ld/%ld/%ld, redis %ld/%ld/%ld/%ld",
+                         step, keys[k], us.requests_minute, us.tokens_minute,
+                         us.tokens_day, us.streams, ur.requests_minute, ur.tokens_minute,
+                         ur.tokens_day, ur.streams);
+            if (us.requests_minute || us.tokens_day || us.streams)
+                usage_nonzero++;
         }
         srv_limit_ask b = a;
         srv_limit_verdict vs, vr;
@@ -310,9 +347,11 @@ static void test_same_verdicts_as_shared_memory(void **state)
             refused++;
         }
     }
-    print_message("3000 steps: %d allowed, %d refused, all verdicts equal\n", allowed,
-                  refused);
+    print_message("3000 steps: %d allowed, %d refused, all verdicts equal; "
+                  "usage equal on 3 keys each step (%d reports not zero)\n",
+                  allowed, refused, usage_nonzero);
     assert_true(allowed > 300 && refused > 300); /* both sides were exercised */
+    assert_true(usage_nonzero > 3000);
     srv_shm_unmap(&shm);
 }
 
@@ -443,6 +482,46 @@ static void test_tpm_sequential_exact(void **state)
     assert_int_equal(ok, 10);
 }
 
+/* A usage report reads: stale slots and expired holds are skipped, not
+ * deleted, and nothing is counted (the same report twice; the hash, its
+ * fields and TTL as they were). */
+static void test_usage_reads_only(void **state)
+{
+    need_redis();
+    flush();
+    srv_limit_ask a = ask1("tok:erin", 10, 1000, 5000, 3);
+    assert_true(redis_admit(&a, T0, "A.1", LEASE).allowed);
+    redis_update("tok:erin", T0 + 10, 40, "", "", 0, LEASE);
+    assert_true(
+        redis_admit(&a, T0 + 20000, "B.1", 100000).allowed); /* B's lease longer */
+    redis_update("tok:erin", T0 + 20010, 7, "", "", 0, LEASE);
+    srv_limit_usage u = redis_usage("tok:erin", T0 + 20020);
+    assert_int_equal(u.requests_minute, 2);
+    assert_int_equal(u.tokens_minute, 47);
+    assert_int_equal(u.tokens_day, 47);
+    assert_int_equal(u.streams, 2);
+    /* at +61 s the first second left the minute, A's lease (30 s) ran out */
+    u = redis_usage("tok:erin", T0 + MIN_MS + 1000);
+    assert_int_equal(u.requests_minute, 1);
+    assert_int_equal(u.tokens_minute, 7);
+    assert_int_equal(u.tokens_day, 47);
+    assert_int_equal(u.streams, 1);
+    /* still there, not deleted: r and t of two seconds, d, the two holds */
+    redisReply *r = redisCommand(rc, "HLEN t:tok:erin");
+    assert_int_equal(r->integer, 7);
+    freeReplyObject(r);
+    long long ttl = pttl("tok:erin");
+    u = redis_usage("tok:erin", T0 + MIN_MS + 1000);
+    assert_int_equal(u.requests_minute, 1); /* the report counted nothing */
+    r = redisCommand(rc, "HLEN t:tok:erin");
+    assert_int_equal(r->integer, 7);
+    freeReplyObject(r);
+    assert_true(pttl("tok:erin") <= ttl);
+    /* a key nobody used: zeros */
+    u = redis_usage("tok:nobody", T0);
+    assert_int_equal(u.requests_minute + u.tokens_minute + u.tokens_day + u.streams, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -452,6 +531,7 @@ int main(void)
         cmocka_unit_test(test_rules_together_or_not_at_all),
         cmocka_unit_test(test_holds_lease_renew_set),
         cmocka_unit_test(test_tpm_sequential_exact),
+        cmocka_unit_test(test_usage_reads_only),
     };
     return cmocka_run_group_tests(tests, start_redis, stop_redis);
 }
