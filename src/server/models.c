@@ -34,6 +34,7 @@
 #include "dialect.h"
 #include "front.h"
 #include "routes.h"
+#include "tokens.h"
 
 #include <event2/http.h>
 #include <jansson.h>
@@ -265,8 +266,42 @@ static int utf8_cut(const char *s, size_t max)
 
 /* The list, or the entry for id (404 model_not_found when the list has
  * none), from list l. */
+/* The caller's access token may use this model (models=); any without. */
+static int visible(const srv_ctx *ctx, json_t *entry)
+{
+    return !ctx->token ||
+           srv_token_allows_model(ctx->token,
+                                  json_string_value(json_object_get(entry, "id")));
+}
+
+/* The list a token with a models= allow-list sees: its models only, in the
+ * list's order (a client picks from what it may use). */
+static void answer_filtered(srv_ctx *ctx, const model_list *l)
+{
+    json_t *data = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(l->data, i, e)
+    {
+        if (visible(ctx, e))
+            json_array_append(data, e);
+    }
+    json_t *o = json_pack("{s:s, s:o}", "object", "list", "data", data);
+    char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (body)
+        srv_ctx_reply_json(ctx, 200, body, strlen(body));
+    else
+        srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
+    free(body);
+}
+
 static void answer(srv_ctx *ctx, const model_list *l, const char *id)
 {
+    if (!id && ctx->token && ctx->token->models) {
+        answer_filtered(ctx, l);
+        return;
+    }
     if (!id) {
         srv_ctx_reply_json(ctx, 200, l->body, l->len);
         return;
@@ -275,7 +310,8 @@ static void answer(srv_ctx *ctx, const model_list *l, const char *id)
     json_t *e;
     json_array_foreach(l->data, i, e)
     {
-        if (strcmp(json_string_value(json_object_get(e, "id")), id) != 0)
+        if (strcmp(json_string_value(json_object_get(e, "id")), id) != 0 ||
+            !visible(ctx, e))
             continue;
         char *body = json_dumps(e, JSON_COMPACT);
         if (body)

@@ -252,6 +252,19 @@ class Allowed(Harness):
         self.assertTrue(s.clean_end, s.error)
         self.assertEqual(s.data()[-1], b"[DONE]")
 
+    def test_model_list_shows_what_the_token_may_use(self):
+        full = sc.request(self.server.port, "GET", "/v1/models", headers=bearer(BOB)).json()
+        ids = [m["id"] for m in full["data"]]
+        self.assertIn("deepseek-r1-671b", ids)
+        r = sc.request(self.server.port, "GET", "/v1/models", headers=bearer(ALICE))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([m["id"] for m in r.json()["data"]],
+                         [i for i in ids if i in ALICE_MODELS.split(",")])
+        r = sc.request(self.server.port, "GET", "/v1/models/deepseek-r1-671b", headers=bearer(ALICE))
+        self.assertOpenAIError(r, 404, "model_not_found")
+        r = sc.request(self.server.port, "GET", "/v1/models/deepseek-v3-671b", headers=bearer(ALICE))
+        self.assertEqual(r.json()["id"], "deepseek-v3-671b")
+
     def test_hashed_token_any_model(self):
         for model in ("deepseek-r1-671b", "deepseek-v3-671b", None):
             r = post(self.server.port, CHAT, chat_body(model), token=BOB)
