@@ -94,6 +94,7 @@ static void init(void)
     cfg.port = 0;
     cfg.workers = 1;
     cfg.api_key = "sk-fuzzkey0123456789";
+    cfg.default_embedding_model = "bge-m3"; /* as srv_config_from_env sets it */
     cfg.base_url = "http://127.0.0.1:1/v1";
     cfg.cors_origins = "https://a.example, https://b.example";
     cfg.connect_ms = 500;

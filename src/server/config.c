@@ -497,6 +497,8 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     cfg->ca_file = env_dup("ZJU_CA_FILE");
     cfg->default_model = env_dup("DEFAULT_MODEL");
     cfg->default_embedding_model = env_dup("DEFAULT_EMBEDDING_MODEL");
+    if (!cfg->default_embedding_model)
+        cfg->default_embedding_model = strdup("bge-m3"); /* the upstream's */
     if (cors_from_env(cfg, errbuf, errlen) < 0)
         return -1;
     cfg->trusted_proxies = env_dup("TRUSTED_PROXIES");

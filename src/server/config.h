@@ -29,7 +29,8 @@ typedef struct srv_config {
     char *base_url;                /* ZJU_BASE_URL, NULL: the library default */
     char *ca_file;                 /* ZJU_CA_FILE: CA bundle for the upstream's TLS */
     char *default_model;           /* DEFAULT_MODEL */
-    char *default_embedding_model; /* DEFAULT_EMBEDDING_MODEL, default bge-m3 */
+    char *default_embedding_model; /* DEFAULT_EMBEDDING_MODEL, default bge-m3;
+                                      never NULL after srv_config_from_env */
     char *cors_origins;            /* CORS_ORIGINS normalised ("a, b"), default "*" */
     char *cors_notice;             /* CORS_ORIGINS entries rewritten, for the startup
                                       report; NULL when none was */

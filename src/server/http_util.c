@@ -97,14 +97,19 @@ void srv_http_reply_json(srv_request *req, const srv_config *cfg, int status,
         *bytes = len;
 }
 
+void srv_http_retry_after(srv_request *req, long seconds)
+{
+    if (seconds < 0)
+        return;
+    char ra[32];
+    snprintf(ra, sizeof ra, "%ld", seconds);
+    srv_req_add_header(req, "Retry-After", ra);
+}
+
 void srv_http_send_json_error(srv_request *req, const srv_config *cfg, int status,
                               const char *msg, long retry_after_s, size_t *bytes)
 {
-    if (retry_after_s >= 0) {
-        char ra[32];
-        snprintf(ra, sizeof ra, "%ld", retry_after_s);
-        srv_req_add_header(req, "Retry-After", ra);
-    }
+    srv_http_retry_after(req, retry_after_s);
     char *body = srv_http_error_json(msg);
     srv_http_reply_json(req, cfg, status, body ? body : "{\"error\":\"out of memory\"}",
                         bytes);

@@ -14,6 +14,9 @@ struct srv_config;
  * Origin to the reply headers. Every reply goes through this. */
 void srv_http_common_headers(struct srv_request *req, const struct srv_config *cfg);
 
+/* Add Retry-After: seconds (nothing when seconds < 0). Before the reply. */
+void srv_http_retry_after(struct srv_request *req, long seconds);
+
 /* Answer a CORS preflight (OPTIONS): 204 with the allow headers. Returns 204. */
 int srv_http_preflight(struct srv_request *req, const struct srv_config *cfg);
 

@@ -794,6 +794,25 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 /* ---- the limiter's ops ---- */
 
+/* Send an op that answers its caller (admit, usage) now, or queue it for
+ * the connection on its way (bounded by the timeout). SRV_LIMIT_ANSWERED
+ * when the send failed and the op was answered as a failure. */
+static int submit(redis_limiter *l, op *o)
+{
+    if (l->state == UP) {
+        if (send_op(l, o) < 0) {
+            fail_op(o);
+            return SRV_LIMIT_ANSWERED;
+        }
+    } else {
+        /* the first connection is on its way: wait for it, bounded */
+        o->deadline_ms = mono_ms() + l->rc->timeout_ms;
+        list_push(&l->unsent, o);
+        arm_watchdog(l);
+    }
+    return SRV_LIMIT_PENDING;
+}
+
 static int op_admit(srv_limiter *base, srv_limit_ask *ask, srv_limit_verdict_cb cb,
                     void *argp)
 {
@@ -825,18 +844,7 @@ static int op_admit(srv_limiter *base, srv_limit_ask *ask, srv_limit_verdict_cb 
         }
         return SRV_LIMIT_ANSWERED;
     }
-    if (l->state == UP) {
-        if (send_op(l, o) < 0) {
-            fail_op(o);
-            return SRV_LIMIT_ANSWERED;
-        }
-    } else {
-        /* the first connection is on its way: wait for it, bounded */
-        o->deadline_ms = mono_ms() + l->rc->timeout_ms;
-        list_push(&l->unsent, o);
-        arm_watchdog(l);
-    }
-    return SRV_LIMIT_PENDING;
+    return submit(l, o);
 }
 
 /* An update's keys and, per key, tokens or not and what to do with one
@@ -1013,17 +1021,7 @@ static int op_usage(srv_limiter *base, const char *key, srv_limit_usage_cb cb, v
         }
         return SRV_LIMIT_ANSWERED;
     }
-    if (l->state == UP) {
-        if (send_op(l, o) < 0) {
-            fail_op(o);
-            return SRV_LIMIT_ANSWERED;
-        }
-    } else {
-        o->deadline_ms = mono_ms() + l->rc->timeout_ms;
-        list_push(&l->unsent, o);
-        arm_watchdog(l);
-    }
-    return SRV_LIMIT_PENDING;
+    return submit(l, o);
 }
 
 static const srv_limiter_ops redis_ops = {op_admit, op_done, op_usage};

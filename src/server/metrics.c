@@ -298,10 +298,13 @@ static void counter(FILE *f, const char *name, const char *help, uint64_t v)
     fprintf(f, "%s %llu\n", name, (unsigned long long)v);
 }
 
-static void requests_by_model_family(FILE *f, srv_metrics *m)
+/* A family labelled by access token name and model (the interned names,
+ * then "other"): requests, or tokens by type. */
+static void token_model_family(FILE *f, srv_metrics *m, const char *name,
+                               const char *help, int tokens)
 {
-    head(f, "zju_model_requests_total", "counter",
-         "Requests that named a model, by access token name and model.");
+    static const char *const type[] = {"prompt", "completion"};
+    head(f, name, "counter", help);
     uint32_t nt = __atomic_load_n(&m->n_tokens, __ATOMIC_ACQUIRE);
     uint32_t nm = __atomic_load_n(&m->n_models, __ATOMIC_ACQUIRE);
     for (size_t t = 0; t <= METRICS_MAX_TOKENS; t++) {
@@ -312,45 +315,18 @@ static void requests_by_model_family(FILE *f, srv_metrics *m)
                            sizeof tok);
         for (size_t mo = 0; mo <= METRICS_MAX_MODELS; mo++) {
             if (mo >= nm && mo != METRICS_MAX_MODELS)
-                continue;
-            uint64_t v = get(&m->requests[t][mo]);
-            if (!v)
                 continue;
             char model[MODEL_MAX_LEN * 2];
             srv_metrics_escape(mo == METRICS_MAX_MODELS ? "other" : m->model_name[mo],
                                model, sizeof model);
-            fprintf(f, "zju_model_requests_total{token=\"%s\",model=\"%s\"} %llu\n", tok,
-                    model, (unsigned long long)v);
-        }
-    }
-}
-
-static void tokens_family(FILE *f, srv_metrics *m)
-{
-    head(f, "zju_tokens_total", "counter",
-         "Tokens the upstream reported (usage), by access token name, model and type.");
-    uint32_t nt = __atomic_load_n(&m->n_tokens, __ATOMIC_ACQUIRE);
-    uint32_t nm = __atomic_load_n(&m->n_models, __ATOMIC_ACQUIRE);
-    static const char *const type[] = {"prompt", "completion"};
-    for (size_t t = 0; t <= METRICS_MAX_TOKENS; t++) {
-        if (t >= nt && t != METRICS_MAX_TOKENS)
-            continue;
-        char tok[NAME_MAX_LEN * 2];
-        srv_metrics_escape(t == METRICS_MAX_TOKENS ? "other" : m->token_name[t], tok,
-                           sizeof tok);
-        for (size_t mo = 0; mo <= METRICS_MAX_MODELS; mo++) {
-            if (mo >= nm && mo != METRICS_MAX_MODELS)
-                continue;
-            for (int k = 0; k < 2; k++) {
-                uint64_t v = get(&m->tokens[t][mo][k]);
+            for (int k = 0; k < (tokens ? 2 : 1); k++) {
+                uint64_t v = get(tokens ? &m->tokens[t][mo][k] : &m->requests[t][mo]);
                 if (!v)
                     continue;
-                char model[MODEL_MAX_LEN * 2];
-                srv_metrics_escape(mo == METRICS_MAX_MODELS ? "other" : m->model_name[mo],
-                                   model, sizeof model);
-                fprintf(f,
-                        "zju_tokens_total{token=\"%s\",model=\"%s\",type=\"%s\"} %llu\n",
-                        tok, model, type[k], (unsigned long long)v);
+                fprintf(f, "%s{token=\"%s\",model=\"%s\"", name, tok, model);
+                if (tokens)
+                    fprintf(f, ",type=\"%s\"", type[k]);
+                fprintf(f, "} %llu\n", (unsigned long long)v);
             }
         }
     }
@@ -402,8 +378,13 @@ char *srv_metrics_render(srv_metrics *m, const srv_metrics_extra *extra, size_t 
     for (size_t i = 0; i < NLIMITS; i++)
         fprintf(f, "zju_rate_limited_total{limit=\"%s\"} %llu\n", limit_names[i],
                 (unsigned long long)get(&m->rate_limited[i]));
-    requests_by_model_family(f, m);
-    tokens_family(f, m);
+    token_model_family(f, m, "zju_model_requests_total",
+                       "Requests that named a model, by access token name and model.", 0);
+    token_model_family(
+        f, m, "zju_tokens_total",
+        "Tokens the upstream reported (usage), by access token name, model and "
+        "type.",
+        1);
     if (extra && extra->have_limits) {
         head(f, "zju_ratelimit_keys", "gauge",
              "Rate limit keys in the table (clients, tokens; an idle one stays until "

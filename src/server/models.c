@@ -47,8 +47,6 @@
 /* How long a failed fetch's answer is kept (capped by MODELS_CACHE_TTL). */
 #define NEGATIVE_TTL_S 10
 #define OWNED_BY "zju"
-#define STATUS_CLIENT_GONE 499           /* nginx's convention, for the access log */
-#define DEFAULT_EMBEDDING_MODEL "bge-m3" /* as openai.c */
 
 /* The models the original client named (docs: the upstream's notes). */
 static const char *const known_models[] = {
@@ -176,10 +174,7 @@ static int build_configured(srv_models *m)
              i++)
             rc = add_model(data, known_models[i], m->created);
         if (rc == 0)
-            rc = add_model(data,
-                           cfg->default_embedding_model ? cfg->default_embedding_model
-                                                        : DEFAULT_EMBEDDING_MODEL,
-                           m->created);
+            rc = add_model(data, cfg->default_embedding_model, m->created);
     }
     if (rc < 0) {
         json_decref(data);
@@ -352,7 +347,7 @@ static void waiter_answer(waiter *wt)
  * on and fills the cache for the next ones). */
 static void waiter_gone(srv_ctx *ctx)
 {
-    ctx->acc.status = STATUS_CLIENT_GONE;
+    ctx->acc.status = SRV_STATUS_CLIENT_GONE;
     waiter_unlink(ctx->handler_data);
     srv_ctx_finish(ctx);
 }

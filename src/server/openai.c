@@ -22,8 +22,6 @@
 #include <string.h>
 #include <zjuchat.h>
 
-#define DEFAULT_EMBEDDING_MODEL "bge-m3"
-
 static int relay_openai(srv_ctx *ctx, srv_openai_kind kind, const char *path,
                         const char *default_model)
 {
@@ -72,6 +70,5 @@ int srv_handle_embeddings(srv_ctx *ctx)
 {
     const srv_config *cfg = ctx->w->cfg;
     return relay_openai(ctx, SRV_OPENAI_EMBEDDINGS, "embeddings",
-                        cfg->default_embedding_model ? cfg->default_embedding_model
-                                                     : DEFAULT_EMBEDDING_MODEL);
+                        cfg->default_embedding_model);
 }

@@ -73,11 +73,7 @@ void srv_ctx_error(srv_ctx *ctx, int status, const char *message, const char *co
     ctx->acc.status = status;
     if (!ctx->req)
         return;
-    if (retry_after_s >= 0) {
-        char ra[32];
-        snprintf(ra, sizeof ra, "%ld", retry_after_s);
-        srv_req_add_header(ctx->req, "Retry-After", ra);
-    }
+    srv_http_retry_after(ctx->req, retry_after_s);
     char *body = ctx->dialect->error_body(status, message,
                                           code ? code : srv_dialect_status_code(status));
     static const char oom[] = "{\"error\": \"out of memory\"}";

@@ -34,6 +34,10 @@ struct srv_request;
 struct srv_dialect;
 typedef struct srv_ctx srv_ctx;
 
+/* The access log's status for a client that left before its reply ended
+ * (nginx's convention). */
+#define SRV_STATUS_CLIENT_GONE 499
+
 /* What a handler returns. */
 #define SRV_ANSWERED 0 /* replied already; the pipeline logs and frees */
 #define SRV_LATER 1    /* kept: the handler calls srv_ctx_finish when done */

@@ -12,6 +12,11 @@
 
 /* The client address (IP_RPM, IP_TPM) and the access token (its rpm, tpm,
  * tpd, streams; key "tok:<name>", the same for every worker and reload). */
+void srv_quota_token_key(const char *name, char *out, size_t cap)
+{
+    snprintf(out, cap, "tok:%s", name);
+}
+
 int srv_quota_rules(srv_ctx *ctx)
 {
     const srv_config *cfg = ctx->w->cfg;
@@ -27,7 +32,7 @@ int srv_quota_rules(srv_ctx *ctx)
     const srv_token *t = ctx->token;
     if (t && (t->rpm > 0 || t->tpm > 0 || t->tpd > 0 || t->streams > 0)) {
         r = &ask->rule[ask->n++];
-        snprintf(r->key, sizeof r->key, "tok:%s", t->name);
+        srv_quota_token_key(t->name, r->key, sizeof r->key);
         r->rpm = t->rpm;
         r->tpm = t->tpm;
         r->tpd = t->tpd;

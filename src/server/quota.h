@@ -10,6 +10,10 @@
 
 typedef struct srv_ctx srv_ctx;
 
+/* The rate limiter's key of an access token ("tok:<name>": the same for
+ * every worker, instance and reload). */
+void srv_quota_token_key(const char *name, char *out, size_t cap);
+
 /* Fill ctx->limits with the rules the request counts on; their number. */
 int srv_quota_rules(srv_ctx *ctx);
 

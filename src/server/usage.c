@@ -16,6 +16,7 @@
  */
 #include "front.h"
 #include "pipeline.h"
+#include "quota.h"
 #include "ratelimit.h"
 #include "routes.h"
 #include "shared.h"
@@ -110,7 +111,7 @@ int srv_handle_usage(srv_ctx *ctx)
     }
     uw->ctx = ctx;
     char key[SRV_LIMIT_KEY_MAX];
-    snprintf(key, sizeof key, "tok:%s", ctx->token->name);
+    srv_quota_token_key(ctx->token->name, key, sizeof key);
     if (l->ops->usage(l, key, on_usage, uw) == SRV_LIMIT_ANSWERED) {
         reply(ctx, uw->answered_now == 1 ? &uw->u : NULL);
         free(uw);
