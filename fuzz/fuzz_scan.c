@@ -4,8 +4,9 @@
  * two documented differences (integers beyond 64 bits and lone surrogate
  * \u escapes are valid JSON for the scan and for a browser, refused by
  * jansson; raw NUL bytes, accepted by jansson in places, refused by the
- * scan; \u0000 in an object key, which jansson cannot store); usage and finish_reason
- * found by the scan must match the tree.
+ * scan; \u0000 in an object key, which jansson cannot store); usage,
+ * finish_reason and the bytes of delta text found by the scan must match the
+ * tree.
  */
 #include "internal.h"
 
@@ -62,6 +63,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             json_is_string(json_object_get(c, "finish_reason"));
         if (json_is_array(choices) && finish != s.finish) {
             fprintf(stderr, "finish_reason: scan %d, tree %d\n", s.finish, finish);
+            abort();
+        }
+        size_t delta_text = 0; /* choices[].delta.content and .reasoning_content */
+        json_array_foreach(choices, i, c)
+        {
+            json_t *delta = json_object_get(c, "delta");
+            delta_text += json_string_length(json_object_get(delta, "content")) +
+                          json_string_length(json_object_get(delta, "reasoning_content"));
+        }
+        if (delta_text != s.text_len) {
+            fprintf(stderr, "delta text bytes: scan %zu, tree %zu\n", s.text_len,
+                    delta_text);
             abort();
         }
         json_t *total = json_object_get(json_object_get(j, "usage"), "total_tokens");

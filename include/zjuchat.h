@@ -314,6 +314,10 @@ const char *zjuchat_chunk_data(const zjuchat_chunk *chunk, size_t *len);
 const char *zjuchat_chunk_content(const zjuchat_chunk *chunk, size_t *len);
 const char *zjuchat_chunk_reasoning(const zjuchat_chunk *chunk, size_t *len);
 const char *zjuchat_chunk_finish_reason(const zjuchat_chunk *chunk);
+/* Bytes of text the chunk carries: choices[].delta.content and
+ * .reasoning_content together (decoded, all choices), from the check every
+ * event gets: no parse, unlike the accessors above. 0 for NULL. */
+size_t zjuchat_chunk_text_length(const zjuchat_chunk *chunk);
 /* usage, when the chunk carries one (0), else -1. */
 int zjuchat_chunk_usage(const zjuchat_chunk *chunk, long *prompt, long *completion,
                         long *total);

@@ -65,6 +65,8 @@ typedef struct zjuchat__scan {
     int has_usage;   /* usage.*_tokens seen (the others stay -1) */
     int secret_seen; /* a decoded string or key contains the secret */
     long prompt, completion, total;
+    size_t
+        text_len; /* bytes of choices[].delta.content and .reasoning_content, decoded */
 } zjuchat__scan;
 
 /* Scan data[0..len). Returns 0 when valid, -1 when not, -2 on OOM. */

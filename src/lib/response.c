@@ -158,6 +158,11 @@ const char *zjuchat_chunk_reasoning(const zjuchat_chunk *chunk, size_t *len)
     return zjuchat__choice_string(chunk_json(chunk), "delta", "reasoning_content", len);
 }
 
+size_t zjuchat_chunk_text_length(const zjuchat_chunk *chunk)
+{
+    return chunk ? chunk->scan.text_len : 0;
+}
+
 const char *zjuchat_chunk_finish_reason(const zjuchat_chunk *chunk)
 {
     /* Most chunks have none: only parse those the scan found one in. */

@@ -18,8 +18,20 @@
 #include <yajl/yajl_parse.h>
 
 /* Names on the paths we care about, at most 4 levels deep:
- * {choices: [ {finish_reason: S} ]} and {usage: {prompt_tokens: N, ...}}. */
-enum key_id { K_OTHER, K_CHOICES, K_USAGE, K_FINISH, K_PROMPT, K_COMPLETION, K_TOTAL };
+ * {choices: [ {finish_reason: S} ]}, {usage: {prompt_tokens: N, ...}} and
+ * {choices: [ {delta: {content: S, reasoning_content: S}} ]}. */
+enum key_id {
+    K_OTHER,
+    K_CHOICES,
+    K_USAGE,
+    K_FINISH,
+    K_PROMPT,
+    K_COMPLETION,
+    K_TOTAL,
+    K_DELTA,
+    K_CONTENT,
+    K_REASONING
+};
 
 #define TRACKED_DEPTH 4
 
@@ -41,15 +53,17 @@ static enum key_id key_of(const unsigned char *k, size_t len)
 #define IS(lit) (memcmp(k, lit, sizeof lit - 1) == 0)
     switch (len) {
     case 5:
-        return IS("usage") ? K_USAGE : K_OTHER;
+        return IS("usage") ? K_USAGE : IS("delta") ? K_DELTA : K_OTHER;
     case 7:
-        return IS("choices") ? K_CHOICES : K_OTHER;
+        return IS("choices") ? K_CHOICES : IS("content") ? K_CONTENT : K_OTHER;
     case 12:
         return IS("total_tokens") ? K_TOTAL : K_OTHER;
     case 13:
         return IS("finish_reason") ? K_FINISH : IS("prompt_tokens") ? K_PROMPT : K_OTHER;
     case 17:
-        return IS("completion_tokens") ? K_COMPLETION : K_OTHER;
+        return IS("completion_tokens")   ? K_COMPLETION
+               : IS("reasoning_content") ? K_REASONING
+                                         : K_OTHER;
     default:
         return K_OTHER;
     }
@@ -115,12 +129,23 @@ static int on_number(void *ctx, const char *num, size_t len)
     return 1;
 }
 
+/* Is the value being read a string at {choices: [ {delta: {content or
+ * reasoning_content}} ]}? */
+static int at_delta_text(struct scanner *s)
+{
+    return s->depth == 4 && s->key[1] == K_CHOICES && s->is_array[2] && !s->is_array[3] &&
+           s->key[3] == K_DELTA && !s->is_array[4] &&
+           (s->key[4] == K_CONTENT || s->key[4] == K_REASONING);
+}
+
 static int on_string(void *ctx, const unsigned char *str, size_t len)
 {
     struct scanner *s = ctx;
     check_secret(s, str, len);
     if (at_finish(s))
         s->out->finish = 1;
+    else if (at_delta_text(s))
+        s->out->text_len += len;
     return 1;
 }
 

@@ -23,7 +23,6 @@
 #define OUT_HIGH_WATER (64 * 1024)
 /* A streaming client that accepts no byte for this long is dropped. */
 #define STREAM_WRITE_TIMEOUT_S 120
-#define STATUS_CLIENT_GONE 499 /* nginx's convention, for the access log */
 
 typedef struct relay {
     srv_ctx *ctx;
@@ -82,7 +81,7 @@ static void on_client_gone(srv_ctx *ctx)
 {
     relay *r = ctx->handler_data;
     stop_timers(r);
-    ctx->acc.status = STATUS_CLIENT_GONE;
+    ctx->acc.status = SRV_STATUS_CLIENT_GONE;
     zjuchat_call_cancel(r->call);
 }
 
@@ -236,14 +235,6 @@ static int usage_only(const zjuchat_chunk *chunk)
            !zjuchat_chunk_finish_reason(chunk);
 }
 
-static size_t text_bytes(const zjuchat_chunk *chunk)
-{
-    size_t a = 0, b = 0;
-    zjuchat_chunk_content(chunk, &a);
-    zjuchat_chunk_reasoning(chunk, &b);
-    return a + b;
-}
-
 /* No usage came for an answer the upstream gave (an upstream that reports
  * none, a stream cut or left; a refused call costs nothing):
  * about four bytes a token, as OpenAI's rule of thumb for English; the
@@ -275,7 +266,7 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
     if (r->ctx->acc.ttft_ms < 0)
         note_first_token(r, chunk);
     if (r->flags & SRV_RELAY_COUNT)
-        r->content_bytes += text_bytes(chunk);
+        r->content_bytes += zjuchat_chunk_text_length(chunk);
     evbuffer_add(r->out, "data: ", 6);
     evbuffer_add(r->out, data, len);
     evbuffer_add(r->out, "\n\n", 2);
@@ -327,11 +318,8 @@ static void reply_failure(srv_ctx *ctx, const zjuchat_error *err, zjuchat_call *
         srv_ctx_error(ctx, 500, "out of memory", NULL, -1);
         return;
     }
-    if (f.retry_after_s >= 0 && ctx->req) {
-        char ra[32];
-        snprintf(ra, sizeof ra, "%ld", f.retry_after_s);
-        srv_req_add_header(ctx->req, "Retry-After", ra);
-    }
+    if (ctx->req)
+        srv_http_retry_after(ctx->req, f.retry_after_s);
     srv_ctx_reply_json(ctx, f.status, f.body, f.len);
     free(f.body);
 }

@@ -96,6 +96,26 @@ static void finish_reason_only_at_its_place(void **state)
         scan("{\"x\":{\"choices\":[{\"finish_reason\":\"stop\"}]}}", NULL).finish);
 }
 
+static void delta_text_is_measured_at_its_place(void **state)
+{
+    /* content and reasoning_content, decoded ("\u4f60" is 3 bytes), every
+     * choice */
+    assert_int_equal(
+        scan("{\"choices\":[{\"delta\":{\"content\":\"h\u4f60\",\"role\":\"assistant\"}},"
+             "{\"delta\":{\"reasoning_content\":\"ab\"}}]}",
+             NULL)
+            .text_len,
+        6);
+    /* The same names elsewhere do not count. */
+    assert_int_equal(scan("{\"content\":\"xyz\"}", NULL).text_len, 0);
+    assert_int_equal(
+        scan("{\"choices\":[{\"message\":{\"content\":\"xyz\"}}]}", NULL).text_len, 0);
+    assert_int_equal(
+        scan("{\"choices\":[{\"delta\":{\"content\":{\"content\":\"x\"}}}]}", NULL)
+            .text_len,
+        0);
+}
+
 static void usage_is_read_without_a_tree(void **state)
 {
     zjuchat__scan s = scan("{\"choices\":[],\"usage\":{\"prompt_tokens\":12,"
@@ -129,6 +149,7 @@ int main(void)
         cmocka_unit_test(validity_agrees_with_jansson),
         cmocka_unit_test(big_integers_are_valid_json),
         cmocka_unit_test(finish_reason_only_at_its_place),
+        cmocka_unit_test(delta_text_is_measured_at_its_place),
         cmocka_unit_test(usage_is_read_without_a_tree),
         cmocka_unit_test(escaped_key_is_noticed),
     };
