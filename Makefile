@@ -112,16 +112,16 @@ $(BUILD)/zju-mock-upstream: $(MOCK_OBJ) $(PKG_FLAGS_MK)
 $(BUILD)/zju-loadgen: $(BENCH_SRC:%.c=$(BUILD)/obj/%.o) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
 
+# -MMD: some tests #include a server .c file (test_limits: ratelimit.c,
+# shm.c); the dependency file makes an edit there rebuild the test.
 $(BUILD)/tests/%: tests/unit/%.c $(STATIC) $(PKG_FLAGS_MK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(STATIC) $(LDFLAGS) $(LDLIBS) $(UNIT_LIBS) -lcmocka
+	$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(STATIC) $(LDFLAGS) $(LDLIBS) $(UNIT_LIBS) -lcmocka
 
 # test_tokens #includes src/server/tokens.c
 $(BUILD)/tests/test_tokens: UNIT_LIBS := -lcrypto
-$(BUILD)/tests/test_tokens: src/server/tokens.c src/server/tokens.h
 # test_limits_redis #includes limits_redis_lua.c and talks to a redis-server
 $(BUILD)/tests/test_limits_redis: UNIT_LIBS := $(SERVER_PKG_LIBS)
-$(BUILD)/tests/test_limits_redis: src/server/limits_redis_lua.c src/server/ratelimit.c
 
 # Sanitizer build used by the test suite.
 asan:
