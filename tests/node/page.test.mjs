@@ -210,6 +210,19 @@ describe('the chat page in Chromium', { skip }, () => {
     assert.match(got.note, /broke off/);
     assert.ok(got.answer.length > 0, 'the part that came is kept');
 
+    // a 400 shows the server's own message (a model name no UI offers)
+    await mock.config({ fault: 'none', status: 0 });
+    await page.evaluate(() => {
+      const sel = document.getElementById('model');
+      sel.add(new Option('bad', 'bad\u0000model'));
+      sel.value = 'bad\u0000model';
+    });
+    await ask(page, 'a bad request');
+    got = await lastAnswer(page);
+    assert.equal(got.state, 'error');
+    assert.match(got.note, /\(400\): model/);
+    await chooseModel(page, V3);
+
     await mock.config({ fault: 'none', status: 503 });
     await ask(page, 'server down');
     got = await lastAnswer(page);
@@ -243,6 +256,20 @@ describe('the chat page in Chromium', { skip }, () => {
     assert.match(dom.code, /<script>alert\('shown, not run'\)<\/script>/, 'code shown as text');
     assert.deepEqual(trouble.filter((t) => t.startsWith('dialog') || t.startsWith('pageerror')), []);
     record(`page hostile answer: ${got.answerHtml}`);
+    // The second wall: markup that got past the sanitizer still could not
+    // run, the Content-Security-Policy allows no inline script or handler.
+    const violations = [];
+    await page.exposeFunction('__violation', (d) => violations.push(d));
+    await page.evaluate(() => {
+      document.addEventListener('securitypolicyviolation', (e) => window.__violation(e.violatedDirective));
+      document.querySelector('.answer').insertAdjacentHTML('beforeend', '<img src="data:," onerror="window.__pwned=\'csp\'">');
+      const s = document.createElement('script');
+      s.textContent = "window.__pwned = 'inline'";
+      document.body.append(s);
+    });
+    await page.waitForTimeout(300);
+    assert.equal(await page.evaluate(() => window.__pwned), undefined, 'the CSP let inline script run');
+    assert.ok(violations.length >= 1, 'the CSP reported the blocked script');
     await context.close();
     await mock.reset();
   });
