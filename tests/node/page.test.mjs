@@ -110,19 +110,40 @@ describe('the chat page in Chromium', { skip }, () => {
   });
 
   it('streams the answer and the reasoning apart, then carries the history to a second turn', async () => {
-    await mock.config({ events: 10, reasoning: 5, delay: 60, text: 'mock' });
+    await mock.config({ events: 10, reasoning: 5, delay: 80, text: 'mock' });
     const expected = await mock.answer(R1);
     const { page, context, trouble } = await openPage(browser, url);
     await chooseModel(page, R1);
+    // What the reader sees while it streams: every change of the log, with
+    // the lengths of the reasoning and the answer shown at that moment.
+    await page.evaluate(() => {
+      window.__seen = [];
+      new MutationObserver(() => {
+        const turn = document.querySelector('section.assistant');
+        if (!turn) return;
+        window.__seen.push({
+          busy: turn.getAttribute('aria-busy') === 'true',
+          stop: !document.getElementById('stop').hidden,
+          reasoningShown: !turn.querySelector('.reasoning').hidden,
+          reasoning: turn.querySelector('.reasoning-text').textContent.length,
+          answer: turn.querySelector('.answer').textContent.length,
+        });
+      }).observe(document.getElementById('log'), { subtree: true, childList: true, characterData: true, attributes: true });
+    });
     await ask(page, 'What is streaming?');
-    // while it streams: the reasoning block open with some text, the stop button shown
-    await page.waitForFunction(() => document.querySelector('.reasoning-text')?.textContent.length > 0);
-    assert.equal(await page.isVisible('#stop'), true);
-    assert.equal(await page.$eval('section.assistant', (s) => s.getAttribute('aria-busy')), 'true');
-    const partial = await page.$eval('.reasoning-text', (e) => e.textContent);
-    assert.ok(partial.length < expected.reasoning_content.length, 'reasoning seen before it was complete');
     const first = await lastAnswer(page);
     assert.equal(first.state, 'done', first.note);
+    const seen = await page.evaluate(() => window.__seen);
+    const streaming = seen.filter((x) => x.busy);
+    const fullReasoning = expected.reasoning_content.length;
+    assert.ok(
+      streaming.some((x) => x.reasoningShown && x.reasoning > 0 && x.reasoning < fullReasoning && x.stop),
+      `the reasoning block grew while it streamed, with Stop shown: ${JSON.stringify(seen)}`,
+    );
+    assert.ok(
+      streaming.some((x) => x.answer > 0 && x.answer < expected.content.length),
+      `the answer grew while it streamed: ${JSON.stringify(seen)}`,
+    );
     assert.equal(first.reasoning, expected.reasoning_content);
     assert.equal(first.answer.trim(), expected.content);
     assert.ok(!first.answer.includes(expected.reasoning_content), 'reasoning kept out of the answer');

@@ -1,7 +1,9 @@
 // The server's /api/chat and /v1/models as the page uses them: fetch, the
 // body read as a stream, eventsource-parser for the SSE framing (the
-// browser's EventSource cannot POST). Failures become ChatError with a
-// sentence for the user; an abort stays an AbortError.
+// browser's EventSource cannot POST). The URLs are relative, like those of
+// the page's own files, so the page does not assume it sits at the root.
+// Failures become ChatError with a sentence for the user; an abort stays an
+// AbortError.
 import { createParser } from 'eventsource-parser';
 
 export class ChatError extends Error {
@@ -70,7 +72,7 @@ async function send(url, init) {
 
 /** The model ids of GET /v1/models. */
 export async function listModels(token, signal) {
-  const res = await send('/v1/models', { headers: headers(token, false), signal });
+  const res = await send('v1/models', { headers: headers(token, false), signal });
   if (!res.ok) throw await failure(res);
   const body = await res.json();
   return (body.data || []).map((m) => m.id).filter((id) => typeof id === 'string');
@@ -85,7 +87,7 @@ export async function listModels(token, signal) {
  * upstream call).
  */
 export async function streamChat(request, { token, signal, onReasoning, onContent }) {
-  const res = await send('/api/chat', {
+  const res = await send('api/chat', {
     method: 'POST',
     headers: headers(token, true),
     body: JSON.stringify({ ...request, stream: true }),
