@@ -151,6 +151,9 @@ class WebRoot(unittest.TestCase, PageHeaders):
         cls.big = hashlib.sha256(b"seed").digest() * (5 * 1024 * 1024 // 32)
         with open(os.path.join(cls.root, "assets", "big.bin"), "wb") as f:
             f.write(cls.big)
+        # over the 64 MiB the server serves (sparse: no disk used)
+        with open(os.path.join(cls.root, "assets", "huge.bin"), "wb") as f:
+            f.truncate(64 * 1024 * 1024 + 1)
         cls.server = Server(UPSTREAM, env={"WEB_ROOT": cls.root}).start()
         cls.port = cls.server.port
 
@@ -188,6 +191,11 @@ class WebRoot(unittest.TestCase, PageHeaders):
         self.assertEqual(r.header("content-type"), "application/octet-stream")
         self.assertEqual(len(r.body), len(self.big))
         self.assertEqual(r.body, self.big)
+
+    def test_too_big_a_file_is_refused_not_read(self):
+        r = request(self.port, "GET", "/assets/huge.bin")
+        self.assertEqual(r.status, 500)
+        self.assertEqual(r.json(), {"error": "file too large to serve"})
 
     def test_etag_follows_the_file(self):
         path = os.path.join(self.root, "assets", "sub", "b.txt")

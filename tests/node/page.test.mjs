@@ -82,7 +82,7 @@ describe('the chat page in Chromium', { skip }, () => {
     both = await startBoth();
     mock = both.mock;
     url = both.server.url;
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   });
 
   after(async () => {
@@ -364,7 +364,7 @@ describe('the chat page with access tokens', { skip }, () => {
     writeFileSync(file, `${TOKEN} name=page\n`);
     both = await startBoth({ serverEnv: { ACCESS_TOKENS_FILE: file } });
     url = both.server.url;
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   });
 
   after(async () => {
