@@ -39,7 +39,7 @@ import unittest
 import mockctl
 import nginxctl
 from proctools import free_port
-from serverctl import Mock, Server, have_binaries, model, record, split_frames
+from serverctl import DEFAULT_MODEL, Mock, Server, have_binaries, model, record, split_frames
 
 SIZES = (1024, 17 * 1024, 64 * 1024, 900 * 1024)  # whole request body, bytes
 MODES = ("keep-alive", "close", "http/1.0")
@@ -458,6 +458,206 @@ class DeploymentMatrix(unittest.TestCase):
         self.assertEqual(check(curl_http2(front.port, body, self.cert, self.tmp), False, content), "")
         self.assertEqual(self.nginx.problems(), [])
         self.server.stop()
+
+
+V1_TOKEN = "tok-matrix-v1-4d2b8f6a0c1e3a5b7d9f"
+SITE_ORIGIN = "https://chat.example.edu.cn"  # the origin docs/deploy/nginx.conf names
+
+
+def v1_request(conn, mode, method, path, payload=None, headers=None):
+    """One request of any route on conn as a client of `mode` sends it."""
+    out = Outcome()
+    h = dict(headers or {})
+    body = None
+    if payload is not None:
+        body = json.dumps(payload).encode()
+        h["Content-Type"] = "application/json"
+    if mode == "close":
+        h["Connection"] = "close"
+    t0 = time.monotonic()
+    try:
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        out.status, out.headers = r.status, r.getheaders()
+        while True:
+            data = r.read1(65536)
+            if not data:
+                break
+            out.chunks.append((time.monotonic() - t0, data))
+        out.kept = not r.will_close
+        r.close()
+    except (OSError, http.client.HTTPException) as e:
+        out.error = e
+        conn.close()
+    record(b"%d " % (out.status or 0) + out.body)
+    return out
+
+
+def check_v1(out, what):
+    """What is wrong with a /v1 answer ('' if nothing): what is
+    'completion', 'stream', 'models', 'usage' or 'unauthorized'."""
+    if out.error is not None:
+        return f"{type(out.error).__name__}: {out.error} (status {out.status}, {len(out.body)} bytes read)"
+    want = 401 if what == "unauthorized" else 200
+    if out.status != want:
+        return f"status {out.status}: {out.body[:300]!r}"
+    try:
+        if what == "stream":
+            frames = [v for kind, v in split_frames(out.body) if kind == "data"]
+            if frames[-1:] != [b"[DONE]"] or frames.count(b"[DONE]") != 1:
+                return f"no [DONE] at the end: {out.body[-300:]!r}"
+            events = [json.loads(v) for v in frames[:-1]]
+            text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
+            if text != ANSWER or events[-1]["choices"][0].get("finish_reason") != "stop":
+                return f"streamed content {text!r}, last event {json.dumps(events[-1])[:200]}"
+            return ""
+        doc = json.loads(out.body)
+        if what == "completion" and doc["choices"][0]["message"]["content"] != ANSWER:
+            return f"content {doc['choices'][0]['message']['content']!r}"
+        if what == "models" and DEFAULT_MODEL not in [m["id"] for m in doc["data"]]:
+            return f"models {out.body[:300]!r}"
+        if what == "usage" and (doc["object"], doc["token"]) != ("usage", "v1"):
+            return f"usage {out.body[:300]!r}"
+        if what == "unauthorized":
+            if out.header("www-authenticate") != "Bearer" or not doc["error"]["message"]:
+                return f"401 without WWW-Authenticate: Bearer or OpenAI's error: {out.headers} {out.body[:300]!r}"
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        return f"{type(e).__name__}: {e}; body {out.body[:300]!r}"
+    return ""
+
+
+class DeployedV1(unittest.TestCase):
+    """The OpenAI-compatible routes with access tokens and their limits,
+    directly, through nginx's defaults (minimal_site) and through
+    docs/deploy/nginx.conf (TLS), from HTTP/1.1 keep-alive, Connection:
+    close and HTTP/1.0 clients; and nginx's own errors when the server is
+    down. One server (two workers, ACCESS_TOKENS_FILE, CORS_ORIGINS as the
+    deploy README says) behind both nginx fronts at once."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not have_binaries():
+            raise RuntimeError("binaries missing: run make asan")
+        if not nginxctl.have_nginx():
+            raise RuntimeError("nginx missing: make deps installs nginx-light")
+        cls.tmp = tempfile.mkdtemp(prefix="zju-deploy-v1-")
+        os.chmod(cls.tmp, 0o755)
+        cls.cert, cls.key = mockctl.make_self_signed_cert(cls.tmp)
+        os.chmod(cls.key, 0o644)
+        cls.tls = ssl.create_default_context(cafile=cls.cert)
+        tokens = os.path.join(cls.tmp, "tokens")
+        with open(tokens, "w") as f:
+            f.write(f"{V1_TOKEN} name=v1\n")
+            for front in ("direct", "minimal", "recommended"):
+                f.write(f"tok-matrix-rpm-{front}-0123456789abcdef name=rpm-{front} rpm=3\n")
+        cls.mock = Mock().start()
+        cls.server = Server(cls.mock.base_url, workers=2, env={
+            "ACCESS_TOKENS_FILE": tokens, "TRUSTED_PROXIES": "127.0.0.1", "CORS_ORIGINS": SITE_ORIGIN}).start()
+        cls.nginxes = []
+        minimal_port = free_port()
+        cls.nginxes.append(nginxctl.Nginx(nginxctl.minimal_site(minimal_port, cls.server.port),
+                                          [minimal_port]).start())
+        cls.tls_port, cls.http_port = free_port(), free_port()
+        site = nginxctl.recommended_site(cls.tls_port, cls.http_port, cls.server.port, cls.cert, cls.key)
+        cls.nginxes.append(nginxctl.Nginx(site, [cls.tls_port, cls.http_port]).start())
+        cls.fronts = [Front("direct", cls.server.port), Front("minimal", minimal_port),
+                      Front("recommended", cls.tls_port, cls.tls)]
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.server.stop()
+        finally:
+            for n in cls.nginxes:
+                n.stop()
+            cls.mock.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_v1_with_a_token_from_every_client_through_every_front(self):
+        """Chat (stream and not), models, usage and a 401, from each client
+        mode, on one connection in a row where the mode keeps it."""
+        auth = {"Authorization": "Bearer " + V1_TOKEN}
+        chat_body = {"model": model(events=EVENTS, reasoning=0), "messages": [{"role": "user", "content": "hi"}]}
+        steps = (("completion", "POST", "/v1/chat/completions", chat_body, auth),
+                 ("stream", "POST", "/v1/chat/completions", {**chat_body, "stream": True}, auth),
+                 ("models", "GET", "/v1/models", None, auth),
+                 ("usage", "GET", "/v1/usage", None, auth),
+                 ("unauthorized", "POST", "/v1/chat/completions", chat_body, {}),
+                 ("completion", "POST", "/v1/chat/completions", chat_body, auth))
+        failures = []
+        for front in self.fronts:
+            for mode in MODES:
+                conn = front.connect(mode)
+                first_sock = None
+                for i, (what, method, path, payload, headers) in enumerate(steps):
+                    out = v1_request(conn, mode, method, path, payload, headers)
+                    problem = check_v1(out, what)
+                    if not problem and mode == "keep-alive":
+                        if i == 0:
+                            first_sock = conn.sock
+                        if not out.kept or conn.sock is not first_sock:
+                            problem = "keep-alive connection not kept"
+                    if problem:
+                        failures.append(f"front={front.name} mode={mode} {what} ({method} {path}): {problem}")
+                    if mode != "keep-alive" or out.error:
+                        conn.close()
+                conn.close()
+        for n in self.nginxes:
+            failures += [f"nginx: {line}" for line in n.problems()]
+        self.assertEqual(failures, [], "\n" + "\n".join(failures) + "\n--- server log tail:\n"
+                         + self.server.log()[-2000:])
+
+    def test_token_rpm_through_every_front(self):
+        """rpm=3: three answers, then 429 with Retry-After in OpenAI's shape,
+        whichever front and client mode carries each request."""
+        body = {"model": model(events=EVENTS, reasoning=0), "messages": [{"role": "user", "content": "hi"}]}
+        for front in self.fronts:
+            auth = {"Authorization": f"Bearer tok-matrix-rpm-{front.name}-0123456789abcdef"}
+            outs = []
+            for i in range(5):
+                mode = MODES[i % len(MODES)]
+                conn = front.connect(mode)
+                outs.append(v1_request(conn, mode, "POST", "/v1/chat/completions", body, auth))
+                conn.close()
+            self.assertEqual([o.status for o in outs], [200] * 3 + [429] * 2,
+                             f"{front.name}: {[o.body[:200] for o in outs]}")
+            for o in outs[3:]:
+                retry = o.header("retry-after")
+                self.assertTrue(retry and retry.isdigit() and 1 <= int(retry) <= 60, (front.name, o.headers))
+                err = json.loads(o.body)["error"]
+                self.assertEqual(err["code"], "rate_limited", (front.name, err))
+                self.assertIn("3 requests per minute for this access token", err["message"])
+
+    def test_zz_nginx_errors_when_the_server_is_down(self):
+        """The server gone: docs/deploy/nginx.conf answers its own 502 in the
+        route's error shape, with CORS headers for the site's origin (a page
+        of another origin can read it) and none for an origin not listed;
+        plain HTTP still only redirects. (zz: runs last, it stops the
+        server.)"""
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=TIMEOUT)
+        conn.request("GET", "/v1/models")
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        self.assertEqual((r.status, r.getheader("Location")), (301, "https://127.0.0.1/v1/models"))
+        self.server.stop()
+        front = self.fronts[2]
+        auth = {"Authorization": "Bearer " + V1_TOKEN}
+        for path, payload in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                              ("/api/chat", {"user_content": "hi"})):
+            for origin, cors in ((SITE_ORIGIN, SITE_ORIGIN), ("https://elsewhere.example", None)):
+                conn = front.connect("close")
+                out = v1_request(conn, "close", "POST", path, payload, {**auth, "Origin": origin})
+                conn.close()
+                self.assertEqual(out.status, 502, out.body[:300])
+                self.assertEqual(out.header("access-control-allow-origin"), cors, (path, origin, out.headers))
+                self.assertEqual(out.header("vary"), "Origin", out.headers)
+                self.assertIn("application/json", out.header("content-type"))
+                err = json.loads(out.body)["error"]
+                if path.startswith("/v1/"):
+                    self.assertEqual((err["type"], err["code"]), ("server_error", "gateway_unavailable"), err)
+                else:
+                    self.assertIsInstance(err, str)
 
 
 if __name__ == "__main__":
