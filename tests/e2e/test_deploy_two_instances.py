@@ -19,7 +19,8 @@ models, answers, streams piece by piece, and raises AuthenticationError and
 RateLimitError. One instance killed with a stream in flight on it: that
 stream ends cut where the client sees it (no final chunk, no [DONE]) and is
 not sent again to the other instance; nginx goes on with the other (every
-non-stream request answered). Both down: nginx's own 502, in the route's
+non-stream request answered). A rolling restart (SIGTERM to one instance):
+its stream in flight ends complete, every request meanwhile is answered. Both down: nginx's own 502, in the route's
 error shape, with CORS headers for the site's origin only. Redis down: the
 instances go on uncounted (REDIS_FAILURE=open, from instance.env)."""
 
@@ -450,6 +451,46 @@ class TwoInstancesFailover(unittest.TestCase):
             r = d.request("POST", route.path, route.body(), {**bearer("spread"), "Origin": "https://evil.example"})
             self.assertEqual(r.status, 502, r)
             self.assertIsNone(r.header("Access-Control-Allow-Origin"), r.headers)
+
+    def test_rolling_restart(self):
+        """SIGTERM to one instance (a restart's first half) with a stream in
+        flight on it: the stream ends complete, and every request sent
+        through nginx meanwhile is answered, by the other instance (the
+        draining one refuses new connections, so nginx moves on before
+        anything was sent)."""
+        d = self.d
+        holder = {}
+
+        def on_chunk(s, data):
+            if "draining" not in holder:
+                carrying = [srv for srv in d.instances if metric(srv, "zju_streams_in_flight") == 1]
+                holder["draining"] = carrying
+                for srv in carrying:
+                    srv.send_signal(signal.SIGTERM)
+            return True
+
+        m = sc.model(events=20, reasoning=0, delay=100)
+        reader = concurrent.futures.ThreadPoolExecutor(1)
+        future = reader.submit(d.stream, sc.OPENAI.path, sc.OPENAI.body(model=m, stream=True), bearer("stream"),
+                               on_chunk)
+        self.assertTrue(sc.wait_until(lambda: "draining" in holder, 5), holder)
+        self.assertEqual(len(holder["draining"]), 1, holder)
+        draining = holder["draining"][0]
+        self.assertTrue(draining.wait_log("worker draining"), draining.log()[-2000:])
+        statuses = []
+        while not future.done() and len(statuses) < 40:
+            route = (sc.SEED, sc.OPENAI)[len(statuses) % 2]
+            statuses.append(d.chat(route, "spread").status)
+        result = future.result(timeout=TIMEOUT)
+        reader.shutdown()
+        print(f"\n  rolling restart: the draining instance's stream ended clean={result.clean_end}; "
+              f"{len(statuses)} requests meanwhile: {sorted(set(statuses))}")
+        self.assertTrue(result.clean_end and sc.OPENAI.saw_done(result), result.raw[-300:])
+        self.assertEqual(sc.OPENAI.events(result)[-1]["choices"][0]["finish_reason"], "stop")
+        self.assertGreater(len(statuses), 3)
+        self.assertEqual(set(statuses), {200})
+        self.assertEqual(draining.wait_exit(10), 0, draining.log()[-2000:])
+        draining.stop()  # exit 0 seen; checks its log (no sanitizer report, no key)
 
     def test_redis_down_requests_go_on_uncounted(self):
         """REDIS_FAILURE=open (instance.env): with Redis gone, a token of
