@@ -18,6 +18,12 @@ must stay free of errors, and the recommended front must reuse its upstream
 connections. Beside the matrix, for the recommended front: its body limit
 and MAX_BODY_BYTES agree to the byte, HTTP/2 (curl, as browsers) streams and
 carries 900 KB, and with TRUSTED_PROXIES the access log names the client.
+DeployedV1: the OpenAI-compatible routes with an access token (chat, stream
+with [DONE], models, usage, a 401) and a token's rpm (429, Retry-After,
+OpenAI's shape) from the same three client modes directly, through nginx's
+defaults and through the recommended front; with the server down, that
+front's own 502 (and 413) in the route's shape with CORS headers for the
+site's origin only.
 
 One mock for the module; one server and one nginx per (front, workers). A
 failing combination reports every failed request (front, workers, client
@@ -629,11 +635,11 @@ class DeployedV1(unittest.TestCase):
                 self.assertIn("3 requests per minute for this access token", err["message"])
 
     def test_zz_nginx_errors_when_the_server_is_down(self):
-        """The server gone: docs/deploy/nginx.conf answers its own 502 in the
-        route's error shape, with CORS headers for the site's origin (a page
-        of another origin can read it) and none for an origin not listed;
-        plain HTTP still only redirects. (zz: runs last, it stops the
-        server.)"""
+        """The server gone: docs/deploy/nginx.conf answers its own 502 (and
+        413) in the route's error shape, with CORS headers for the site's
+        origin (a page of another origin can read it) and none for an origin
+        not listed; plain HTTP still only redirects. (zz: runs last, it
+        stops the server.)"""
         conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=TIMEOUT)
         conn.request("GET", "/v1/models")
         r = conn.getresponse()
@@ -658,6 +664,16 @@ class DeployedV1(unittest.TestCase):
                     self.assertEqual((err["type"], err["code"]), ("server_error", "gateway_unavailable"), err)
                 else:
                     self.assertIsInstance(err, str)
+        # A body over the limit is nginx's too (413, before the server is
+        # asked): the same shapes and CORS headers.
+        for path, shape in (("/v1/chat/completions", dict), ("/api/chat", str)):
+            conn = front.connect("close")
+            out = v1_request(conn, "close", "POST", path, {"user_content": "a" * (1 << 20)},
+                             {**auth, "Origin": SITE_ORIGIN})
+            conn.close()
+            self.assertEqual(out.status, 413, out.body[:300])
+            self.assertEqual(out.header("access-control-allow-origin"), SITE_ORIGIN, out.headers)
+            self.assertIsInstance(json.loads(out.body)["error"], shape, out.body)
 
 
 if __name__ == "__main__":
