@@ -615,10 +615,11 @@ class DeployedV1(unittest.TestCase):
 
     def test_token_rpm_through_every_front(self):
         """rpm=3: three answers, then 429 with Retry-After in OpenAI's shape,
-        whichever front and client mode carries each request."""
+        whichever front and client mode carries each request; a page of the
+        site's origin may read that Retry-After (CORS exposes it)."""
         body = {"model": model(events=EVENTS, reasoning=0), "messages": [{"role": "user", "content": "hi"}]}
         for front in self.fronts:
-            auth = {"Authorization": f"Bearer tok-matrix-rpm-{front.name}-0123456789abcdef"}
+            auth = {"Authorization": f"Bearer tok-matrix-rpm-{front.name}-0123456789abcdef", "Origin": SITE_ORIGIN}
             outs = []
             for i in range(5):
                 mode = MODES[i % len(MODES)]
@@ -628,6 +629,11 @@ class DeployedV1(unittest.TestCase):
             self.assertEqual([o.status for o in outs], [200] * 3 + [429] * 2,
                              f"{front.name}: {[o.body[:200] for o in outs]}")
             for o in outs[3:]:
+                # A page of another origin reads Retry-After only if the
+                # answer exposes it (not a CORS-safelisted header).
+                self.assertEqual(o.header("access-control-allow-origin"), SITE_ORIGIN, (front.name, o.headers))
+                self.assertIn("retry-after", (o.header("access-control-expose-headers") or "").lower(),
+                              (front.name, o.headers))
                 retry = o.header("retry-after")
                 self.assertTrue(retry and retry.isdigit() and 1 <= int(retry) <= 60, (front.name, o.headers))
                 err = json.loads(o.body)["error"]
@@ -658,6 +664,9 @@ class DeployedV1(unittest.TestCase):
                 self.assertEqual(out.status, 502, out.body[:300])
                 self.assertEqual(out.header("access-control-allow-origin"), cors, (path, origin, out.headers))
                 self.assertEqual(out.header("vary"), "Origin", out.headers)
+                self.assertEqual(out.header("retry-after"), "5", out.headers)
+                if cors:
+                    self.assertEqual(out.header("access-control-expose-headers"), "Retry-After", out.headers)
                 self.assertIn("application/json", out.header("content-type"))
                 err = json.loads(out.body)["error"]
                 if path.startswith("/v1/"):
