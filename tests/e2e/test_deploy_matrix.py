@@ -193,16 +193,16 @@ def check_slow(out, content):
     return ""
 
 
-def curl_http2(port, body, cert, tmp):
+def curl_http2(port, body, cert, tmp, path="/api/chat", headers=()):
     """POST /api/chat over HTTP/2 with curl (what browsers speak to the
     recommended front; Python's stdlib has no HTTP/2), read as it comes."""
-    path = os.path.join(tmp, "body.json")
-    with open(path, "wb") as f:
+    body_path = os.path.join(tmp, "body.json")
+    with open(body_path, "wb") as f:
         f.write(body)
     head = os.path.join(tmp, "headers.txt")
     cmd = ["curl", "-sS", "-N", "--http2", "--cacert", cert, "--max-time", str(TIMEOUT), "-D", head,
-           "-H", "Content-Type: application/json", "--data-binary", "@" + path,
-           f"https://127.0.0.1:{port}/api/chat"]
+           "-H", "Content-Type: application/json", "--data-binary", "@" + body_path,
+           *[arg for h in headers for arg in ("-H", h)], f"https://127.0.0.1:{port}{path}"]
     out = Outcome()
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -639,6 +639,15 @@ class DeployedV1(unittest.TestCase):
                 err = json.loads(o.body)["error"]
                 self.assertEqual(err["code"], "rate_limited", (front.name, err))
                 self.assertIn("3 requests per minute for this access token", err["message"])
+
+    def test_v1_stream_over_http2(self):
+        """/v1 as browsers reach the recommended front, over HTTP/2 (curl):
+        a token's stream comes whole, ending with [DONE]."""
+        body = json.dumps({"model": model(events=EVENTS, reasoning=0), "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+        out = curl_http2(self.tls_port, body, self.cert, self.tmp, "/v1/chat/completions",
+                         ["Authorization: Bearer " + V1_TOKEN])
+        self.assertEqual(check_v1(out, "stream"), "", out.body[-300:])
 
     def test_zz_nginx_errors_when_the_server_is_down(self):
         """The server gone: docs/deploy/nginx.conf answers its own 502 (and
