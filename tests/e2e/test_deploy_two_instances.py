@@ -22,7 +22,9 @@ not sent again to the other instance; nginx goes on with the other (every
 non-stream request answered). A rolling restart (SIGTERM to one instance):
 its stream in flight ends complete, every request meanwhile is answered. Both down: nginx's own 502, in the route's
 error shape, with CORS headers for the site's origin only. Redis down: the
-instances go on uncounted (REDIS_FAILURE=open, from instance.env)."""
+instances go on uncounted (REDIS_FAILURE=open, from instance.env). With
+IP_RPM set, each client address has its own limit across both instances,
+whatever X-Forwarded-For it sends."""
 
 import concurrent.futures
 import http.client
@@ -93,7 +95,8 @@ def access_lines(server, path=None):
 class Deployment:
     """Redis, the mock, two instances and nginx, as docs/deploy/ says."""
 
-    def __init__(self):
+    def __init__(self, env=None):
+        self.env = env or {}  # beside instance.env (the environment wins over the file)
         self.tmp = tempfile.mkdtemp(prefix="zju-deploy2-")
         os.chmod(self.tmp, 0o755)  # nginx's workers (nobody) read the certificate
         self.cert, self.key = mockctl.make_self_signed_cert(self.tmp)
@@ -114,7 +117,7 @@ class Deployment:
         env_file = instance_env(os.path.join(inputs, "env"), sc.KEY, self.mock.base_url, self.redis.url(),
                                 tokens)
         for _ in range(2):
-            srv = sc.Server(None, key=None, workers=2, args=["--env-file", env_file]).start()
+            srv = sc.Server(None, env=self.env, key=None, workers=2, args=["--env-file", env_file]).start()
             self.instances.append(srv)
             if not sc.wait_until(lambda: srv.log().count("redis: connected;") == 2, 10):
                 raise AssertionError(f"instance not connected to Redis: {srv.log()[-2000:]}")
@@ -503,6 +506,31 @@ class TwoInstancesFailover(unittest.TestCase):
         self.assertEqual(statuses, [200] * 6)
         for srv in d.instances:
             self.assertTrue(srv.wait_log("redis: unreachable"), srv.log()[-2000:])
+
+
+@unittest.skipUnless(redis_tests.REDIS_SERVER and redis_tests.REDIS_CLI,
+                     "redis-server is not installed (scripts/install-deps.sh --tests installs it)")
+class TwoInstancesClientLimits(unittest.TestCase):
+    def test_ip_rpm_per_client_across_instances(self):
+        """IP_RPM=3 (set beside instance.env): through nginx each client
+        address (127.0.0.3, 127.0.0.4) gets exactly 3 answers over both
+        instances, whatever X-Forwarded-For it sends: nginx's header and
+        TRUSTED_PROXIES name the client, so clients do not share nginx's
+        limit and cannot pick their own."""
+        d = Deployment(env={"IP_RPM": "3"})
+        self.addCleanup(d.stop)
+        d.start()
+        got = {}
+        for source in ("127.0.0.3", "127.0.0.4"):
+            got[source] = [d.request("POST", sc.OPENAI.path, sc.OPENAI.body(), headers={
+                **bearer("spread"), "X-Forwarded-For": f"198.51.100.{i}"}, source=source).status
+                for i in range(5)]
+        print(f"\n  IP_RPM=3 through nginx, two clients: {got}")
+        self.assertEqual(got, {s: [200] * 3 + [429] * 2 for s in got})
+        for srv in d.instances:
+            lines = access_lines(srv, sc.OPENAI.path)
+            self.assertTrue(lines and {l[0] for l in lines} <= {"127.0.0.3", "127.0.0.4"}, lines)
+        self.assertEqual(d.redis.cli("EXISTS", "zju:ip:127.0.0.3"), "1")
 
 
 if __name__ == "__main__":
