@@ -22,7 +22,8 @@ not sent again to the other instance; nginx goes on with the other (every
 non-stream request answered). A rolling restart (SIGTERM to one instance):
 its stream in flight ends complete, every request meanwhile is answered. Both down: nginx's own 502, in the route's
 error shape, with CORS headers for the site's origin only. Redis down: the
-instances go on uncounted (REDIS_FAILURE=open, from instance.env). With
+instances go on uncounted (REDIS_FAILURE=open, from instance.env), or
+answer 503 limits_unavailable once through nginx (closed). With
 IP_RPM set, each client address has its own limit across both instances,
 whatever X-Forwarded-For it sends."""
 
@@ -510,7 +511,9 @@ class TwoInstancesFailover(unittest.TestCase):
 
 @unittest.skipUnless(redis_tests.REDIS_SERVER and redis_tests.REDIS_CLI,
                      "redis-server is not installed (scripts/install-deps.sh --tests installs it)")
-class TwoInstancesClientLimits(unittest.TestCase):
+class TwoInstancesOtherSettings(unittest.TestCase):
+    """The deployment with one setting added beside instance.env."""
+
     def test_ip_rpm_per_client_across_instances(self):
         """IP_RPM=3 (set beside instance.env): through nginx each client
         address (127.0.0.3, 127.0.0.4) gets exactly 3 answers over both
@@ -531,6 +534,32 @@ class TwoInstancesClientLimits(unittest.TestCase):
             lines = access_lines(srv, sc.OPENAI.path)
             self.assertTrue(lines and {l[0] for l in lines} <= {"127.0.0.3", "127.0.0.4"}, lines)
         self.assertEqual(d.redis.cli("EXISTS", "zju:ip:127.0.0.3"), "1")
+
+
+    def test_redis_down_closed_503_through_nginx(self):
+        """REDIS_FAILURE=closed (instead of instance.env's open): with Redis
+        gone, a request with limits gets the instance's 503
+        limits_unavailable with Retry-After, readable by the site's origin,
+        passed on by nginx once (not tried again on the other instance,
+        which shares the Redis), and the upstream is not called."""
+        d = Deployment(env={"REDIS_FAILURE": "closed"})
+        self.addCleanup(d.stop)
+        d.start()
+        self.assertEqual(d.chat(sc.OPENAI, "redis").status, 200)
+        d.redis.stop()
+        before = d.upstream_calls()
+        for route in (sc.OPENAI, sc.SEED, sc.OPENAI, sc.SEED):
+            r = d.request("POST", route.path, route.body(), {**bearer("redis"), "Origin": SITE_ORIGIN})
+            self.assertEqual(r.status, 503, r)
+            self.assertTrue((r.header("Retry-After") or "").isdigit(), r.headers)
+            self.assertEqual(r.header("Access-Control-Allow-Origin"), SITE_ORIGIN, r.headers)
+            self.assertIn("Retry-After", r.header("Access-Control-Expose-Headers") or "", r.headers)
+            route.error_message(r.json())
+            if route is sc.OPENAI:
+                self.assertEqual(r.json()["error"]["code"], "limits_unavailable", r)
+        self.assertEqual(d.upstream_calls(), before)
+        refused = sum(len([l for l in access_lines(s) if l[2] == 503]) for s in d.instances)
+        self.assertEqual(refused, 4)  # one instance answered each, none twice
 
 
 if __name__ == "__main__":
