@@ -19,13 +19,14 @@ models, answers, streams piece by piece, and raises AuthenticationError and
 RateLimitError. One instance killed with a stream in flight on it: that
 stream ends cut where the client sees it (no final chunk, no [DONE]) and is
 not sent again to the other instance; nginx goes on with the other (every
-non-stream request answered). A rolling restart (SIGTERM to one instance):
-its stream in flight ends complete, every request meanwhile is answered. Both down: nginx's own 502, in the route's
-error shape, with CORS headers for the site's origin only. Redis down: the
-instances go on uncounted (REDIS_FAILURE=open, from instance.env), or
-answer 503 limits_unavailable once through nginx (closed). With
-IP_RPM set, each client address has its own limit across both instances,
-whatever X-Forwarded-For it sends."""
+non-stream request answered). Both down: nginx's own 502, in the route's
+error shape, with CORS headers for the site's origin only, which the openai
+package raises as an InternalServerError with nginx's message. A rolling
+restart (SIGTERM to one instance): its stream in flight ends complete, every
+request meanwhile is answered. Redis down: the instances go on uncounted
+(REDIS_FAILURE=open, from instance.env), or answer 503 limits_unavailable
+once through nginx (closed). With IP_RPM set, each client address has its
+own limit across both instances, whatever X-Forwarded-For it sends."""
 
 import concurrent.futures
 import http.client
@@ -208,9 +209,17 @@ class Deployment:
         return self.mock.stats()["chat_requests"]
 
 
-def node_env(cert):
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "NODE_EXTRA_CA_CERTS": cert}
-    return env
+def run_node_client(d, *args):
+    """tests/node/deploy-client.mjs against the deployment's nginx, trusting
+    its certificate as a machine with the site's CA does
+    (NODE_EXTRA_CA_CERTS); what it printed, as JSON."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "NODE_EXTRA_CA_CERTS": d.cert}
+    proc = subprocess.run([NODE, NODE_CLIENT, f"https://127.0.0.1:{d.tls_port}", *args],
+                          capture_output=True, text=True, timeout=60, env=env)
+    sc.record(proc.stdout.encode() + proc.stderr.encode())
+    if proc.returncode != 0:
+        raise AssertionError(f"node exited {proc.returncode}: {proc.stderr[-3000:]}")
+    return json.loads(proc.stdout)
 
 
 @unittest.skipUnless(redis_tests.REDIS_SERVER and redis_tests.REDIS_CLI,
@@ -350,13 +359,7 @@ class TwoInstances(unittest.TestCase):
         its key) through nginx over TLS, trusting the site's certificate
         as a machine with its CA does (NODE_EXTRA_CA_CERTS)."""
         slow = sc.model(events=5, reasoning=0, delay=300)
-        proc = subprocess.run(
-            [NODE, NODE_CLIENT, f"https://127.0.0.1:{self.d.tls_port}", TOKENS["node"][0],
-             TOKENS["node-limited"][0], slow],
-            capture_output=True, text=True, timeout=60, env=node_env(self.d.cert))
-        sc.record(proc.stdout.encode() + proc.stderr.encode())
-        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-        out = json.loads(proc.stdout)
+        out = run_node_client(self.d, TOKENS["node"][0], TOKENS["node-limited"][0], slow)
         print(f"\n  openai package through nginx: {json.dumps(out, ensure_ascii=False)[:400]}...")
         self.assertIn(sc.DEFAULT_MODEL, out["models"].get("ok", []), out["models"])
         done = out["completion"].get("ok")
@@ -394,7 +397,7 @@ class TwoInstancesFailover(unittest.TestCase):
         self.addCleanup(self.d.stop)
         self.d.start()
 
-    def test_instance_killed_then_both_then_redis(self):
+    def test_instance_killed_then_both(self):
         d = self.d
         # A long stream through nginx; find the instance that carries it.
         got = []
@@ -455,6 +458,13 @@ class TwoInstancesFailover(unittest.TestCase):
             r = d.request("POST", route.path, route.body(), {**bearer("spread"), "Origin": "https://evil.example"})
             self.assertEqual(r.status, 502, r)
             self.assertIsNone(r.header("Access-Control-Allow-Origin"), r.headers)
+        # what the openai package makes of it: an APIError with nginx's message
+        if NODE:
+            out = run_node_client(d, TOKENS["spread"][0], "down")
+            err = out["completion"].get("error", {})
+            self.assertEqual((err.get("name"), err.get("status"), err.get("code")),
+                             ("InternalServerError", 502, "gateway_unavailable"), out)
+            self.assertIn("the chat server is unavailable", err.get("message"), out)
 
     def test_rolling_restart(self):
         """SIGTERM to one instance (a restart's first half) with a stream in

@@ -8,6 +8,7 @@
 // tokens does.
 //
 //   node deploy-client.mjs SITE_URL TOKEN LIMITED_TOKEN SLOW_MODEL
+//   node deploy-client.mjs SITE_URL TOKEN down     (every instance down: nginx's 502)
 //
 // Prints one JSON object: what each call returned or raised.
 import OpenAI from 'openai';
@@ -38,6 +39,12 @@ async function attempt(name, fn) {
 }
 
 const openai = gatewayClient(siteUrl).withOptions({ apiKey: token, timeout: 20000 });
+
+if (limitedToken === 'down') {
+  await attempt('completion', async () => (await openai.chat.completions.create({ messages: hi })).object);
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+  process.exit(0);
+}
 
 await attempt('models', async () => (await openai.models.list()).data.map((m) => m.id));
 
