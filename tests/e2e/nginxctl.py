@@ -90,12 +90,17 @@ def _loopback_site(text, tls_port, http_port, cert, key, path):
     return text
 
 
-def recommended_site(tls_port, http_port, upstream_port, cert, key, path=DEPLOY_CONF):
+def recommended_site(tls_port, http_port, upstream_port, cert, key, path=DEPLOY_CONF, read_timeout=None):
     """docs/deploy/nginx.conf for loopback: the IPv4 listens on our ports, the
-    IPv6 ones dropped, the upstream server and the certificate replaced."""
+    IPv6 ones dropped, the upstream server and the certificate replaced.
+    read_timeout (e.g. "1s"): proxy_read_timeout too, for the one test of
+    nginx's own 504 (the shipped 600 s is too long to wait for)."""
     with open(path) as f:
         text = f.read()
     text = _loopback_site(text, tls_port, http_port, cert, key, path)
+    if read_timeout is not None:
+        text = _replace(text, r"^(\s*)proxy_read_timeout 600s;$", rf"\1proxy_read_timeout {read_timeout};", 1,
+                        "'proxy_read_timeout 600s;'", path)
     return _replace(text, r"^(\s*)server 127\.0\.0\.1:5001;$", rf"\g<1>server 127.0.0.1:{upstream_port};",
                     1, "upstream 'server 127.0.0.1:5001;'", path)
 

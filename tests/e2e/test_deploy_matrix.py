@@ -22,8 +22,8 @@ DeployedV1: the OpenAI-compatible routes with an access token (chat, stream
 with [DONE], models, usage, a 401) and a token's rpm (429, Retry-After,
 OpenAI's shape) from the same three client modes directly, through nginx's
 defaults and through the recommended front; with the server down, that
-front's own 502 (and 413) in the route's shape with CORS headers for the
-site's origin only.
+front's own 502 (and 413; 504 with proxy_read_timeout templated down) in
+the route's shape with CORS headers for the site's origin only.
 
 One mock for the module; one server and one nginx per (front, workers). A
 failing combination reports every failed request (front, workers, client
@@ -648,6 +648,35 @@ class DeployedV1(unittest.TestCase):
         out = curl_http2(self.tls_port, body, self.cert, self.tmp, "/v1/chat/completions",
                          ["Authorization: Bearer " + V1_TOKEN])
         self.assertEqual(check_v1(out, "stream"), "", out.body[-300:])
+
+    def test_nginx_504_when_the_server_is_slow(self):
+        """nginx's own 504 (the server silent past proxy_read_timeout, here
+        templated down to 1 s; the upstream hangs before its headers): in
+        the route's shape, with CORS headers for the site's origin."""
+        tls_port, http_port = free_port(), free_port()
+        site = nginxctl.recommended_site(tls_port, http_port, self.server.port, self.cert, self.key,
+                                         read_timeout="1s")
+        nginx = nginxctl.Nginx(site, [tls_port, http_port]).start()
+        self.addCleanup(nginx.stop)
+        front = Front("recommended-1s", tls_port, self.tls)
+        auth = {"Authorization": "Bearer " + V1_TOKEN, "Origin": SITE_ORIGIN}
+        hang = model(fault="hang_headers")
+        before = self.mock.stats()["connections_closed_by_client"]
+        for path, payload, shape in (
+                ("/v1/chat/completions", {"model": hang, "messages": [{"role": "user", "content": "hi"}]}, dict),
+                ("/api/chat", {"model": hang, "user_content": "hi"}, str)):
+            conn = front.connect("close")
+            out = v1_request(conn, "close", "POST", path, payload, auth)
+            conn.close()
+            self.assertEqual(out.status, 504, out.body[:300])
+            self.assertEqual(out.header("access-control-allow-origin"), SITE_ORIGIN, out.headers)
+            err = json.loads(out.body)["error"]
+            self.assertIsInstance(err, shape, out.body)
+            if shape is dict:
+                self.assertEqual(err["code"], "gateway_timeout", err)
+        # nginx gave up and closed: the server ends both upstream calls
+        closed = self.mock.wait_stat("connections_closed_by_client", lambda n: n >= before + 2, timeout=5)
+        self.assertGreaterEqual(closed["connections_closed_by_client"], before + 2, closed)
 
     def test_zz_nginx_errors_when_the_server_is_down(self):
         """The server gone: docs/deploy/nginx.conf answers its own 502 (and
