@@ -547,9 +547,7 @@ class DeployedV1(unittest.TestCase):
         if not nginxctl.have_nginx():
             raise RuntimeError("nginx missing: make deps installs nginx-light")
         cls.tmp = tempfile.mkdtemp(prefix="zju-deploy-v1-")
-        os.chmod(cls.tmp, 0o755)
         cls.cert, cls.key = mockctl.make_self_signed_cert(cls.tmp)
-        os.chmod(cls.key, 0o644)
         cls.tls = ssl.create_default_context(cafile=cls.cert)
         tokens = os.path.join(cls.tmp, "tokens")
         with open(tokens, "w") as f:

@@ -100,9 +100,7 @@ class Deployment:
     def __init__(self, env=None):
         self.env = env or {}  # beside instance.env (the environment wins over the file)
         self.tmp = tempfile.mkdtemp(prefix="zju-deploy2-")
-        os.chmod(self.tmp, 0o755)  # nginx's workers (nobody) read the certificate
         self.cert, self.key = mockctl.make_self_signed_cert(self.tmp)
-        os.chmod(self.key, 0o644)
         self.tls = ssl.create_default_context(cafile=self.cert)
         self.redis = self.mock = self.nginx = None
         self.instances = []
