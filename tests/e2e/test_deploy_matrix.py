@@ -467,6 +467,73 @@ class DeploymentMatrix(unittest.TestCase):
 
 
 V1_TOKEN = "tok-matrix-v1-4d2b8f6a0c1e3a5b7d9f"
+BROWSER_TOKEN = "tok-matrix-browser-8c6a4e2f0b1d3c5e7a9f"  # rpm=1
+CHROMIUM = shutil.which("chromium")
+
+# A page of the site's origin: it sends CALLS with fetch() as a frontend
+# does (cross-origin, so the browser enforces CORS and preflights), and
+# writes what it could read of each answer into #out.
+BROWSER_PAGE = """<!doctype html><html><body><pre id="out">pending</pre><script>
+(async () => {
+  const results = [];
+  for (const c of CALLS) {
+    try {
+      const r = await fetch(c.url, { method: 'POST', headers: c.headers, body: c.body });
+      results.push({ status: r.status, retryAfter: r.headers.get('retry-after'), body: await r.text() });
+    } catch (e) {
+      results.push({ error: String(e) });
+    }
+  }
+  document.getElementById('out').textContent = JSON.stringify(results);
+})();
+</script></body></html>"""
+
+
+def browser_fetches(calls, cert, key, tmp):
+    """Runs fetch() calls in headless Chromium (Debian's) from a page of
+    https://chat.example.edu.cn (the origin docs/deploy/nginx.conf names,
+    served here over TLS with our certificate; --host-resolver-rules maps
+    the name). Returns what the page could read of each answer:
+    {status, retryAfter, body} or {error} (CORS refused, network error)."""
+    import html
+    import http.server
+    import threading
+
+    page = BROWSER_PAGE.replace("CALLS", json.dumps(calls)).encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
+    try:
+        r = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors",
+             f"--user-data-dir={profile}", "--virtual-time-budget=20000",
+             f"--host-resolver-rules=MAP chat.example.edu.cn 127.0.0.1:{httpd.server_address[1]}",
+             "--dump-dom", SITE_ORIGIN + "/"],
+            capture_output=True, text=True, timeout=90)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    m = re.search(r'<pre id="out">(.*?)</pre>', r.stdout, re.S)
+    if not m or m.group(1) == "pending":
+        raise AssertionError(f"the page did not finish: {r.stdout[-500:]!r} {r.stderr[-1000:]}")
+    results = json.loads(html.unescape(m.group(1)))
+    record(json.dumps(results).encode())
+    return results
 SITE_ORIGIN = "https://chat.example.edu.cn"  # the origin docs/deploy/nginx.conf names
 
 
@@ -554,6 +621,7 @@ class DeployedV1(unittest.TestCase):
             f.write(f"{V1_TOKEN} name=v1\n")
             for front in ("direct", "minimal", "recommended"):
                 f.write(f"tok-matrix-rpm-{front}-0123456789abcdef name=rpm-{front} rpm=3\n")
+            f.write(f"{BROWSER_TOKEN} name=browser rpm=1\n")
         cls.mock = Mock().start()
         cls.server = Server(cls.mock.base_url, workers=2, env={
             "ACCESS_TOKENS_FILE": tokens, "TRUSTED_PROXIES": "127.0.0.1", "CORS_ORIGINS": SITE_ORIGIN}).start()
@@ -675,6 +743,32 @@ class DeployedV1(unittest.TestCase):
         # nginx gave up and closed: the server ends both upstream calls
         closed = self.mock.wait_stat("connections_closed_by_client", lambda n: n >= before + 2, timeout=5)
         self.assertGreaterEqual(closed["connections_closed_by_client"], before + 2, closed)
+
+    @unittest.skipUnless(CHROMIUM, "chromium is not installed")
+    def test_zz_browser_of_another_origin_reads_the_errors(self):
+        """A real browser (headless Chromium) on the site's origin calling
+        the recommended front cross-origin, as a frontend on its own host
+        does: with the server up, it reads a 429's Retry-After (the server
+        exposes it); with the server down, its POSTs (preflighted: a token
+        and JSON) get through the preflight nginx answers itself and it
+        reads nginx's 502, message and Retry-After. (zz: it stops the
+        server; runs before ..._when_the_server_is_down, which needs it
+        stopped too.)"""
+        url = f"https://127.0.0.1:{self.tls_port}"
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + BROWSER_TOKEN}
+        chat = json.dumps({"model": model(events=EVENTS, reasoning=0),
+                           "messages": [{"role": "user", "content": "hi"}]})
+        call = {"url": url + "/v1/chat/completions", "headers": headers, "body": chat}
+        got = browser_fetches([call, call], self.cert, self.key, self.tmp)
+        self.assertEqual([g.get("status") for g in got], [200, 429], got)
+        self.assertTrue((got[1]["retryAfter"] or "").isdigit(), got)
+        self.server.stop()
+        got = browser_fetches([call, {"url": url + "/api/chat", "headers": headers,
+                                      "body": json.dumps({"user_content": "hi"})}], self.cert, self.key, self.tmp)
+        print(f"\n  Chromium on {SITE_ORIGIN}, the server down: {got}")
+        self.assertEqual([(g.get("status"), g.get("retryAfter")) for g in got], [(502, "5"), (502, "5")], got)
+        self.assertEqual(json.loads(got[0]["body"])["error"]["code"], "gateway_unavailable")
+        self.assertEqual(json.loads(got[1]["body"])["error"], "the chat server is unavailable")
 
     def test_zz_nginx_errors_when_the_server_is_down(self):
         """The server gone: docs/deploy/nginx.conf answers its own 502 (and

@@ -456,6 +456,15 @@ class TwoInstancesFailover(unittest.TestCase):
             r = d.request("POST", route.path, route.body(), {**bearer("spread"), "Origin": "https://evil.example"})
             self.assertEqual(r.status, 502, r)
             self.assertIsNone(r.header("Access-Control-Allow-Origin"), r.headers)
+        # the browser's preflight before such a POST: answered by nginx (a
+        # failed preflight would hide the 502 from the page)
+        r = d.request("OPTIONS", sc.OPENAI.path, headers={
+            "Origin": SITE_ORIGIN, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        self.assertEqual(r.status, 204, r)
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), SITE_ORIGIN, r.headers)
+        self.assertEqual(r.header("Access-Control-Allow-Headers"), "authorization,content-type", r.headers)
+        self.assertIn("POST", r.header("Access-Control-Allow-Methods"), r.headers)
         # what the openai package makes of it: an APIError with nginx's message
         if NODE:
             out = run_node_client(d, TOKENS["spread"][0], "down")
