@@ -144,6 +144,7 @@ function addTurn(question) {
       return answer;
     },
     finish(kind, text) {
+      const wasAtBottom = atBottom();
       if (frame) cancelAnimationFrame(frame);
       render();
       bot.removeAttribute('aria-busy');
@@ -155,6 +156,7 @@ function addTurn(question) {
         if (kind === 'error') note.setAttribute('role', 'alert');
       }
       bot.dataset.state = kind || 'done';
+      follow(wasAtBottom); // the note too
     },
   };
 }
