@@ -706,6 +706,35 @@ class DeployedV1(unittest.TestCase):
                 self.assertEqual(err["code"], "rate_limited", (front.name, err))
                 self.assertIn("3 requests per minute for this access token", err["message"])
 
+    def test_chat_page_through_the_recommended_front(self):
+        """The server's built-in chat page through docs/deploy/nginx.conf
+        (TLS): the page and each asset it names arrive as the server sends
+        them (its CSP kept), while /metrics stays unreachable from there.
+        Fails on the old file, whose `location /` served /var/www/zju-chat."""
+        def get(path):
+            conn = http.client.HTTPSConnection("127.0.0.1", self.tls_port, timeout=TIMEOUT, context=self.tls)
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+            finally:
+                conn.close()
+        status, headers, body = get("/")
+        self.assertEqual(status, 200, body[:300])
+        self.assertTrue(headers.get("content-type", "").startswith("text/html"), headers)
+        self.assertIn("script-src 'self'", headers.get("content-security-policy", ""), headers)
+        assets = re.findall(rb'(?:src|href)="\.?/?(assets/[^"]+)"', body)
+        self.assertGreaterEqual(len(assets), 2, body[:500])
+        root = os.path.join(os.path.dirname(__file__), "..", "..", "web", "dist")
+        for a in assets:
+            status, headers, got = get("/" + a.decode())
+            self.assertEqual(status, 200, a)
+            with open(os.path.join(root, a.decode()), "rb") as f:
+                self.assertEqual(got, f.read(), a)
+        status, _, body = get("/metrics")
+        self.assertEqual(status, 404, body[:300])
+        self.assertNotIn(b"zju_", body)
+
     def test_v1_stream_over_http2(self):
         """/v1 as browsers reach the recommended front, over HTTP/2 (curl):
         a token's stream comes whole, ending with [DONE]."""
