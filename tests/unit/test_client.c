@@ -765,6 +765,141 @@ static void idle_connection_closed_by_upstream(void **state)
     free(u);
 }
 
+/* A kept-alive connection that the upstream closed while it sat in the pool,
+ * before the loop noticed: the request goes out on it, nothing comes back,
+ * and the call is sent again on a new connection without the caller seeing
+ * it (as libcurl does) and without using a retry. */
+static void stale_kept_alive_connection_is_replaced(void **state)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 2\r\n\r\n{}";
+    static const char *const replies[] = {ok, ok};
+    struct scripted *u = scripted_start(replies, 2); /* closes after each answer */
+    assert_non_null(u);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    assert_non_null(c);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(run_one(c, base), 1);
+    /* The upstream closes its end; the loop does not run meanwhile, so the
+     * pool still holds the connection. */
+    long t0 = now_ms();
+    while (__atomic_load_n(&u->served, __ATOMIC_ACQUIRE) < 1 && now_ms() - t0 < 2000)
+        usleep(1000);
+    usleep(100 * 1000);
+    assert_int_equal(run_one(c, base), 1);
+    assert_int_equal(zjuchat_client_connections_opened(c), 2);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    scripted_stop(u);
+}
+
+/* The request bytes are the same whichever transport sends them: the
+ * evented call (the library's HTTP/1.1 transport) and the blocking one
+ * (libcurl), for a stream, a non-stream call and the model listing. */
+struct capture {
+    int lfd, port, n;
+    char got[6][2048];
+    size_t len[6];
+    pthread_t th;
+};
+
+static void *capture_run(void *arg)
+{
+    struct capture *cp = arg;
+    static const char json[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               "Connection: close\r\nContent-Length: 2\r\n\r\n{}";
+    for (int i = 0; i < cp->n; i++) {
+        int fd = accept(cp->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        size_t got = 0;
+        long want = -1;
+        while (got < sizeof cp->got[i] - 1 && (want < 0 || (long)got < want)) {
+            ssize_t r = read(fd, cp->got[i] + got, sizeof cp->got[i] - 1 - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            cp->got[i][got] = '\0';
+            char *end = strstr(cp->got[i], "\r\n\r\n");
+            if (end) {
+                char *cl = strcasestr(cp->got[i], "content-length:");
+                want = (end - cp->got[i]) + 4 + (cl ? atol(cl + 15) : 0);
+            }
+        }
+        cp->len[i] = got;
+        if (write(fd, json, sizeof json - 1) < 0)
+            break;
+        close(fd);
+    }
+    return NULL;
+}
+
+static int ev_call(zjuchat_client *c, struct event_base *base, int kind)
+{
+    zjuchat_error err;
+    zjuchat_callbacks cb = {NULL, NULL, count_done};
+    int st = 0;
+    zjuchat_request *req = zjuchat_request_new_simple(NULL, "你好", "be brief");
+    zjuchat_call *call = kind == 2 ? zjuchat_models_start(c, &cb, &st, &err)
+                                   : zjuchat_call_start(c, req, kind, &cb, &st, &err);
+    zjuchat_request_free(req);
+    assert_non_null(call);
+    long t0 = now_ms();
+    while (!st && now_ms() - t0 < 5000)
+        event_base_loop(base, EVLOOP_ONCE);
+    return st;
+}
+
+static void request_bytes_match_libcurl(void **state)
+{
+    struct capture *cp = calloc(1, sizeof *cp);
+    cp->n = 6;
+    cp->lfd = listen_loopback(&cp->port);
+    assert_true(cp->lfd >= 0);
+    pthread_create(&cp->th, NULL, capture_run, cp);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", cp->port);
+    zjuchat_error err;
+    /* libcurl: the blocking calls. */
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    zjuchat_response *resp = NULL;
+    zjuchat_request *req = zjuchat_request_new_simple(NULL, "你好", "be brief");
+    zjuchat_complete(c, req, &resp, &err);
+    zjuchat_response_free(resp);
+    zjuchat_stream(c, req, NULL, NULL, &err);
+    zjuchat_list_models(c, &resp, &err);
+    zjuchat_response_free(resp);
+    zjuchat_request_free(req);
+    zjuchat_client_free(c);
+    /* The evented calls. */
+    struct event_base *base = event_base_new();
+    c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(ev_call(c, base, 0), 1);
+    ev_call(c, base, 1); /* a JSON answer to a stream: refused, after the request */
+    assert_int_equal(ev_call(c, base, 2), 1);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    pthread_join(cp->th, NULL);
+    close(cp->lfd);
+    for (int i = 0; i < 3; i++) {
+        assert_true(cp->len[i] > 0);
+        assert_non_null(strstr(cp->got[i], "Authorization: Bearer " KEY "\r\n"));
+        if (cp->len[i] != cp->len[i + 3] ||
+            memcmp(cp->got[i], cp->got[i + 3], cp->len[i]))
+            fail_msg("request %d differs:\nlibcurl: %s\nown:     %s", i, cp->got[i],
+                     cp->got[i + 3]);
+    }
+    free(cp);
+}
+
 /* libcurl 7.88.1 keeps a pointer to the last response header an easy
  * handle stored, frees the header when the handle's next transfer starts,
  * and appends a folded first header line (leading space) of that next
@@ -1033,6 +1168,8 @@ int main(void)
         cmocka_unit_test(evented_concurrent_streams),
         cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(idle_connection_closed_by_upstream),
+        cmocka_unit_test(stale_kept_alive_connection_is_replaced),
+        cmocka_unit_test(request_bytes_match_libcurl),
         cmocka_unit_test(folded_first_header_after_a_used_handle),
         cmocka_unit_test(malformed_http_is_a_protocol_error),
         cmocka_unit_test(idle_multi_handles_are_freed_after_a_burst),
