@@ -765,6 +765,19 @@ static void idle_connection_closed_by_upstream(void **state)
     free(u);
 }
 
+struct ev_result {
+    int done;
+    zjuchat_error err;
+};
+
+static void ev_record(zjuchat_call *call, const zjuchat_error *err,
+                      const zjuchat_response *resp, void *ud)
+{
+    struct ev_result *r = ud;
+    r->done = 1;
+    r->err = *err;
+}
+
 /* A kept-alive connection that the upstream closed while it sat in the pool,
  * before the loop noticed: the request goes out on it, nothing comes back,
  * and the call is sent again on a new connection without the caller seeing
@@ -897,6 +910,36 @@ static void request_bytes_match_libcurl(void **state)
             fail_msg("request %d differs:\nlibcurl: %s\nown:     %s", i, cp->got[i],
                      cp->got[i + 3]);
     }
+    free(cp);
+}
+
+/* An evented client whose environment names a proxy (http_proxy, as libcurl
+ * reads it) keeps going through it: such calls stay on libcurl. */
+static void proxy_from_environment_is_honoured(void **state)
+{
+    struct capture *cp = calloc(1, sizeof *cp);
+    cp->n = 1;
+    cp->lfd = listen_loopback(&cp->port);
+    assert_true(cp->lfd >= 0);
+    pthread_create(&cp->th, NULL, capture_run, cp);
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", cp->port);
+    setenv("http_proxy", proxy, 1);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    /* Nothing listens there: only the proxy can answer. */
+    zjuchat_client *c = zjuchat_client_new(KEY, "http://upstream.invalid:9/v1", &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    int st = ev_call(c, base, 0);
+    unsetenv("http_proxy"); /* libcurl reads it for every transfer */
+    assert_int_equal(st, 1);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    pthread_join(cp->th, NULL);
+    close(cp->lfd);
+    assert_non_null(
+        strstr(cp->got[0], "POST http://upstream.invalid:9/v1/chat/completions"));
     free(cp);
 }
 
@@ -1144,6 +1187,74 @@ static void tls_verification_and_reuse(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The same over the evented calls (the library's own transport): the peer
+ * verified against the system store or the client's CA file, the host name
+ * checked, --insecure honoured, one connection for a run of calls. */
+static int ev_status(zjuchat_client *c, struct event_base *base, zjuchat_error *out)
+{
+    zjuchat_callbacks cb = {NULL, NULL, ev_record};
+    struct ev_result r = {0};
+    zjuchat_request *req =
+        zjuchat_request_new_simple("deepseek-v3-671b#events=3", "hi", NULL);
+    zjuchat_error err;
+    assert_non_null(zjuchat_call_start(c, req, 1, &cb, &r, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (!r.done && now_ms() - t0 < 5000)
+        event_base_loop(base, EVLOOP_ONCE);
+    *out = r.err;
+    return r.done ? (int)r.err.code : -1;
+}
+
+static void evented_tls(void **state)
+{
+    char dir[] = "/tmp/zjutlsXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[1024], cert[300], key[300];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
+             key, cert);
+    assert_int_equal(system(cmd), 0);
+    struct mockproc tls;
+    const char *args[] = {"--key", KEY, "--tls-cert", cert, "--tls-key", key, NULL};
+    assert_int_equal(mock_start(&tls, args), 0);
+    char by_name[200];
+    snprintf(by_name, sizeof by_name, "https://localhost:%d/v1", tls.port);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    for (int mode = 0; mode < 4; mode++) {
+        /* 0: system store, 1: the CA file, 2: the CA file but a name the
+         * certificate does not hold, 3: insecure */
+        zjuchat_client *c = zjuchat_client_new(KEY, mode == 2 ? by_name : tls.base, &err);
+        zjuchat_client_set_retries(c, 0, 0);
+        if (mode == 1 || mode == 2)
+            zjuchat_client_set_ca_file(c, cert);
+        if (mode == 3)
+            zjuchat_client_set_insecure(c, 1);
+        assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+        int calls = mode == 1 ? 4 : 1;
+        for (int i = 0; i < calls; i++) {
+            int rc = ev_status(c, base, &err);
+            if (mode == 0 || mode == 2) {
+                if (rc != ZJUCHAT_ERR_NETWORK || err.detail != ZJUCHAT_NET_TLS)
+                    fail_msg("mode %d: %d %s", mode, rc, err.message);
+            } else if (rc != ZJUCHAT_OK) {
+                fail_msg("mode %d: %d %s", mode, rc, err.message);
+            }
+        }
+        if (mode == 1)
+            assert_int_equal(zjuchat_client_connections_opened(c), 1);
+        zjuchat_client_free(c);
+    }
+    event_base_free(base);
+    assert_int_equal(mock_stop(&tls), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1170,10 +1281,12 @@ int main(void)
         cmocka_unit_test(idle_connection_closed_by_upstream),
         cmocka_unit_test(stale_kept_alive_connection_is_replaced),
         cmocka_unit_test(request_bytes_match_libcurl),
+        cmocka_unit_test(proxy_from_environment_is_honoured),
         cmocka_unit_test(folded_first_header_after_a_used_handle),
         cmocka_unit_test(malformed_http_is_a_protocol_error),
         cmocka_unit_test(idle_multi_handles_are_freed_after_a_burst),
         cmocka_unit_test(tls_verification_and_reuse),
+        cmocka_unit_test(evented_tls),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = cmocka_run_group_tests(tests, setup, teardown);
