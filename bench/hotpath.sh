@@ -4,7 +4,7 @@
 #   bash bench/hotpath.sh BUILD_DIR [callgrind|strace] [extra server env...]
 # callgrind: worker total with the load minus its total with no load, divided
 # by the requests (non-stream: 2,000 requests, 8 at a time; stream: 200
-# streams x 100 events 5 ms apart, 20 at a time). strace: -c -f on the worker.
+# streams x 100 events 20 ms apart, 20 at a time). strace: -c -f on the worker.
 set -u
 B=$(cd "$1" && pwd); MODE=${2:-callgrind}; shift 2; EXTRA=("$@")
 T=$(mktemp -d /tmp/hotpath.XXXXXX)
@@ -29,7 +29,7 @@ run() { # $1 tag, $2 load: none|plain|stream
   if [ $MODE = strace ]; then strace -c -f -p $W -o $T/strace.$1 & ST=$!; sleep 1; fi
   case $2 in
     plain) "$B/zju-loadgen" --port $SP --no-stream -n 2000 -c 8 --label plain >$T/lg.$1 2>&1 ;;
-    stream) "$B/zju-loadgen" --port $SP -n 200 -c 20 --expect-events 102 --model "deepseek-v3-671b#delay=5" --label stream >$T/lg.$1 2>&1 ;;
+    stream) "$B/zju-loadgen" --port $SP -n 200 -c 20 --expect-events 102 --model "deepseek-v3-671b#delay=20" --label stream >$T/lg.$1 2>&1 ;;
     *) : ;;
   esac
   [ $MODE = strace ] && { kill -INT $ST; wait $ST; }

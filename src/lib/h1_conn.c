@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -717,6 +718,54 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
     return 1; /* the reference is ours */
 }
 
+/* The socket under TLS: OpenSSL's own socket BIO writes with write(2), and
+ * a write to a connection the upstream reset raises SIGPIPE, which kills a
+ * program that did not ignore it. This one sends with MSG_NOSIGNAL, as the
+ * plaintext path does. */
+static int bio_write(BIO *b, const char *buf, int len)
+{
+    ssize_t n = send((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, MSG_NOSIGNAL);
+    BIO_clear_retry_flags(b);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int bio_read(BIO *b, char *buf, int len)
+{
+    ssize_t n = recv((int)(intptr_t)BIO_get_data(b), buf, (size_t)len, 0);
+    BIO_clear_retry_flags(b);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_read(b);
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO *nosignal_bio(int fd)
+{
+    static BIO_METHOD *method; /* one per process, never freed */
+    if (!method) {
+        BIO_METHOD *m =
+            BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "zjuchat socket");
+        if (!m || !BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
+            !BIO_meth_set_ctrl(m, bio_ctrl)) {
+            BIO_meth_free(m);
+            return NULL;
+        }
+        method = m;
+    }
+    BIO *b = BIO_new(method);
+    if (b) {
+        BIO_set_data(b, (void *)(intptr_t)fd);
+        BIO_set_init(b, 1);
+    }
+    return b;
+}
+
 static SSL_CTX *tls_ctx(struct zjuchat__h1pool *pool)
 {
     if (pool->ssl_ctx)
@@ -767,10 +816,12 @@ static void tls_step(struct zjuchat__h1conn *conn)
             return;
         }
         conn->ssl = SSL_new(ctx);
-        if (!conn->ssl || !SSL_set_fd(conn->ssl, conn->fd)) {
+        BIO *bio = conn->ssl ? nosignal_bio(conn->fd) : NULL;
+        if (!bio) {
             tls_failed(conn, "cannot set up TLS");
             return;
         }
+        SSL_set_bio(conn->ssl, bio, bio); /* the SSL owns it */
         struct sockaddr_storage ss;
         socklen_t sl;
         int ip = numeric_addr(pool->host, pool->port, &ss, &sl);
