@@ -778,6 +778,42 @@ static void ev_record(zjuchat_call *call, const zjuchat_error *err,
     r->err = *err;
 }
 
+/* A reply with both Content-Length and Transfer-Encoding: chunked cannot be
+ * framed one way: RFC 9112 (6.3) says such a message ought to be handled as
+ * an error, as it is how responses are split and connections desynchronised.
+ * libcurl took the chunked framing and kept the connection; the evented
+ * calls now refuse it as malformed, and the connection is not reused. */
+static void both_framings_is_malformed(void **state)
+{
+    static const char both[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "2\r\n{}\r\n0\r\n\r\n";
+    static const char *const replies[] = {both};
+    struct scripted *u = scripted_start(replies, 1);
+    assert_non_null(u);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    zjuchat_callbacks cb = {NULL, NULL, ev_record};
+    struct ev_result r = {0};
+    zjuchat_request *req = zjuchat_request_new_simple("m", "hi", NULL);
+    assert_non_null(zjuchat_call_start(c, req, 0, &cb, &r, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (!r.done && now_ms() - t0 < 5000)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_true(r.done);
+    if (r.err.code != ZJUCHAT_ERR_PROTOCOL || !strstr(r.err.message, "malformed HTTP"))
+        fail_msg("code %d, \"%s\"", r.err.code, r.err.message);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    scripted_stop(u);
+}
+
 /* A kept-alive connection that the upstream closed while it sat in the pool,
  * before the loop noticed: the request goes out on it, nothing comes back,
  * and the call is sent again on a new connection without the caller seeing
@@ -1280,6 +1316,7 @@ int main(void)
         cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(idle_connection_closed_by_upstream),
         cmocka_unit_test(stale_kept_alive_connection_is_replaced),
+        cmocka_unit_test(both_framings_is_malformed),
         cmocka_unit_test(request_bytes_match_libcurl),
         cmocka_unit_test(proxy_from_environment_is_honoured),
         cmocka_unit_test(folded_first_header_after_a_used_handle),
