@@ -888,10 +888,9 @@ ssize_t zjuchat__h1conn_recv(struct zjuchat__h1conn *conn, char *buf, size_t cap
     case SSL_ERROR_WANT_READ:
         errno = EAGAIN;
         return -1;
-    case SSL_ERROR_WANT_WRITE:
+    case SSL_ERROR_WANT_WRITE: /* a renegotiation or key update */
         conn->tls_want_write = 1;
-        if (conn->wev)
-            event_add(conn->wev, NULL);
+        zjuchat__h1conn_want_write(conn);
         errno = EAGAIN;
         return -1;
     case SSL_ERROR_ZERO_RETURN:
