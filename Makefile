@@ -21,7 +21,7 @@ SOVER   := 1
 # replaces the file only when the flags differ, so the usual run costs one
 # quick install-deps check and no restart; every object and link depends on
 # it, so outputs built with other (or no) flags are rebuilt.
-PKGS    := libcurl libevent jansson yajl
+PKGS    := libcurl libevent jansson yajl openssl
 # Only the server links hiredis (limits_redis.c), not the library.
 SERVER_PKGS := hiredis
 PKG_FLAGS_MK := $(BUILD)/pkg-flags.mk
@@ -41,7 +41,9 @@ else
 endif
 CFLAGS  ?=
 CFLAGS  += $(CFLAGS_BASE) $(OPT)
-LDLIBS  := $(PKG_LIBS) -lm
+# -lhttp_parser (no .pc): the library's HTTP/1.1 transport (src/lib/h1_*.c)
+# parses the upstream's answers with it, as the server's front does.
+LDLIBS  := $(PKG_LIBS) -lhttp_parser -lm
 LDFLAGS += $(if $(filter 1,$(SAN)),-fsanitize=address$(comma)undefined)
 comma := ,
 

@@ -19,7 +19,7 @@ mkdir -p "$out/obj"
 PKG_CFLAGS=$(pkg-config --cflags libcurl libevent jansson yajl)
 # -lcrypto: the server's access tokens (src/server/tokens.c); hiredis: the
 # rate limits across instances (src/server/limits_redis.c)
-PKG_LIBS="$(pkg-config --libs libcurl libevent jansson yajl hiredis) -lhttp_parser -lcrypto -lm -lpthread"
+PKG_LIBS="$(pkg-config --libs libcurl libevent jansson yajl hiredis) -lhttp_parser -lssl -lcrypto -lm -lpthread"
 # Same language flags as the Makefile; -Werror only on our own drivers, so
 # a warning in a file another engineer is editing cannot stop the fuzzing.
 BASE="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter -g -O1

@@ -2,7 +2,8 @@
  * fuzz_upstream.c - libFuzzer driver for the library's handling of an
  * upstream response (status line, headers, body; the transport that
  * src/lib/call.h maps, with sse.c, response.c and error.c behind it), end to
- * end through libcurl.
+ * end through the evented calls' HTTP/1.1 transport (src/lib/h1.h; run with
+ * ZJU_UPSTREAM_ENGINE=curl for libcurl's).
  *
  * The input is served as raw bytes by a loopback listener on the same
  * event_base the client runs on (one thread, no races): each request the
@@ -16,8 +17,8 @@
  * resume from the loop (backpressure path); bit 2: stop on the second
  * chunk; bit 3: sequence: the rest is up to MAX_REPLIES replies separated
  * by NEXT_REPLY, one call after another on the same client, a connection
- * kept open between replies (so libcurl reuses it and its easy-handle and
- * connection state carries from one reply to the next, as in the server);
+ * kept open between replies (so the transport reuses it and its connection
+ * state carries from one reply to the next, as in the server);
  * bit 4: one retry allowed (a 429/5xx reply is followed by a second
  * attempt of the same call). Without bit 3 the rest is one reply, sent to
  * every request. The libFuzzer run keeps one client for all inputs, so

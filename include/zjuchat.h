@@ -201,11 +201,16 @@ void zjuchat_client_set_cancel_flag(zjuchat_client *client, volatile sig_atomic_
  * Bind the client to the caller's event loop for zjuchat_call_start. Must be
  * called before the first call; afterwards the blocking functions return
  * ZJUCHAT_ERR_INVALID. `base` is borrowed and must outlive the client.
+ * The evented calls take the library's own HTTP/1.1 transport (keep-alive
+ * pool, TLS with OpenSSL); the CA file and the insecure setting are read at
+ * its first TLS connection. ZJU_UPSTREAM_ENGINE=curl in the environment
+ * when this is called, or a proxy in http_proxy/https_proxy/all_proxy,
+ * keeps them on libcurl.
  */
 zjuchat_code zjuchat_client_use_event_base(zjuchat_client *client,
                                            struct event_base *base);
 
-/* Number of upstream connections libcurl opened so far on this client. */
+/* Number of upstream connections opened so far on this client. */
 long zjuchat_client_connections_opened(const zjuchat_client *client);
 
 /* ------------------------------------------------------------------ */

@@ -52,6 +52,22 @@ if [ "$what" = all ] || [ "$what" = unit ]; then
     done
 fi
 
+# test_client once more with ZJU_UPSTREAM_ENGINE=h1: its blocking calls (on
+# libcurl by default) then take the evented calls' own HTTP/1.1 transport, so
+# every test of the library runs on both transports.
+if { [ "$what" = all ] || [ "$what" = unit ]; } && [ -x "$ZJU_BUILD_DIR"/tests/test_client ]; then
+    out=$(ZJU_UPSTREAM_ENGINE=h1 "$ZJU_BUILD_DIR"/tests/test_client 2>&1); rc=$?
+    echo "$out" | tail -3
+    p=$(echo "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+    f=$(echo "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+    if [ $rc -ne 0 ]; then
+        [ "${f:-0}" = 0 ] && failed=$((failed + 1))
+        failures+=("test_client with ZJU_UPSTREAM_ENGINE=h1")
+    fi
+fi
+
 if { [ "$what" = all ] || [ "$what" = unit ]; } && [ -f fuzz/replay.sh ]; then
     # Every committed fuzz corpus file and past crash, replayed under ASan/UBSan.
     out=$(bash fuzz/replay.sh 2>&1); rc=$?

@@ -11,6 +11,7 @@
 #include "call.h"
 #include "curl_ev.h"
 #include "evtime.h"
+#include "h1.h"
 
 #include <event2/event.h>
 #include <stdint.h>
@@ -34,6 +35,8 @@ void zjuchat__call_set_pending(zjuchat_call *call, zjuchat_code code,
 
 static void detach_easy(zjuchat_call *call)
 {
+    if (call->h1)
+        zjuchat__h1_detach(call); /* closes an unfinished exchange's connection */
     if (call->shard) {
         long n = 0;
         if (curl_easy_getinfo(call->easy, CURLINFO_NUM_CONNECTS, &n) == CURLE_OK)
@@ -142,6 +145,19 @@ static void reset_attempt(zjuchat_call *call)
 static int start_attempt(zjuchat_call *call, zjuchat_error *err)
 {
     zjuchat_client *client = call->client;
+    if (client->h1) {
+        reset_attempt(call);
+        clock_gettime(CLOCK_MONOTONIC, &call->attempt_start);
+        call->phase = PHASE_FIRST_BYTE;
+        if (client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE] > 0)
+            zjuchat__add_timer_ms(call->phase_timer,
+                                  client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_FIRST_BYTE]);
+        if (zjuchat__h1_start(call, err)) {
+            evtimer_del(call->phase_timer);
+            return -1;
+        }
+        return 0;
+    }
     if (call->easy_used) { /* a retry: never a second transfer on one handle */
         curl_easy_cleanup(call->easy);
         call->easy = zjuchat__easy_fresh();
@@ -265,7 +281,8 @@ zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
                 (client->calls_started++ * 2654435761u);
     size_t ulen = strlen(client->base_url) + strlen(path) + 1;
     call->url = malloc(ulen);
-    call->easy = zjuchat__easy_fresh();
+    if (!client->h1)
+        call->easy = zjuchat__easy_fresh();
     call->phase_timer = evtimer_new(client->base, on_phase_timer, call);
     call->total_timer = evtimer_new(client->base, on_total_timer, call);
     call->wake = evtimer_new(client->base, on_wake, call);
@@ -276,14 +293,14 @@ zjuchat_call *zjuchat__call_start(zjuchat_client *client, const char *path,
     if (client->calls)
         client->calls->prev = call;
     client->calls = call;
-    if (!call->url || !call->easy || !call->phase_timer || !call->total_timer ||
-        !call->wake || (stream && !call->sse)) {
+    if (!call->url || (!client->h1 && !call->easy) || !call->phase_timer ||
+        !call->total_timer || !call->wake || (stream && !call->sse)) {
         call_free(call);
         zjuchat__nomem(err);
         return NULL;
     }
     snprintf(call->url, ulen, "%s%s", client->base_url, path);
-    if (zjuchat__easy_setup(call)) {
+    if (!client->h1 && zjuchat__easy_setup(call)) {
         call_free(call);
         zjuchat__error_set(err, ZJUCHAT_ERR_CONFIG, ZJUCHAT_DETAIL_NONE,
                            "libcurl refused an option (is it built with HTTPS?)");
@@ -348,6 +365,10 @@ void zjuchat_call_pause(zjuchat_call *call)
     /* A paused transfer is our choice, not upstream silence. */
     if (call->phase == PHASE_IDLE)
         evtimer_del(call->phase_timer);
+    if (call->client->h1) {
+        zjuchat__h1_pause(call); /* stops reading the socket */
+        return;
+    }
     curl_easy_pause(call->easy, CURLPAUSE_RECV);
 }
 
@@ -360,6 +381,10 @@ void zjuchat_call_resume(zjuchat_call *call)
     if (call->phase == PHASE_IDLE && client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE] > 0)
         zjuchat__add_timer_ms(call->phase_timer,
                               client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE]);
+    if (client->h1) {
+        zjuchat__h1_resume(call); /* what was read waits for the loop */
+        return;
+    }
     /* Unpausing may deliver buffered data right away, through the write
      * callback (reply.c). */
     if (!call->shard) {

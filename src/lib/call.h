@@ -11,6 +11,8 @@
  *   outcome.c     what an attempt that libcurl ended means (zjuchat_error,
  *                 or the response)
  *   curl_ev.c, curl_sock.c (curl_ev.h): libcurl's multi handles on libevent
+ *   h1_conn.c, h1_exchange.c (h1.h): the library's own HTTP/1.1 transport,
+ *                 which the evented calls take instead (client->h1 set)
  *
  * Re-entrancy rule: libcurl forbids curl_multi_* calls from inside its own
  * callbacks, and user callbacks (on_chunk, on_accepted) run inside them. So a
@@ -31,6 +33,8 @@
 enum wake_kind { WAKE_NONE, WAKE_START, WAKE_RETRY, WAKE_FINISH };
 enum phase { PHASE_FIRST_BYTE, PHASE_IDLE };
 
+struct zjuchat__h1conn;
+
 struct zjuchat_call {
     zjuchat_client *client;
     zjuchat_call *prev, *next;
@@ -41,7 +45,8 @@ struct zjuchat_call {
     char *url;
     char *body; /* NULL for GET */
     size_t body_len;
-    CURL *easy;
+    CURL *easy;                 /* NULL when the call takes the HTTP/1.1 transport */
+    struct zjuchat__h1conn *h1; /* its connection, while an attempt has one */
     /* easy has carried a transfer: replaced before the next (easy.c) */
     int easy_used;
     struct zjuchat__shard *shard; /* set while the easy handle is in a multi */
@@ -106,7 +111,17 @@ CURL *zjuchat__easy_fresh(void);
 /* Set call->easy's options for the call. 0, or -1 when libcurl refused one. */
 int zjuchat__easy_setup(zjuchat_call *call);
 
-/* reply.c: libcurl's CURLOPT_HEADERFUNCTION and CURLOPT_WRITEFUNCTION. */
+/* reply.c: the answer as a transport reads it. A status line (status 0:
+ * not known yet) starts a reply; then its headers one by one (value as
+ * sent, not yet trimmed); then the end of the headers, which accepts or
+ * refuses the reply; then the body, as many pieces as come. headers_end and
+ * body return -1 when the transfer must stop (call->abort). */
+void zjuchat__reply_begin(zjuchat_call *call, long status);
+void zjuchat__reply_header(zjuchat_call *call, const char *name, size_t name_len,
+                           const char *value, size_t value_len);
+int zjuchat__reply_headers_end(zjuchat_call *call);
+int zjuchat__reply_body(zjuchat_call *call, char *ptr, size_t len);
+/* The same steps as libcurl's CURLOPT_HEADERFUNCTION and WRITEFUNCTION. */
 size_t zjuchat__reply_header_cb(char *ptr, size_t size, size_t n, void *userdata);
 size_t zjuchat__reply_write_cb(char *ptr, size_t size, size_t n, void *userdata);
 
@@ -117,6 +132,10 @@ int zjuchat__call_on_sse_event(void *userdata, const char *event, const char *da
 /* outcome.c */
 /* libcurl says the attempt is over (outside every callback). */
 void zjuchat__attempt_done(zjuchat_call *call, CURLcode rc);
+/* A transport says the attempt is over (outside every callback): failed
+ * with *transport_err (our words, already redacted), or NULL when the whole
+ * answer came in. */
+void zjuchat__attempt_ended(zjuchat_call *call, const zjuchat_error *transport_err);
 /* The upstream answered with an error status: fill e from call->buf (its
  * error body, which is redacted here). */
 void zjuchat__call_api_error(zjuchat_call *call, zjuchat_error *e);

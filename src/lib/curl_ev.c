@@ -9,6 +9,7 @@
 #include "call.h"
 #include "curl_ev.h"
 #include "evtime.h"
+#include "h1.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
@@ -166,7 +167,8 @@ zjuchat_code zjuchat__transport_init(zjuchat_client *client, zjuchat_error *err)
     client->reaper = evtimer_new(client->base, on_reap, client);
     if (!client->shard_idle_ms)
         client->shard_idle_ms = SHARD_IDLE_MS;
-    if (!client->share || !client->reaper || !shard_new(client))
+    if (!client->share || !client->reaper || !shard_new(client) ||
+        zjuchat__h1_init(client))
         return zjuchat__nomem(err);
     curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
     curl_share_setopt(client->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
@@ -177,6 +179,7 @@ void zjuchat__transport_free(zjuchat_client *client)
 {
     client->in_curl = 0;
     zjuchat__calls_end_all(client);
+    zjuchat__h1_free(client);
     if (client->reaper)
         event_free(client->reaper);
     client->reaper = NULL;

@@ -51,6 +51,8 @@ struct zjuchat_client {
     long connections_opened;
     unsigned calls_started;     /* varies the retry jitter from call to call */
     struct zjuchat_call *calls; /* active calls, doubly linked */
+    /* The HTTP/1.1 transport's pool (h1.h); NULL: every call on libcurl. */
+    struct zjuchat__h1pool *h1;
 };
 
 /* How long an upper shard may stay idle before it is freed (default 60 s);

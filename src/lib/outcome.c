@@ -1,5 +1,5 @@
 /*
- * outcome.c - what an attempt that libcurl ended means: a libcurl error
+ * outcome.c - what an attempt that a transport ended means: a libcurl error
  * mapped to a zjuchat_error in our words, an upstream error status turned
  * into ZJUCHAT_ERR_API with the message of its (redacted) error body, a
  * stream that ended without [DONE] or a finish chunk, a 2xx body checked and
@@ -156,13 +156,23 @@ void zjuchat__call_api_error(zjuchat_call *call, zjuchat_error *e)
 void zjuchat__attempt_done(zjuchat_call *call, CURLcode rc)
 {
     zjuchat_error e;
+    if (rc != CURLE_OK && !call->has_pending) {
+        map_curl_error(call, rc, &e);
+        zjuchat__attempt_ended(call, &e);
+        return;
+    }
+    zjuchat__attempt_ended(call, NULL);
+}
+
+void zjuchat__attempt_ended(zjuchat_call *call, const zjuchat_error *transport_err)
+{
+    zjuchat_error e;
     if (call->has_pending) {
         zjuchat__call_finish(call, &call->pending);
         return;
     }
-    if (rc != CURLE_OK) {
-        map_curl_error(call, rc, &e);
-        zjuchat__call_attempt_failed(call, &e);
+    if (transport_err) {
+        zjuchat__call_attempt_failed(call, transport_err);
         return;
     }
     if (!call->accepted) {

@@ -1,11 +1,13 @@
 /*
- * reply.c - reading the upstream's answer as libcurl hands it over: the
- * status line, Content-Type and Retry-After from the headers, accepting or
- * refusing the reply once its headers are in, and the body: a 2xx body
- * collected up to max_body, an error body up to ERROR_BODY_CAP, a stream's
- * bytes fed to the SSE parser (whose events sse_policy.c judges). These are
- * libcurl callbacks: no curl_multi_* call in here, and an end is only
- * recorded (call.h).
+ * reply.c - reading the upstream's answer, whichever transport read it (the
+ * zjuchat__reply_* steps: libcurl's header and write callbacks below, and
+ * h1_exchange.c's parser callbacks): the status, Content-Type and
+ * Retry-After from the headers, accepting or refusing the reply once its
+ * headers are in, and the body: a 2xx body collected up to max_body, an
+ * error body up to ERROR_BODY_CAP, a stream's bytes fed to the SSE parser
+ * (whose events sse_policy.c judges). They run inside a transport's
+ * callbacks: no curl_multi_* call in here, and an end is only recorded
+ * (call.h).
  */
 #include "call.h"
 #include "evtime.h"
@@ -83,6 +85,49 @@ static long parse_retry_after(const char *v)
     return when > now ? (long)(when - now) * 1000 : 0;
 }
 
+void zjuchat__reply_begin(zjuchat_call *call, long status)
+{
+    call->status = status;
+    call->content_type[0] = '\0';
+    call->retry_after_ms = -1;
+}
+
+void zjuchat__reply_header(zjuchat_call *call, const char *name, size_t name_len,
+                           const char *value, size_t value_len)
+{
+    while (value_len > 0 && (*value == ' ' || *value == '\t')) {
+        value++;
+        value_len--;
+    }
+    while (value_len > 0 &&
+           (value[value_len - 1] == '\r' || value[value_len - 1] == '\n' ||
+            value[value_len - 1] == ' ' || value[value_len - 1] == '\t'))
+        value_len--;
+    if (name_len == 12 && strncasecmp(name, "content-type", 12) == 0) {
+        size_t vl = value_len < sizeof call->content_type - 1
+                        ? value_len
+                        : sizeof call->content_type - 1;
+        memcpy(call->content_type, value, vl);
+        call->content_type[vl] = '\0';
+    } else if (name_len == 11 && strncasecmp(name, "retry-after", 11) == 0) {
+        char v[64];
+        size_t vl = value_len < sizeof v - 1 ? value_len : sizeof v - 1;
+        memcpy(v, value, vl);
+        v[vl] = '\0';
+        call->retry_after_ms = parse_retry_after(v);
+    }
+}
+
+int zjuchat__reply_headers_end(zjuchat_call *call)
+{
+    if (call->abort)
+        return -1;
+    if (call->status >= 200 || call->status == 0)
+        headers_complete(call);
+    return call->abort ? -1 : 0;
+}
+
+/* libcurl hands over each header line whole, with its CRLF. */
 size_t zjuchat__reply_header_cb(char *ptr, size_t size, size_t n, void *userdata)
 {
     zjuchat_call *call = userdata;
@@ -94,42 +139,23 @@ size_t zjuchat__reply_header_cb(char *ptr, size_t size, size_t n, void *userdata
     if (len >= 5 && memcmp(ptr, "HTTP/", 5) == 0) {
         /* A new status line: an interim 1xx may come before the real one. */
         const char *sp = memchr(ptr, ' ', len);
-        call->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        call->content_type[0] = '\0';
-        call->retry_after_ms = -1;
+        zjuchat__reply_begin(call, sp ? strtol(sp + 1, NULL, 10) : 0);
         return len;
     }
-    if (len <= 2 && (ptr[0] == '\r' || ptr[0] == '\n')) {
-        if (call->status >= 200 || call->status == 0)
-            headers_complete(call);
-        return call->abort ? 0 : len;
-    }
-    char line[256];
-    size_t l = len < sizeof line - 1 ? len : sizeof line - 1;
-    memcpy(line, ptr, l);
-    while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == '\n'))
-        l--;
-    line[l] = '\0';
-    if (strncasecmp(line, "content-type:", 13) == 0) {
-        const char *v = line + 13;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        size_t vl = strnlen(v, sizeof call->content_type - 1);
-        memcpy(call->content_type, v, vl);
-        call->content_type[vl] = '\0';
-    } else if (strncasecmp(line, "retry-after:", 12) == 0) {
-        call->retry_after_ms = parse_retry_after(line + 12);
-    }
+    if (len <= 2 && (ptr[0] == '\r' || ptr[0] == '\n'))
+        return zjuchat__reply_headers_end(call) ? 0 : len;
+    const char *colon = memchr(ptr, ':', len < 256 ? len : 256);
+    if (colon)
+        zjuchat__reply_header(call, ptr, (size_t)(colon - ptr), colon + 1,
+                              (size_t)(ptr + (len < 256 ? len : 256) - colon - 1));
     return len;
 }
 
-size_t zjuchat__reply_write_cb(char *ptr, size_t size, size_t n, void *userdata)
+int zjuchat__reply_body(zjuchat_call *call, char *ptr, size_t len)
 {
-    zjuchat_call *call = userdata;
     zjuchat_client *client = call->client;
-    size_t len = size * n;
     if (call->abort)
-        return 0;
+        return -1;
     if (call->phase == PHASE_IDLE && !call->paused &&
         client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE] > 0)
         zjuchat__add_timer_ms(call->phase_timer,
@@ -140,7 +166,7 @@ size_t zjuchat__reply_write_cb(char *ptr, size_t size, size_t n, void *userdata)
         if (append(call, ptr, len < room ? len : room, ERROR_BODY_CAP) == -2) {
             zjuchat__call_set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE,
                                       "out of memory");
-            return 0;
+            return -1;
         }
         if (len > room) {
             zjuchat_error e;
@@ -148,9 +174,9 @@ size_t zjuchat__reply_write_cb(char *ptr, size_t size, size_t n, void *userdata)
             call->pending = e;
             call->has_pending = 1;
             call->abort = 1;
-            return 0;
+            return -1;
         }
-        return len;
+        return 0;
     }
     if (!call->stream) {
         int r = append(call, ptr, len, client->max_body);
@@ -161,9 +187,9 @@ size_t zjuchat__reply_write_cb(char *ptr, size_t size, size_t n, void *userdata)
             zjuchat__call_set_pending(
                 call, r == -2 ? ZJUCHAT_ERR_NOMEM : ZJUCHAT_ERR_PROTOCOL,
                 ZJUCHAT_DETAIL_NONE, r == -2 ? "out of memory" : msg);
-            return 0;
+            return -1;
         }
-        return len;
+        return 0;
     }
     int r = zjuchat__sse_feed(call->sse, ptr, len);
     if (r == ZJUCHAT__SSE_TOO_LONG)
@@ -172,5 +198,11 @@ size_t zjuchat__reply_write_cb(char *ptr, size_t size, size_t n, void *userdata)
     else if (r == ZJUCHAT__SSE_NOMEM)
         zjuchat__call_set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE,
                                   "out of memory");
-    return call->abort ? 0 : len;
+    return call->abort ? -1 : 0;
+}
+
+size_t zjuchat__reply_write_cb(char *ptr, size_t size, size_t n, void *userdata)
+{
+    size_t len = size * n;
+    return zjuchat__reply_body(userdata, ptr, len) ? 0 : len;
 }

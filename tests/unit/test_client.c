@@ -749,9 +749,11 @@ static void idle_connection_closed_by_upstream(void **state)
 
     assert_int_equal(run_one(c, base), 1);
     /* The upstream accepts a connection per answer, so two answers prove the
-     * second call opened a new one. (zjuchat_client_connections_opened, from
-     * CURLINFO_NUM_CONNECTS, read 1 here in 2 of ~100 full-suite runs: an
-     * undercount not yet explained, so it is not asserted here.) */
+     * second call opened a new one. (On libcurl, ZJU_UPSTREAM_ENGINE=curl,
+     * zjuchat_client_connections_opened, from CURLINFO_NUM_CONNECTS, read 1
+     * here in 2 of ~100 full-suite runs: an undercount never explained. The
+     * library's own transport counts each connect itself.) */
+    assert_int_equal(zjuchat_client_connections_opened(c), 2);
     /* The thread counts an answer after its write() returns, which may be
      * after the client has read it: wait for the count (bounded). */
     long t1 = now_ms();
@@ -763,6 +765,220 @@ static void idle_connection_closed_by_upstream(void **state)
     pthread_join(th, NULL);
     close(u->lfd);
     free(u);
+}
+
+struct ev_result {
+    int done;
+    zjuchat_error err;
+};
+
+static void ev_record(zjuchat_call *call, const zjuchat_error *err,
+                      const zjuchat_response *resp, void *ud)
+{
+    struct ev_result *r = ud;
+    r->done = 1;
+    r->err = *err;
+}
+
+/* A reply with both Content-Length and Transfer-Encoding: chunked cannot be
+ * framed one way: RFC 9112 (6.3) says such a message ought to be handled as
+ * an error, as it is how responses are split and connections desynchronised.
+ * libcurl took the chunked framing and kept the connection; the evented
+ * calls now refuse it as malformed, and the connection is not reused. */
+static void both_framings_is_malformed(void **state)
+{
+    static const char both[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "2\r\n{}\r\n0\r\n\r\n";
+    static const char *const replies[] = {both};
+    struct scripted *u = scripted_start(replies, 1);
+    assert_non_null(u);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    zjuchat_callbacks cb = {NULL, NULL, ev_record};
+    struct ev_result r = {0};
+    zjuchat_request *req = zjuchat_request_new_simple("m", "hi", NULL);
+    assert_non_null(zjuchat_call_start(c, req, 0, &cb, &r, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (!r.done && now_ms() - t0 < 5000)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_true(r.done);
+    if (r.err.code != ZJUCHAT_ERR_PROTOCOL || !strstr(r.err.message, "malformed HTTP"))
+        fail_msg("code %d, \"%s\"", r.err.code, r.err.message);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    scripted_stop(u);
+}
+
+/* A kept-alive connection that the upstream closed while it sat in the pool,
+ * before the loop noticed: the request goes out on it, nothing comes back,
+ * and the call is sent again on a new connection without the caller seeing
+ * it (as libcurl does) and without using a retry. */
+static void stale_kept_alive_connection_is_replaced(void **state)
+{
+    static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 2\r\n\r\n{}";
+    static const char *const replies[] = {ok, ok};
+    struct scripted *u = scripted_start(replies, 2); /* closes after each answer */
+    assert_non_null(u);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", u->port);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    assert_non_null(c);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(run_one(c, base), 1);
+    /* The upstream closes its end; the loop does not run meanwhile, so the
+     * pool still holds the connection. */
+    long t0 = now_ms();
+    while (__atomic_load_n(&u->served, __ATOMIC_ACQUIRE) < 1 && now_ms() - t0 < 2000)
+        usleep(1000);
+    usleep(100 * 1000);
+    assert_int_equal(run_one(c, base), 1);
+    assert_int_equal(zjuchat_client_connections_opened(c), 2);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    scripted_stop(u);
+}
+
+/* The request bytes are the same whichever transport sends them: the
+ * evented call (the library's HTTP/1.1 transport) and the blocking one
+ * (libcurl), for a stream, a non-stream call and the model listing. */
+struct capture {
+    int lfd, port, n;
+    char got[6][2048];
+    size_t len[6];
+    pthread_t th;
+};
+
+static void *capture_run(void *arg)
+{
+    struct capture *cp = arg;
+    static const char json[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                               "Connection: close\r\nContent-Length: 2\r\n\r\n{}";
+    for (int i = 0; i < cp->n; i++) {
+        int fd = accept(cp->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        size_t got = 0;
+        long want = -1;
+        while (got < sizeof cp->got[i] - 1 && (want < 0 || (long)got < want)) {
+            ssize_t r = read(fd, cp->got[i] + got, sizeof cp->got[i] - 1 - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            cp->got[i][got] = '\0';
+            char *end = strstr(cp->got[i], "\r\n\r\n");
+            if (end) {
+                char *cl = strcasestr(cp->got[i], "content-length:");
+                want = (end - cp->got[i]) + 4 + (cl ? atol(cl + 15) : 0);
+            }
+        }
+        cp->len[i] = got;
+        if (write(fd, json, sizeof json - 1) < 0)
+            break;
+        close(fd);
+    }
+    return NULL;
+}
+
+static int ev_call(zjuchat_client *c, struct event_base *base, int kind)
+{
+    zjuchat_error err;
+    zjuchat_callbacks cb = {NULL, NULL, count_done};
+    int st = 0;
+    zjuchat_request *req = zjuchat_request_new_simple(NULL, "你好", "be brief");
+    zjuchat_call *call = kind == 2 ? zjuchat_models_start(c, &cb, &st, &err)
+                                   : zjuchat_call_start(c, req, kind, &cb, &st, &err);
+    zjuchat_request_free(req);
+    assert_non_null(call);
+    long t0 = now_ms();
+    while (!st && now_ms() - t0 < 5000)
+        event_base_loop(base, EVLOOP_ONCE);
+    return st;
+}
+
+static void request_bytes_match_libcurl(void **state)
+{
+    struct capture *cp = calloc(1, sizeof *cp);
+    cp->n = 6;
+    cp->lfd = listen_loopback(&cp->port);
+    assert_true(cp->lfd >= 0);
+    pthread_create(&cp->th, NULL, capture_run, cp);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1", cp->port);
+    zjuchat_error err;
+    /* libcurl: the blocking calls. */
+    zjuchat_client *c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    zjuchat_response *resp = NULL;
+    zjuchat_request *req = zjuchat_request_new_simple(NULL, "你好", "be brief");
+    zjuchat_complete(c, req, &resp, &err);
+    zjuchat_response_free(resp);
+    zjuchat_stream(c, req, NULL, NULL, &err);
+    zjuchat_list_models(c, &resp, &err);
+    zjuchat_response_free(resp);
+    zjuchat_request_free(req);
+    zjuchat_client_free(c);
+    /* The evented calls. */
+    struct event_base *base = event_base_new();
+    c = zjuchat_client_new(KEY, url, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(ev_call(c, base, 0), 1);
+    ev_call(c, base, 1); /* a JSON answer to a stream: refused, after the request */
+    assert_int_equal(ev_call(c, base, 2), 1);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    pthread_join(cp->th, NULL);
+    close(cp->lfd);
+    for (int i = 0; i < 3; i++) {
+        assert_true(cp->len[i] > 0);
+        assert_non_null(strstr(cp->got[i], "Authorization: Bearer " KEY "\r\n"));
+        if (cp->len[i] != cp->len[i + 3] ||
+            memcmp(cp->got[i], cp->got[i + 3], cp->len[i]))
+            fail_msg("request %d differs:\nlibcurl: %s\nown:     %s", i, cp->got[i],
+                     cp->got[i + 3]);
+    }
+    free(cp);
+}
+
+/* An evented client whose environment names a proxy (http_proxy, as libcurl
+ * reads it) keeps going through it: such calls stay on libcurl. */
+static void proxy_from_environment_is_honoured(void **state)
+{
+    struct capture *cp = calloc(1, sizeof *cp);
+    cp->n = 1;
+    cp->lfd = listen_loopback(&cp->port);
+    assert_true(cp->lfd >= 0);
+    pthread_create(&cp->th, NULL, capture_run, cp);
+    char proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", cp->port);
+    setenv("http_proxy", proxy, 1);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    /* Nothing listens there: only the proxy can answer. */
+    zjuchat_client *c = zjuchat_client_new(KEY, "http://upstream.invalid:9/v1", &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    int st = ev_call(c, base, 0);
+    unsetenv("http_proxy"); /* libcurl reads it for every transfer */
+    assert_int_equal(st, 1);
+    zjuchat_client_free(c);
+    event_base_free(base);
+    pthread_join(cp->th, NULL);
+    close(cp->lfd);
+    assert_non_null(
+        strstr(cp->got[0], "POST http://upstream.invalid:9/v1/chat/completions"));
+    free(cp);
 }
 
 /* libcurl 7.88.1 keeps a pointer to the last response header an easy
@@ -1009,6 +1225,74 @@ static void tls_verification_and_reuse(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The same over the evented calls (the library's own transport): the peer
+ * verified against the system store or the client's CA file, the host name
+ * checked, --insecure honoured, one connection for a run of calls. */
+static int ev_status(zjuchat_client *c, struct event_base *base, zjuchat_error *out)
+{
+    zjuchat_callbacks cb = {NULL, NULL, ev_record};
+    struct ev_result r = {0};
+    zjuchat_request *req =
+        zjuchat_request_new_simple("deepseek-v3-671b#events=3", "hi", NULL);
+    zjuchat_error err;
+    assert_non_null(zjuchat_call_start(c, req, 1, &cb, &r, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (!r.done && now_ms() - t0 < 5000)
+        event_base_loop(base, EVLOOP_ONCE);
+    *out = r.err;
+    return r.done ? (int)r.err.code : -1;
+}
+
+static void evented_tls(void **state)
+{
+    char dir[] = "/tmp/zjutlsXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[1024], cert[300], key[300];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
+             key, cert);
+    assert_int_equal(system(cmd), 0);
+    struct mockproc tls;
+    const char *args[] = {"--key", KEY, "--tls-cert", cert, "--tls-key", key, NULL};
+    assert_int_equal(mock_start(&tls, args), 0);
+    char by_name[200];
+    snprintf(by_name, sizeof by_name, "https://localhost:%d/v1", tls.port);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    for (int mode = 0; mode < 4; mode++) {
+        /* 0: system store, 1: the CA file, 2: the CA file but a name the
+         * certificate does not hold, 3: insecure */
+        zjuchat_client *c = zjuchat_client_new(KEY, mode == 2 ? by_name : tls.base, &err);
+        zjuchat_client_set_retries(c, 0, 0);
+        if (mode == 1 || mode == 2)
+            zjuchat_client_set_ca_file(c, cert);
+        if (mode == 3)
+            zjuchat_client_set_insecure(c, 1);
+        assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+        int calls = mode == 1 ? 4 : 1;
+        for (int i = 0; i < calls; i++) {
+            int rc = ev_status(c, base, &err);
+            if (mode == 0 || mode == 2) {
+                if (rc != ZJUCHAT_ERR_NETWORK || err.detail != ZJUCHAT_NET_TLS)
+                    fail_msg("mode %d: %d %s", mode, rc, err.message);
+            } else if (rc != ZJUCHAT_OK) {
+                fail_msg("mode %d: %d %s", mode, rc, err.message);
+            }
+        }
+        if (mode == 1)
+            assert_int_equal(zjuchat_client_connections_opened(c), 1);
+        zjuchat_client_free(c);
+    }
+    event_base_free(base);
+    assert_int_equal(mock_stop(&tls), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1033,10 +1317,15 @@ int main(void)
         cmocka_unit_test(evented_concurrent_streams),
         cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(idle_connection_closed_by_upstream),
+        cmocka_unit_test(stale_kept_alive_connection_is_replaced),
+        cmocka_unit_test(both_framings_is_malformed),
+        cmocka_unit_test(request_bytes_match_libcurl),
+        cmocka_unit_test(proxy_from_environment_is_honoured),
         cmocka_unit_test(folded_first_header_after_a_used_handle),
         cmocka_unit_test(malformed_http_is_a_protocol_error),
         cmocka_unit_test(idle_multi_handles_are_freed_after_a_burst),
         cmocka_unit_test(tls_verification_and_reuse),
+        cmocka_unit_test(evented_tls),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = cmocka_run_group_tests(tests, setup, teardown);
