@@ -103,8 +103,11 @@ $(STATIC): $(LIB_OBJ)
 
 # -z defs: a symbol no listed library defines fails the link, so the library
 # cannot come out without the NEEDED entries of its dependencies.
-$(SHARED): $(LIB_OBJ) $(PKG_FLAGS_MK)
-	$(CC) -shared -Wl,-soname,libzjuchat.so.$(SOVER) -Wl,-z,defs $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
+# The version script exports the header's functions only (packaging/libzjuchat.map).
+LIB_MAP := packaging/libzjuchat.map
+$(SHARED): $(LIB_OBJ) $(PKG_FLAGS_MK) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,libzjuchat.so.$(SOVER) -Wl,-z,defs -Wl,--version-script=$(LIB_MAP) \
+	  $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
 	ln -sf libzjuchat.so.$(SOVER) $(BUILD)/libzjuchat.so
 
 $(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
