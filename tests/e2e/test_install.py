@@ -197,6 +197,27 @@ class InstallTest(unittest.TestCase):
         if os.geteuid() == 0:
             self.assertEqual(self.ldconfig_runs(), 2, "a real uninstall as root runs ldconfig")
 
+    def test_build_takes_packagers_flags(self):
+        """CPPFLAGS, CFLAGS and LDFLAGS from the environment reach every
+        compile and link, as dpkg-buildflags hands them to a package build
+        (-D_FORTIFY_SOURCE=2 comes in CPPFLAGS)."""
+        build = os.path.join(self.tmp, "flags-build")
+        env = dict(os.environ, CPPFLAGS="-DZJU_PROBE_CPPFLAGS", CFLAGS="-DZJU_PROBE_CFLAGS",
+                   LDFLAGS="-Wl,--defsym=zju_probe_ldflags=0")
+        r = subprocess.run(["make", "-n", f"BUILD={build}", "all"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        compiles = [line for line in r.stdout.splitlines() if " -c " in line]
+        outputs = r" -o \S*/(zju-chat|zju-chat-server|zju-mock-upstream|libzjuchat\.so\.1) "
+        links = [line for line in r.stdout.splitlines() if re.search(outputs, line)]
+        self.assertGreater(len(compiles), 20)
+        self.assertEqual(len(links), 4, r.stdout[-3000:])
+        for line in compiles:
+            self.assertIn("-DZJU_PROBE_CPPFLAGS", line)
+            self.assertIn("-DZJU_PROBE_CFLAGS", line)
+        for line in links:
+            self.assertIn("zju_probe_ldflags", line)
+
     def test_staged_install_runs_no_ldconfig(self):
         stage = os.path.join(self.tmp, "stage")
         self.make("install", "PREFIX=/usr/local", f"DESTDIR={stage}")
