@@ -15,7 +15,18 @@
 #   4. zju-chat --version, man -w zju-chat-server (section 8) and zjuchat(3)
 #   5. a program built with `cc prog.c $(pkg-config --cflags --libs
 #      libzjuchat)` links libzjuchat.so.1 and runs against the mock
-#   6. apt-get purge zju-chat removes /etc/zju-chat/env
+#   6. apt-get purge zju-chat removes /etc/zju-chat/env; installing it
+#      again brings the conffile back
+#   7. with systemd-nspawn (Debian's systemd-container) on this machine:
+#      systemd and dbus go into the root, which boots under nspawn (sharing
+#      this machine's network), so the packaged unit runs under a real
+#      systemd with all its hardening: enabled and started at boot, as the
+#      package's postinst asks; /healthz and a chat through the packaged
+#      mock (a unit of its own); systemctl stop with a stream in flight
+#      (the stream completes, Result=success, within TimeoutStopSec); a
+#      killed main process is restarted (Restart=on-failure); a
+#      configuration error (exit 2) is not; systemd-analyze security.
+#      Without nspawn the step is skipped, and says so.
 # Exit 0 only when all of it passed.
 #   DEB_DIR=dir          the .debs (default build/deb)
 #   FRESH_CACHE=dir      the debootstrap base and the downloaded .debs
@@ -225,7 +236,9 @@ int main(void)
 EOF
     in_chroot "cd /tmp && cc -Wall -Werror prog.c -o prog \$(pkg-config --cflags --libs libzjuchat)" ||
         fail "compiling against libzjuchat-dev"
-    in_chroot "ldd /tmp/prog" | grep -qE 'libzjuchat.so.1 => /(usr/)?lib/' || fail "prog does not link libzjuchat.so.1"
+    # the whole output first: grep -q leaves ldd a SIGPIPE, which pipefail counts
+    v=$(in_chroot "ldd /tmp/prog")
+    grep -qE 'libzjuchat.so.1 => /(usr/)?lib/' <<<"$v" || fail "prog does not link libzjuchat.so.1: $v"
     v=$(in_chroot "ZJU_API_KEY=$KEY ZJU_BASE_URL=http://127.0.0.1:$mock_port/v1 /tmp/prog") ||
         fail "prog against the mock"
     say "prog (libzjuchat.so.1) streamed: ${v:0:60}"
@@ -237,6 +250,130 @@ EOF
     [ ! -e "$ROOT/etc/zju-chat/env" ] || fail "/etc/zju-chat/env left after purge"
     [ ! -e "$ROOT/usr/bin/zju-chat-server" ] || fail "/usr/bin/zju-chat-server left after purge"
     say "purged: /etc/zju-chat/env and the commands are gone"
+    in_chroot "cd /tmp/debs && apt-get install -y -qq ./zju-chat_*.deb" >>"$WORK/install.log" 2>&1 ||
+        fail "installing zju-chat again"
+    [ "$(stat -c %a "$ROOT/etc/zju-chat/env")" = 640 ] || fail "no /etc/zju-chat/env after installing again"
+    say "installed again: /etc/zju-chat/env is back"
+
+    if [ "${DEB_CHECK_BOOT:-0}" = 1 ]; then
+        say "step 7 (preparing): systemd and dbus into the root, for the boot"
+        in_chroot "apt-get install -y -qq --no-install-recommends systemd systemd-sysv dbus" \
+            >>"$WORK/install.log" 2>&1 </dev/null || fail "installing systemd"
+        [ -L "$ROOT/etc/systemd/system/multi-user.target.wants/zju-chat-server.service" ] ||
+            fail "the package did not enable zju-chat-server.service"
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------- boot
+# The root booted by systemd-nspawn: the packaged unit under a real systemd.
+# Runs in its own PID and mount namespaces; every path is under $ROOT,
+# which is checked to be set first.
+ctr_pid=
+ctr() { nsenter -t "$ctr_pid" -a "$@"; }
+prop() { ctr systemctl show -P "$1" zju-chat-server.service; }
+healthy() { curl -sf -o /dev/null --max-time 2 "http://127.0.0.1:$1/healthz"; }
+
+boot_check() {
+    [ -n "$ROOT" ] && [ "$ROOT" != / ] && [ -f "$ROOT/etc/os-release" ] || fail "bad root '$ROOT'"
+    local port mock_port nspawn_pid deadline
+    port=$(free_port)
+    mock_port=$(free_port)
+    # As an admin would: key and upstream in the env file (the upstream the
+    # packaged mock, run as a unit of its own), a port free on this machine.
+    printf 'ZJU_API_KEY=%s\nZJU_BASE_URL=http://127.0.0.1:%s/v1\nPORT=%s\n' "$KEY" "$mock_port" "$port" \
+        >>"$ROOT/etc/zju-chat/env"
+    printf '%s\n' '[Unit]' 'Description=the packaged mock upstream, for deb-check' \
+        'Before=zju-chat-server.service' '[Service]' \
+        "ExecStart=/usr/bin/zju-mock-upstream --port $mock_port --key $KEY" 'DynamicUser=yes' \
+        '[Install]' 'WantedBy=multi-user.target' >"$ROOT/etc/systemd/system/zju-mock.service"
+    ln -sf /etc/systemd/system/zju-mock.service "$ROOT/etc/systemd/system/multi-user.target.wants/"
+    rm -f "$ROOT/usr/sbin/policy-rc.d"
+    echo deb-check >"$ROOT/etc/hostname"
+
+    say "step 7: boot the root with systemd-nspawn (console log $WORK/boot.log)"
+    # --keep-unit --register=no: this machine's PID 1 is no systemd to ask
+    systemd-nspawn -q -D "$ROOT" --boot --register=no --keep-unit >"$WORK/boot.log" 2>&1 </dev/null &
+    nspawn_pid=$!
+    deadline=$((SECONDS + 60))
+    until healthy "$port"; do
+        kill -0 "$nspawn_pid" 2>/dev/null || fail "systemd-nspawn exited: $(tail -5 "$WORK/boot.log")"
+        [ $SECONDS -lt $deadline ] || fail "the service did not answer within 60 s of the boot"
+        sleep 0.5
+    done
+    ctr_pid=$(pgrep -P "$nspawn_pid" | head -1)
+    [ -n "$ctr_pid" ] || fail "no container init"
+    local state user main
+    state=$(prop ActiveState)
+    [ "$state" = active ] || fail "zju-chat-server.service is $state"
+    main=$(prop MainPID)
+    user=$(ctr stat -c %u "/proc/$main") # a dynamic user: a uid without a passwd line
+    say "booted: zju-chat-server.service active (enabled by the package), main pid $main, uid $user"
+    [ "$user" != 0 ] || fail "the service runs as root"
+    ctr grep -q '^Seccomp:[[:space:]]*2' "/proc/$main/status" || fail "no system call filter on the service"
+    ctr grep -q '^CapEff:[[:space:]]*0*$' "/proc/$main/status" || fail "the service has capabilities"
+    local body
+    body=$(curl -sS --max-time 30 -w ' %{http_code}' "http://127.0.0.1:$port/api/chat" \
+        -H 'Content-Type: application/json' -d '{"user_content": "你好"}') || true
+    [ "${body##* }" = 200 ] || fail "POST /api/chat under systemd: $body"
+    say "POST /api/chat through the packaged mock: 200"
+    say "systemd-analyze security: $(ctr systemd-analyze security --no-pager zju-chat-server.service 2>&1 |
+        sed -n 's/.*Overall exposure level for zju-chat-server.service: //p')"
+
+    # systemctl stop while a 2 s stream is in flight
+    curl -sS -N --max-time 60 "http://127.0.0.1:$port/api/chat" -H 'Content-Type: application/json' \
+        -d '{"user_content": "hi", "stream": true, "model": "deepseek-r1-671b#events=20,delay=100"}' \
+        >"$WORK/stream.txt" 2>&1 &
+    local curl_pid=$! t0
+    sleep 0.5
+    t0=$SECONDS
+    ctr systemctl stop zju-chat-server.service || fail "systemctl stop"
+    wait "$curl_pid" || fail "the stream broke on systemctl stop: $(tail -c 300 "$WORK/stream.txt")"
+    grep -q '"finish_reason": *"stop"' "$WORK/stream.txt" ||
+        fail "the stream did not finish: $(tail -c 300 "$WORK/stream.txt")"
+    [ "$(prop Result)" = success ] || fail "stop: Result=$(prop Result)"
+    body=$(ctr journalctl -u zju-chat-server.service --no-pager)
+    grep -q 'server stopped' <<<"$body" || fail "no 'server stopped' in the journal"
+    say "systemctl stop with a stream in flight: the stream finished, Result=success, $((SECONDS - t0))s"
+
+    # a crash restarts the service
+    ctr systemctl start zju-chat-server.service || fail "systemctl start"
+    main=$(prop MainPID)
+    ctr systemctl kill --kill-whom=main --signal=KILL zju-chat-server.service
+    deadline=$((SECONDS + 20))
+    until [ "$(prop NRestarts)" = 1 ] && healthy "$port"; do
+        [ $SECONDS -lt $deadline ] || fail "not restarted after SIGKILL (NRestarts=$(prop NRestarts))"
+        sleep 0.5
+    done
+    say "SIGKILL to the main process: restarted (NRestarts=1), answering again"
+
+    # a configuration error is not retried
+    echo 'CORS_ORIGINS=' >>"$ROOT/etc/zju-chat/env"
+    # (Type=exec: the restart job is done once the server runs; it exits 2
+    # right after)
+    ctr systemctl restart zju-chat-server.service || true
+    deadline=$((SECONDS + 10))
+    until [ "$(prop ActiveState)" = failed ]; do
+        [ $SECONDS -lt $deadline ] || fail "bad env file: $(prop ActiveState) 10 s later, want failed"
+        sleep 0.5
+    done
+    sleep 3 # RestartSec=2: a restart would have come by now
+    [ "$(prop ExecMainStatus)" = 2 ] || fail "bad env file: exit $(prop ExecMainStatus), want 2"
+    [ "$(prop ActiveState)" = failed ] || fail "bad env file: $(prop ActiveState), want failed"
+    [ "$(prop NRestarts)" = 0 ] || fail "a configuration error was restarted ($(prop NRestarts))"
+    say "a bad env file: exit 2, failed, not restarted; the journal: $(ctr journalctl \
+        -u zju-chat-server.service --no-pager -o cat | grep CORS_ORIGINS | tail -1)"
+
+    ctr systemctl poweroff || true
+    deadline=$((SECONDS + 30))
+    while kill -0 "$nspawn_pid" 2>/dev/null; do
+        [ $SECONDS -lt $deadline ] || {
+            kill -KILL "$nspawn_pid"
+            fail "the container did not power off"
+        }
+        sleep 0.5
+    done
+    say "powered off"
     return 0
 }
 
@@ -246,6 +383,14 @@ if [ "${1:-}" = --inside ]; then
         exit 2
     }
     inside
+    exit $?
+fi
+if [ "${1:-}" = --boot ]; then
+    [ $$ = 1 ] || {
+        echo "deb-check: --boot is for the script itself" >&2
+        exit 2
+    }
+    boot_check
     exit $?
 fi
 
@@ -308,9 +453,19 @@ mkdir -p "$ROOT/tmp/debs"
 cp "$DEBS"/zju-chat_*.deb "$DEBS"/libzjuchat1_*.deb "$DEBS"/libzjuchat-dev_*.deb "$ROOT/tmp/debs/"
 say "packages: $(cd "$ROOT/tmp/debs" && echo *.deb)"
 
+if command -v systemd-nspawn >/dev/null; then
+    export DEB_CHECK_BOOT=1
+else
+    say "no systemd-nspawn here (apt-get install systemd-container): step 7, the boot, is skipped"
+fi
 rc=0
 unshare --mount --propagation private --pid --fork --kill-child --mount-proc \
     bash "$self" --inside || rc=$?
+if [ $rc = 0 ] && [ "${DEB_CHECK_BOOT:-0}" = 1 ]; then
+    # its own PID namespace: whatever the container leaves dies with it
+    unshare --mount --propagation private --pid --fork --kill-child --mount-proc \
+        bash "$self" --boot || rc=$?
+fi
 
 if findmnt -rn -o TARGET | grep -q "^$ROOT/"; then
     say "mounts left under $ROOT; root kept"
