@@ -3,6 +3,14 @@
 # src/lib, src/server, src/cli or mock/ needs no edit here.
 
 PREFIX  ?= /usr/local
+# Where `make install` puts things; Debian's build (debian/rules) sets the
+# multiarch LIBDIR and /lib/systemd/system.
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
+DOCDIR  ?= $(PREFIX)/share/doc/zju-chat
+SYSTEMD_UNIT_DIR ?= $(PREFIX)/lib/systemd/system
 BUILD   ?= build
 SAN     ?=
 CC      ?= cc
@@ -27,7 +35,8 @@ SERVER_PKGS := hiredis
 PKG_FLAGS_MK := $(BUILD)/pkg-flags.mk
 # Goals that compile nothing in this make (they need no packages, or they
 # depend on `deps` and recurse) leave the file alone.
-NO_FLAGS_GOALS := clean deps test-deps format format-check uninstall fresh-check test unit e2e asan fuzz web
+NO_FLAGS_GOALS := clean deps test-deps format format-check uninstall fresh-check test unit e2e asan fuzz \
+                  web deb deb-check
 ifneq ($(filter-out $(NO_FLAGS_GOALS),$(or $(MAKECMDGOALS),all)),)
 include $(PKG_FLAGS_MK)
 endif
@@ -74,13 +83,13 @@ SHARED  := $(BUILD)/libzjuchat.so.$(SOVER)
 PROGS   := $(BUILD)/zju-chat $(BUILD)/zju-chat-server $(BUILD)/zju-mock-upstream
 MAN_PAGES := $(wildcard man/*.[1-8])
 # man/NAME.S goes to share/man/manS/NAME.S
-MAN_DEST  := $(foreach p,$(MAN_PAGES),$(DESTDIR)$(PREFIX)/share/man/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
+MAN_DEST  := $(foreach p,$(MAN_PAGES),$(DESTDIR)$(MANDIR)/man$(subst .,,$(suffix $(p)))/$(notdir $(p)))
 ifneq ($(BENCH_SRC),)
 PROGS   += $(BUILD)/zju-loadgen
 endif
 
 .PHONY: all deps test-deps test unit e2e format format-check run bench fuzz soak install uninstall clean asan \
-        fresh-check web
+        fresh-check web deb deb-check
 
 all: $(STATIC) $(SHARED) $(PROGS)
 
@@ -97,7 +106,7 @@ INPUTS = $(filter %.o %.a,$^)
 
 $(BUILD)/obj/%.o: %.c $(PKG_FLAGS_MK)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -105,8 +114,11 @@ $(STATIC): $(LIB_OBJ)
 
 # -z defs: a symbol no listed library defines fails the link, so the library
 # cannot come out without the NEEDED entries of its dependencies.
-$(SHARED): $(LIB_OBJ) $(PKG_FLAGS_MK)
-	$(CC) -shared -Wl,-soname,libzjuchat.so.$(SOVER) -Wl,-z,defs $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
+# The version script exports the header's functions only (packaging/libzjuchat.map).
+LIB_MAP := packaging/libzjuchat.map
+$(SHARED): $(LIB_OBJ) $(PKG_FLAGS_MK) $(LIB_MAP)
+	$(CC) -shared -Wl,-soname,libzjuchat.so.$(SOVER) -Wl,-z,defs -Wl,--version-script=$(LIB_MAP) \
+	  $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS)
 	ln -sf libzjuchat.so.$(SOVER) $(BUILD)/libzjuchat.so
 
 $(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
@@ -153,8 +165,10 @@ $(BUILD)/tests/test_limits_redis: UNIT_LIBS := $(SERVER_PKG_LIBS)
 asan:
 	$(MAKE) BUILD=build-asan SAN=1 all $(UNIT_BIN:$(BUILD)/%=build-asan/%)
 
+# INSTALL_DEPS=0: install nothing (a package build: debian/control's
+# Build-Depends are the dependencies there).
 deps:
-	bash scripts/install-deps.sh
+	$(if $(filter 0,$(INSTALL_DEPS)),@true,bash scripts/install-deps.sh)
 
 # What the tests need beyond the build: Node.js and tests/node's npm packages.
 test-deps:
@@ -193,28 +207,40 @@ soak: deps all
 	bash scripts/soak.sh
 
 # Library, header, pkg-config file, the commands (the mock too: frontend
-# developers run it offline) and the man pages of man/. A real install
-# (no DESTDIR staging) then runs ldconfig: programs linked with -lzjuchat
-# find a library in /usr/local/lib only through the loader's cache.
+# developers run it offline), the man pages of man/, the systemd unit (its
+# ExecStart pointed at BINDIR) and the example env file. A real install (no
+# DESTDIR staging) then runs ldconfig: programs linked with -lzjuchat find
+# a library in /usr/local/lib only through the loader's cache.
+# /etc/zju-chat/env is the admin's (the Debian package installs it as a
+# conffile); `make install` never writes to /etc.
+UNIT := packaging/zju-chat-server.service
 install: all
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(sort $(dir $(MAN_DEST)))
-	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libzjuchat.so.$(SOVER) $(DESTDIR)$(PREFIX)/lib/libzjuchat.so
-	install -m 644 include/zjuchat.h $(DESTDIR)$(PREFIX)/include/
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(BINDIR) \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig $(sort $(dir $(MAN_DEST))) $(DESTDIR)$(SYSTEMD_UNIT_DIR) \
+	  $(DESTDIR)$(DOCDIR)
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(SHARED) $(DESTDIR)$(LIBDIR)/
+	ln -sf libzjuchat.so.$(SOVER) $(DESTDIR)$(LIBDIR)/libzjuchat.so
+	install -m 644 include/zjuchat.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(BUILD)/zju-chat $(BUILD)/zju-chat-server $(BUILD)/zju-mock-upstream \
-	  $(DESTDIR)$(PREFIX)/bin/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' libzjuchat.pc.in \
-	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libzjuchat.pc
+	  $(DESTDIR)$(BINDIR)/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+	  -e 's|@VERSION@|$(VERSION)|g' libzjuchat.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libzjuchat.pc
 	$(foreach p,$(MAN_PAGES),install -m 644 $(p) $(filter %/$(notdir $(p)),$(MAN_DEST)) &&) true
+	sed -e 's|/usr/bin/zju-chat-server|$(BINDIR)/zju-chat-server|' $(UNIT) \
+	  > $(DESTDIR)$(SYSTEMD_UNIT_DIR)/zju-chat-server.service
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNIT_DIR)/zju-chat-server.service
+	install -m 644 packaging/env.example $(DESTDIR)$(DOCDIR)/env.example
 	$(LDCONFIG)
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libzjuchat.* $(DESTDIR)$(PREFIX)/include/zjuchat.h \
-	  $(DESTDIR)$(PREFIX)/bin/zju-chat $(DESTDIR)$(PREFIX)/bin/zju-chat-server \
-	  $(DESTDIR)$(PREFIX)/bin/zju-mock-upstream \
-	  $(DESTDIR)$(PREFIX)/lib/pkgconfig/libzjuchat.pc $(MAN_DEST)
+	rm -f $(DESTDIR)$(LIBDIR)/libzjuchat.a $(DESTDIR)$(LIBDIR)/libzjuchat.so \
+	  $(DESTDIR)$(LIBDIR)/libzjuchat.so.$(SOVER) $(DESTDIR)$(INCLUDEDIR)/zjuchat.h \
+	  $(DESTDIR)$(BINDIR)/zju-chat $(DESTDIR)$(BINDIR)/zju-chat-server \
+	  $(DESTDIR)$(BINDIR)/zju-mock-upstream \
+	  $(DESTDIR)$(LIBDIR)/pkgconfig/libzjuchat.pc $(MAN_DEST) \
+	  $(DESTDIR)$(SYSTEMD_UNIT_DIR)/zju-chat-server.service $(DESTDIR)$(DOCDIR)/env.example
+	rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 	$(LDCONFIG)
 
 # Only as root (a user installing into a home prefix cannot, and needs not).
@@ -225,6 +251,17 @@ LDCONFIG = $(if $(DESTDIR),@true,@if [ "$$(id -u)" = 0 ]; then ldconfig; \
 # `make run` until it answers, then `make test` (needs root; see the script).
 fresh-check:
 	bash scripts/fresh-check.sh
+
+# Debian packages (zju-chat, libzjuchat1, libzjuchat-dev) from this tree,
+# with dpkg-buildpackage and debian/, into build/deb/; lintian's verdict in
+# build/deb/lintian.txt. deb-check: they install on a clean Debian 12 root
+# and work there (scripts/deb-check.sh, as root).
+deb:
+	bash scripts/install-deps.sh --deb
+	bash scripts/build-deb.sh
+
+deb-check: deb
+	bash scripts/deb-check.sh
 
 clean:
 	rm -rf build build-asan build-fuzz

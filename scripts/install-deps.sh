@@ -23,6 +23,12 @@ for_tests=0
 pkgs=(build-essential pkg-config libcurl4-openssl-dev libevent-dev libjansson-dev libyajl-dev
       libcmocka-dev libedit-dev libssl-dev libhttp-parser-dev libhiredis-dev python3 curl openssl ca-certificates git clang-format
       clang libclang-rt-14-dev nginx-light wrk procps time)
+# With --deb (make deb, scripts/build-deb.sh): dpkg-buildpackage's helpers
+# and lintian; debootstrap for scripts/deb-check.sh's clean root, and
+# systemd-nspawn (systemd-container) to boot it.
+if [ "${1:-}" = --deb ]; then
+    pkgs+=(debhelper dpkg-dev lintian debootstrap systemd-container)
+fi
 # One dpkg-query for all: "name status" per known package (unknown ones are
 # simply not listed, and so count as missing).
 installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null |

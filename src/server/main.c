@@ -71,7 +71,7 @@ static void usage(FILE *f)
         "ACCESS_TOKENS_FILE (SIGHUP reloads it), ACCESS_LOG_FORMAT, IP_RPM, IP_TPM,\n"
         "LIMITS_KEYS, METRICS_ALLOW, METRICS_TOKEN, REDIS_URL, REDIS_FAILURE,\n"
         "REDIS_PREFIX, REDIS_TIMEOUT_MS.\n"
-        "See zju-chat-server(1).\n");
+        "See zju-chat-server(8).\n");
 }
 
 static long now_ms(void)
