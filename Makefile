@@ -139,7 +139,7 @@ $(WEB_GEN): $(BUILD)/web-embed $(WEB_DIST)
 	$(BUILD)/web-embed $@.tmp web/dist $(WEB_DIST) && mv -f $@.tmp $@
 
 $(WEB_OBJ): $(WEB_GEN) src/server/static.h $(PKG_FLAGS_MK)
-	$(CC) $(CFLAGS) -Isrc/server -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Isrc/server -c $< -o $@
 
 web: test-deps
 	node web/build.mjs
