@@ -903,8 +903,8 @@ void srv_req_start(srv_request *r, int status)
     static const char te[] = "Transfer-Encoding: chunked\r\n";
     char line[64];
     struct iovec iov[6];
-    int n = head_iov(r, status, r->chunked ? te : "", r->chunked ? sizeof te - 1 : 0, line,
-                     iov);
+    int n = head_iov(r, status, r->chunked ? te : "", r->chunked ? sizeof te - 1 : 0,
+                     line, iov);
     send_iov(r->conn, iov, n);
     r->state = R_STREAMING;
 }
