@@ -91,6 +91,12 @@ struct srv_conn {
     struct event *deadline; /* REQUEST_TIMEOUT while READING */
     struct event *resume;   /* continues with buffered input after a reply */
     time_t linger_end;
+    /* the end of a reply (a whole non-stream answer, a stream's last chunk),
+     * sent by on_resume once the handler has returned, so that its access
+     * line is written before the client can see the answer; kept for the
+     * connection's next replies */
+    char *pend;
+    size_t pend_len, pend_cap;
     struct sockaddr_storage peer;
     char peer_text[64];
 };
@@ -469,13 +475,25 @@ static void finish_request(srv_conn *c)
         event_active(c->resume, EV_TIMEOUT, 0); /* not from inside the handler */
 }
 
+static void flush_pending(srv_conn *c);
+
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     srv_conn *c = arg;
-    if (c->phase == FLUSHING && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        finish_request(c);
-    else if (c->phase == READING)
+    if (c->phase == FLUSHING) {
+        flush_pending(c);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+            finish_request(c); /* all sent */
+            return;
+        }
+        /* the rest goes with the bufferevent; on_write ends the request */
+        struct timeval t = {
+            c->f->lim.request_timeout_s > 0 ? c->f->lim.request_timeout_s : 60, 0};
+        bufferevent_set_timeouts(c->bev, NULL, &t);
+        bufferevent_enable(c->bev, EV_WRITE);
+    } else if (c->phase == READING) {
         conn_process(c);
+    }
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -572,6 +590,7 @@ static void conn_free(srv_conn *c)
     event_free(c->deadline);
     event_free(c->resume);
     bufferevent_free(c->bev); /* deletes its events, then closes the socket */
+    free(c->pend);
     free(c);
     if (was_open)
         request_done(f);
@@ -858,6 +877,41 @@ static void send_iov(srv_conn *c, struct iovec *iov, int n)
     }
 }
 
+/* Keeps the pieces for on_resume (copied: the caller's body is freed when
+ * the reply call returns). Out of memory: sent now instead. */
+static void hold_iov(srv_conn *c, struct iovec *iov, int n)
+{
+    size_t need = c->pend_len;
+    for (int i = 0; i < n; i++)
+        need += iov[i].iov_len;
+    if (need > c->pend_cap) {
+        size_t cap = need < 4096 ? 4096 : need;
+        char *grown = realloc(c->pend, cap);
+        if (!grown) {
+            flush_pending(c);
+            send_iov(c, iov, n);
+            return;
+        }
+        c->pend = grown;
+        c->pend_cap = cap;
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(c->pend + c->pend_len, iov[i].iov_base, iov[i].iov_len);
+        c->pend_len += iov[i].iov_len;
+    }
+}
+
+static void flush_pending(srv_conn *c)
+{
+    if (c->pend_len == 0)
+        return;
+    struct iovec v = {c->pend, c->pend_len};
+    c->pend_len = 0;
+    send_iov(c, &v, 1);
+}
+
+/* The reply is complete: what is held goes out from on_resume, after the
+ * handler (and the access line) is done. */
 static void reply_done(srv_request *r)
 {
     srv_conn *c = r->conn;
@@ -866,14 +920,7 @@ static void reply_done(srv_request *r)
     r->on_drained = NULL;
     c->phase = FLUSHING;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-        event_active(c->resume, EV_TIMEOUT, 0); /* all sent: nothing to wait for */
-        return;
-    }
-    struct timeval t = {
-        c->f->lim.request_timeout_s > 0 ? c->f->lim.request_timeout_s : 60, 0};
-    bufferevent_set_timeouts(c->bev, NULL, &t);
-    bufferevent_enable(c->bev, EV_WRITE);
+    event_active(c->resume, EV_TIMEOUT, 0);
 }
 
 void srv_req_reply(srv_request *r, int status, const char *body, size_t len)
@@ -889,7 +936,7 @@ void srv_req_reply(srv_request *r, int status, const char *body, size_t len)
     int n = head_iov(r, status, framing, fl, line, iov);
     if (!r->head && len)
         iov[n++] = (struct iovec){(char *)body, len};
-    send_iov(r->conn, iov, n);
+    hold_iov(r->conn, iov, n);
     reply_done(r);
 }
 
@@ -966,7 +1013,7 @@ void srv_req_end(srv_request *r)
         return;
     if (r->chunked && !r->head) {
         struct iovec end = {"0\r\n\r\n", 5};
-        send_iov(r->conn, &end, 1);
+        hold_iov(r->conn, &end, 1);
     }
     reply_done(r);
 }
