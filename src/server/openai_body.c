@@ -200,6 +200,8 @@ static int on_string(void *ctx, const unsigned char *s, size_t n)
 static int on_key(void *ctx, const unsigned char *k, size_t n)
 {
     pass *p = ctx;
+    if (memchr(k, 0, n))
+        return 0; /* jansson refuses a NUL in a key, even with JSON_ALLOW_NUL */
     if (p->f.depth == 1)
         p->key = top_of(p->kind, k, n);
     else if (p->f.depth == 2)
