@@ -39,6 +39,7 @@
 #define PIPELINE_CAP (64 * 1024) /* input held while a request is handled */
 #define LINGER_TIMEOUT_S 5       /* nginx's lingering_timeout */
 #define LINGER_TOTAL_S 30        /* nginx's lingering_time */
+#define READ_CHUNK 16384         /* bytes asked of one recv() */
 
 enum phase { READING, HANDLING, FLUSHING, LINGERING };
 enum rstate { R_PARSING, R_HANDLER, R_STREAMING, R_ENDED };
@@ -79,7 +80,8 @@ struct srv_request {
 struct srv_conn {
     srv_front *f;
     srv_conn *prev, *next;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* writes; its input buffer holds what rd read */
+    struct event *rd;        /* reads: see on_readable */
     evutil_socket_t fd;
     http_parser parser;
     enum phase phase;
@@ -376,7 +378,7 @@ static void reset_for_request(srv_conn *c)
     c->parser.data = c;
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    event_add(c->rd, NULL); /* already there between requests: no epoll_ctl */
     arm_deadline(c);
 }
 
@@ -518,7 +520,7 @@ static void on_read(struct bufferevent *bev, void *arg)
          * floods us stops being read (its leaving is then noticed when a
          * write fails). */
         if (evbuffer_get_length(in) > PIPELINE_CAP)
-            bufferevent_disable(bev, EV_READ);
+            event_del(c->rd);
         break;
     case LINGERING:
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -558,6 +560,38 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     conn_free(c);
 }
 
+/* The socket is readable (or, lingering, silent too long). Read with one
+ * recv() into the bufferevent's input buffer: the bufferevent's own read
+ * (evbuffer_read) asks the kernel with ioctl(FIONREAD) first, one more
+ * system call per request. EOF and errors reach on_event as they did from
+ * the bufferevent, which never reads itself (its EV_READ stays disabled). */
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    srv_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        on_event(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+    if (evbuffer_reserve_space(in, READ_CHUNK, &v, 1) == 1) {
+        do
+            n = recv(fd, v.iov_base, v.iov_len, 0);
+        while (n < 0 && errno == EINTR);
+        v.iov_len = n > 0 ? (size_t)n : 0;
+        evbuffer_commit_space(in, &v, 1);
+        if (n > 0) {
+            on_read(c->bev, c); /* may free c */
+            return;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+    }
+    event_del(c->rd); /* as the bufferevent did: no more reading after EOF */
+    on_event(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+}
+
 static void start_linger(srv_conn *c)
 {
     c->phase = LINGERING;
@@ -565,9 +599,9 @@ static void start_linger(srv_conn *c)
     shutdown(c->fd, SHUT_WR);
     c->linger_end = time(NULL) + LINGER_TOTAL_S;
     struct timeval t = {LINGER_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, &t, NULL);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    event_add(c->rd, &t); /* silence for this long ends it (on_readable) */
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
 }
@@ -589,6 +623,7 @@ static void conn_free(srv_conn *c)
         c->next->prev = c->prev;
     event_free(c->deadline);
     event_free(c->resume);
+    event_free(c->rd);        /* before the socket closes */
     bufferevent_free(c->bev); /* deletes its events, then closes the socket */
     free(c->pend);
     free(c);
@@ -632,7 +667,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->bev = bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->deadline = evtimer_new(f->base, on_deadline, c);
     c->resume = event_new(f->base, -1, 0, on_resume, c);
-    if (!c->bev || !c->deadline || !c->resume) {
+    c->rd = event_new(f->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    if (!c->bev || !c->deadline || !c->resume || !c->rd) {
+        if (c->rd)
+            event_free(c->rd);
         if (c->bev)
             bufferevent_free(c->bev);
         else
@@ -648,7 +686,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (f->conns)
         f->conns->prev = c;
     f->conns = c;
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setcb(c->bev, NULL, on_write, on_event, c); /* reads: on_readable */
+    /* the bufferevent keeps its input's end frozen for its own reads */
+    evbuffer_unfreeze(bufferevent_get_input(c->bev), 0);
     reset_for_request(c);
 }
 
