@@ -470,7 +470,7 @@ static int finish(const chat_fields *given_fields, const srv_config *cfg,
     chat_fields f = *given_fields;
     if (!f.model || !*f.model)
         f.model = cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL;
-    snprintf(b->model, sizeof b->model, "%s", f.model);
+    srv_copy_text(b->model, sizeof b->model, f.model);
     return build(&f, b);
 }
 
@@ -544,7 +544,7 @@ static int finish_without_tree(const chat_fields *given_fields, const srv_config
     chat_fields f = *given_fields;
     if (!f.model || !*f.model)
         f.model = cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL;
-    snprintf(b->model, sizeof b->model, "%s", f.model);
+    srv_copy_text(b->model, sizeof b->model, f.model);
     if (!g && !(g = yajl_gen_alloc(NULL)))
         return fail(b, 500, "out of memory");
     const unsigned char *buf;

@@ -44,9 +44,15 @@
 enum phase { READING, HANDLING, FLUSHING, LINGERING };
 enum rstate { R_PARSING, R_HANDLER, R_STREAMING, R_ENDED };
 
+/* A header's name and value: offsets of NUL-terminated texts in the
+ * request's text arena (NO_TEXT: no value yet). */
 typedef struct header {
-    char *name, *value;
+    size_t name, value;
 } header;
+
+#define NO_TEXT ((size_t)-1)
+#define INLINE_HEADERS 16
+#define INLINE_TEXT 1024
 
 typedef struct srv_conn srv_conn;
 
@@ -56,10 +62,16 @@ struct srv_request {
     char method[16];
     char *uri;
     size_t uri_len;
-    char *path; /* the URI up to '?' or '#', set with the headers */
-    header *hdrs;
+    char *path;   /* the URI up to '?' or '#', set with the headers */
+    header *hdrs; /* hdrs_inline until there are more */
     size_t nhdr, caphdr;
     int in_value; /* the parser's last header callback was a value */
+    /* the headers' texts, one after the other: a few allocations per
+     * request instead of two reallocs per header */
+    char *text; /* text_inline until it outgrows it */
+    size_t text_len, text_cap;
+    header hdrs_inline[INLINE_HEADERS];
+    char text_inline[INLINE_TEXT];
     struct evbuffer *body;
     int minor;      /* HTTP/1.minor */
     int head;       /* HEAD: no body in the reply */
@@ -134,7 +146,11 @@ static srv_request *request_new(srv_conn *c)
     }
     r->out_hdr = r->hdr_inline;
     r->out_cap = sizeof r->hdr_inline;
-    snprintf(r->method, sizeof r->method, "GET");
+    r->hdrs = r->hdrs_inline;
+    r->caphdr = INLINE_HEADERS;
+    r->text = r->text_inline;
+    r->text_cap = INLINE_TEXT;
+    memcpy(r->method, "GET", 4);
     return r;
 }
 
@@ -142,11 +158,10 @@ static void request_free(srv_request *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->nhdr; i++) {
-        free(r->hdrs[i].name);
-        free(r->hdrs[i].value);
-    }
-    free(r->hdrs);
+    if (r->hdrs != r->hdrs_inline)
+        free(r->hdrs);
+    if (r->text != r->text_inline)
+        free(r->text);
     free(r->uri);
     free(r->path);
     evbuffer_free(r->body);
@@ -187,11 +202,16 @@ const char *srv_req_path(const srv_request *r)
     return r->path ? r->path : "";
 }
 
+static const char *header_value(const srv_request *r, size_t i)
+{
+    return r->hdrs[i].value == NO_TEXT ? "" : r->text + r->hdrs[i].value;
+}
+
 const char *srv_req_header(const srv_request *r, const char *name)
 {
     for (size_t i = 0; i < r->nhdr; i++)
-        if (r->hdrs[i].name && strcasecmp(r->hdrs[i].name, name) == 0)
-            return r->hdrs[i].value ? r->hdrs[i].value : "";
+        if (strcasecmp(r->text + r->hdrs[i].name, name) == 0)
+            return header_value(r, i);
     return NULL;
 }
 
@@ -200,9 +220,9 @@ char *srv_req_header_joined(const srv_request *r, const char *name)
     char *joined = NULL;
     size_t len = 0;
     for (size_t i = 0; i < r->nhdr; i++) {
-        if (!r->hdrs[i].name || strcasecmp(r->hdrs[i].name, name) != 0)
+        if (strcasecmp(r->text + r->hdrs[i].name, name) != 0)
             continue;
-        const char *v = r->hdrs[i].value ? r->hdrs[i].value : "";
+        const char *v = header_value(r, i);
         if ((len && append(&joined, &len, ",", 1) < 0) ||
             append(&joined, &len, v, strlen(v)) < 0) {
             free(joined); /* a partial list could name the wrong client */
@@ -258,29 +278,57 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return append(&c->req->uri, &c->req->uri_len, at, n);
 }
 
+/* Appends at[0..n) to the arena as a new text (its offset in *off) or, when
+ * off is NULL, to the last text (the one the parser is still delivering). */
+static int text_add(srv_request *r, const char *at, size_t n, size_t *off)
+{
+    if (!off && r->text_len > 0)
+        r->text_len--; /* continue the last text: over its NUL */
+    size_t need = r->text_len + n + 1;
+    if (need > r->text_cap) {
+        size_t cap = need * 2;
+        char *grown = r->text == r->text_inline ? malloc(cap) : realloc(r->text, cap);
+        if (!grown)
+            return -1;
+        if (r->text == r->text_inline)
+            memcpy(grown, r->text_inline, r->text_len);
+        r->text = grown;
+        r->text_cap = cap;
+    }
+    if (off)
+        *off = r->text_len;
+    memcpy(r->text + r->text_len, at, n);
+    r->text_len += n;
+    r->text[r->text_len++] = '\0';
+    return 0;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     srv_conn *c = p->data;
     srv_request *r = c->req;
     if (count_head(c, n) < 0)
         return -1;
-    if (r->nhdr == 0 || r->in_value) {
-        if (r->nhdr == r->caphdr) {
-            size_t cap = r->caphdr ? r->caphdr * 2 : 16;
-            header *h = realloc(r->hdrs, cap * sizeof *h);
-            if (!h)
-                return -1;
-            r->hdrs = h;
-            r->caphdr = cap;
-        }
-        r->hdrs[r->nhdr].name = NULL;
-        r->hdrs[r->nhdr].value = NULL;
-        r->nhdr++;
-        r->in_value = 0;
+    if (r->nhdr > 0 && !r->in_value)
+        return text_add(r, at, n, NULL); /* the name goes on */
+    if (r->nhdr == r->caphdr) {
+        size_t cap = r->caphdr * 2;
+        header *h = r->hdrs == r->hdrs_inline ? malloc(cap * sizeof *h)
+                                              : realloc(r->hdrs, cap * sizeof *h);
+        if (!h)
+            return -1;
+        if (r->hdrs == r->hdrs_inline)
+            memcpy(h, r->hdrs_inline, sizeof r->hdrs_inline);
+        r->hdrs = h;
+        r->caphdr = cap;
     }
-    header *h = &r->hdrs[r->nhdr - 1];
-    size_t len = h->name ? strlen(h->name) : 0;
-    return append(&h->name, &len, at, n);
+    header *h = &r->hdrs[r->nhdr];
+    h->value = NO_TEXT;
+    if (text_add(r, at, n, &h->name) < 0)
+        return -1;
+    r->nhdr++;
+    r->in_value = 0;
+    return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
@@ -291,17 +339,20 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         return -1;
     if (r->nhdr == 0)
         return -1;
-    r->in_value = 1;
     header *h = &r->hdrs[r->nhdr - 1];
-    size_t len = h->value ? strlen(h->value) : 0;
-    return append(&h->value, &len, at, n);
+    int more = r->in_value; /* the value goes on */
+    r->in_value = 1;
+    return text_add(r, at, n, more ? NULL : &h->value);
 }
 
 static int on_headers_complete(http_parser *p)
 {
     srv_conn *c = p->data;
     srv_request *r = c->req;
-    snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
+    const char *m = http_method_str(p->method);
+    size_t ml = strnlen(m, sizeof r->method - 1);
+    memcpy(r->method, m, ml);
+    r->method[ml] = '\0';
     const char *u = srv_req_uri(r);
     r->path = strndup(u, strcspn(u, "?#"));
     r->minor = p->http_major == 1 ? p->http_minor : 1;
