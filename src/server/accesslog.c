@@ -10,6 +10,7 @@
 #include "proxies.h"
 
 #include <jansson.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -169,6 +170,34 @@ static void safe_copy(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
+/* The rate limits' key for a peer, by its address alone (the port plays no
+ * part): the last one is kept, since consecutive requests mostly come from
+ * one address (a client's keep-alive connections, a proxy in front). */
+static void peer_addr(const struct sockaddr *peer, char *out, size_t cap)
+{
+    static int family;
+    static unsigned char bytes[16];
+    static char text[SRV_PROXIES_ADDR_MAX];
+    const void *b = NULL;
+    size_t n = 0;
+    if (peer->sa_family == AF_INET) {
+        b = &((const struct sockaddr_in *)peer)->sin_addr;
+        n = 4;
+    } else if (peer->sa_family == AF_INET6) {
+        b = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+        n = 16;
+    }
+    if (!b || peer->sa_family != family || memcmp(b, bytes, n) != 0) {
+        srv_proxies_client_addr(NULL, peer, NULL, NULL, text, sizeof text);
+        family = b ? peer->sa_family : 0;
+        if (b)
+            memcpy(bytes, b, n);
+    }
+    size_t len = strnlen(text, cap - 1);
+    memcpy(out, text, len);
+    out[len] = '\0';
+}
+
 void srv_access_begin(srv_access *a, const srv_request *req)
 {
     memset(a, 0, sizeof *a);
@@ -181,7 +210,7 @@ void srv_access_begin(srv_access *a, const srv_request *req)
     size_t pl = strnlen(peer_text, sizeof a->client - 1);
     memcpy(a->client, peer_text, pl); /* the rest is zero from the memset */
     const struct sockaddr *peer = srv_req_peer(req);
-    srv_proxies_client_addr(NULL, peer, NULL, NULL, a->addr, sizeof a->addr);
+    peer_addr(peer, a->addr, sizeof a->addr);
     if (srv_proxies_trusts(proxies, peer)) {
         char *xff = srv_req_header_joined(req, "X-Forwarded-For");
         char *xri = srv_req_header_joined(req, "X-Real-IP");
