@@ -13,8 +13,8 @@
  * it) -- for nesting deeper than jansson's limit, and for anything after
  * the top-level value but white space (YAJL 2.1 only peeks at a token
  * after a complete value). Its callers' key callbacks decline a key holding
- * \u0000, which jansson refuses even with JSON_ALLOW_NUL. Numbers go through YAJL's integer and double
- * conversions, which refuse the overflows jansson refuses.
+ * \u0000, which jansson refuses even with JSON_ALLOW_NUL. Numbers go through YAJL's
+ * integer and double conversions, which refuse the overflows jansson refuses.
  */
 #ifndef SRV_JSON_FAST_H
 #define SRV_JSON_FAST_H
