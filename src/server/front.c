@@ -40,6 +40,7 @@
 #define LINGER_TIMEOUT_S 5       /* nginx's lingering_timeout */
 #define LINGER_TOTAL_S 30        /* nginx's lingering_time */
 #define READ_CHUNK 16384         /* bytes asked of one recv() */
+#define PEND_KEEP 16384          /* room kept between replies for their ends */
 
 enum phase { READING, HANDLING, FLUSHING, LINGERING };
 enum rstate { R_PARSING, R_HANDLER, R_STREAMING, R_ENDED };
@@ -999,6 +1000,11 @@ static void flush_pending(srv_conn *c)
     struct iovec v = {c->pend, c->pend_len};
     c->pend_len = 0;
     send_iov(c, &v, 1);
+    if (c->pend_cap > PEND_KEEP) { /* a large answer's room is not kept */
+        free(c->pend);
+        c->pend = NULL;
+        c->pend_cap = 0;
+    }
 }
 
 /* The reply is complete: what is held goes out from on_resume, after the
