@@ -88,7 +88,7 @@ ifneq ($(BENCH_SRC),)
 PROGS   += $(BUILD)/zju-loadgen
 endif
 
-.PHONY: all deps test-deps test unit e2e format format-check run bench fuzz soak install uninstall clean asan \
+.PHONY: all deps test-deps test unit e2e format format-check run bench cost fuzz soak install uninstall clean asan \
         fresh-check web deb deb-check
 
 all: $(STATIC) $(SHARED) $(PROGS)
@@ -199,6 +199,12 @@ run: deps all
 
 bench: deps all
 	bash bench/run.sh
+
+# instructions and system calls per request and per event beside nginx (bench/README.md)
+cost: deps all
+	@command -v valgrind >/dev/null && command -v strace >/dev/null || \
+	  { echo "make cost: needs valgrind and strace (apt-get install valgrind strace)" >&2; exit 2; }
+	bash bench/cost.sh
 
 fuzz: deps
 	bash fuzz/run.sh $(FUZZ_SECONDS)

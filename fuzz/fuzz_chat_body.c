@@ -15,7 +15,8 @@
  * an upstream body that is a JSON object of exactly upstream_len bytes with
  * the model, the stream flag, and as messages the system_content, the
  * messages and the user_content of the request unchanged, in that order;
- * the sampling fields with the request's values.
+ * the sampling fields with the request's values. The tree-less pass gives
+ * what jansson's tree gives (status, message, upstream bytes) on every body.
  */
 #include "chat_body.h"
 #include "http_util.h"
@@ -141,6 +142,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     srv_chat_body b;
     int status = srv_chat_body_parse(type, body, len, &cfg, &b);
+    /* The tree-less pass agrees with jansson's tree: the same status, the
+     * same upstream bytes, the same message. */
+    if (srv_http_is_json_type(type) && len <= cfg.max_body) {
+        srv_chat_body t;
+        int tree = srv_chat_body_parse_tree(body, len, &cfg, &t);
+        if (tree != status || t.stream != b.stream || strcmp(t.model, b.model) != 0 ||
+            strcmp(t.msg, b.msg) != 0 || t.upstream_len != b.upstream_len ||
+            (t.upstream && memcmp(t.upstream, b.upstream, t.upstream_len) != 0))
+            die("the tree-less pass and the tree disagree");
+        srv_chat_body_free(&t);
+    }
     if (status == 0) {
         if (len > cfg.max_body)
             die("accepted a body over MAX_BODY_BYTES");

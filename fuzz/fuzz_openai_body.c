@@ -9,7 +9,8 @@
  *
  * Checked: a refused body gets 400 or 415 with a message; an accepted one is
  * a JSON object (jansson agrees), with a string model when has_model, and
- * stream as the body says; for a body that names no model, the body with
+ * stream as the body says; the tree-less pass and jansson's tree agree on
+ * every body (status and members read); for a body that names no model, the body with
  * the default model put first is a JSON object whose "model" is the default
  * and whose every other member is the client's, unchanged; asking the
  * upstream for usage sets stream_options.include_usage and nothing else.
@@ -90,6 +91,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     srv_openai_body b;
     int status = srv_openai_body_check(kind, type, body, len, &b);
+    /* The tree-less pass accepts only what jansson's tree accepts, and reads
+     * the same members from it. */
+    if (type && strncmp(type, "application/json", 16) == 0) {
+        srv_openai_body t;
+        int tree = srv_openai_body_check_tree(kind, body, len, &t);
+        if (tree != status)
+            die("the tree-less pass and the tree disagree on the status");
+        if (status == 0 &&
+            (t.has_model != b.has_model || strcmp(t.model, b.model) != 0 ||
+             t.stream != b.stream || t.has_stream_options != b.has_stream_options ||
+             t.include_usage != b.include_usage))
+            die("the tree-less pass and the tree read different members");
+    }
     if (status != 0) {
         if (status != 400 && status != 415)
             die("unexpected status");

@@ -10,6 +10,7 @@
 #include "proxies.h"
 
 #include <jansson.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -62,16 +63,71 @@ static long current_pid(void)
     return (long)log_pid;
 }
 
+/* A line under construction: appends stop at the capacity, leaving room
+ * for the newline emit() adds. The access line is built with these rather
+ * than printf, whose machinery was most of its cost. */
+typedef struct line_buf {
+    char *p;
+    size_t n, cap;
+} line_buf;
+
+static void put_n(line_buf *b, const char *s, size_t len)
+{
+    if (len > b->cap - 1 - b->n)
+        len = b->cap - 1 - b->n;
+    memcpy(b->p + b->n, s, len);
+    b->n += len;
+}
+
+static void put_s(line_buf *b, const char *s)
+{
+    put_n(b, s, strlen(s));
+}
+
+static void put_long(line_buf *b, long v)
+{
+    char d[24];
+    size_t k = sizeof d;
+    unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+    do {
+        d[--k] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        d[--k] = '-';
+    put_n(b, d + k, sizeof d - k);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS" changes once a second: formatted then. */
+static size_t seconds_text(time_t sec, char *out)
+{
+    static time_t last = -1;
+    static char text[32];
+    static size_t len;
+    if (sec != last) {
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        len = strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+        last = sec;
+    }
+    memcpy(out, text, len);
+    return len;
+}
+
+/* "2026-11-30T20:31:55.123Z [pid] ": every line's start. */
 static size_t stamp(char *buf, size_t cap)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
-    size_t n = strftime(buf, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    int m = snprintf(buf + n, cap - n, ".%03ldZ [%ld] ", (long)tv.tv_usec / 1000,
-                     current_pid());
-    return n + (m > 0 ? (size_t)m : 0);
+    line_buf b = {buf, seconds_text(tv.tv_sec, buf), cap};
+    long ms = (long)tv.tv_usec / 1000;
+    char frac[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10),
+                    (char)('0' + ms % 10), 'Z'};
+    put_n(&b, frac, sizeof frac);
+    put_n(&b, " [", 2);
+    put_long(&b, current_pid());
+    put_n(&b, "] ", 2);
+    return b.n;
 }
 
 static void emit(char *line, size_t n)
@@ -102,12 +158,44 @@ static void safe_copy(char *dst, size_t cap, const char *src)
 {
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)src; *p && o + 5 < cap; p++) {
-        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+        if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
             dst[o++] = (char)*p;
-        else
-            o += (size_t)snprintf(dst + o, cap - o, "\\x%02x", *p);
+        } else {
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = "0123456789abcdef"[*p >> 4];
+            dst[o++] = "0123456789abcdef"[*p & 15];
+        }
     }
     dst[o] = '\0';
+}
+
+/* The rate limits' key for a peer, by its address alone (the port plays no
+ * part): the last one is kept, since consecutive requests mostly come from
+ * one address (a client's keep-alive connections, a proxy in front). */
+static void peer_addr(const struct sockaddr *peer, char *out, size_t cap)
+{
+    static int family;
+    static unsigned char bytes[16];
+    static char text[SRV_PROXIES_ADDR_MAX];
+    const void *b = NULL;
+    size_t n = 0;
+    if (peer->sa_family == AF_INET) {
+        b = &((const struct sockaddr_in *)peer)->sin_addr;
+        n = 4;
+    } else if (peer->sa_family == AF_INET6) {
+        b = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+        n = 16;
+    }
+    if (!b || peer->sa_family != family || memcmp(b, bytes, n) != 0) {
+        srv_proxies_client_addr(NULL, peer, NULL, NULL, text, sizeof text);
+        family = b ? peer->sa_family : 0;
+        if (b)
+            memcpy(bytes, b, n);
+    }
+    size_t len = strnlen(text, cap - 1);
+    memcpy(out, text, len);
+    out[len] = '\0';
 }
 
 void srv_access_begin(srv_access *a, const srv_request *req)
@@ -118,9 +206,11 @@ void srv_access_begin(srv_access *a, const srv_request *req)
     a->ttfb_ms = -1;
     a->prompt_tokens = a->completion_tokens = a->total_tokens = -1;
     a->ttft_ms = -1;
-    snprintf(a->client, sizeof a->client, "%s", srv_req_peer_text(req));
+    const char *peer_text = srv_req_peer_text(req);
+    size_t pl = strnlen(peer_text, sizeof a->client - 1);
+    memcpy(a->client, peer_text, pl); /* the rest is zero from the memset */
     const struct sockaddr *peer = srv_req_peer(req);
-    srv_proxies_client_addr(NULL, peer, NULL, NULL, a->addr, sizeof a->addr);
+    peer_addr(peer, a->addr, sizeof a->addr);
     if (srv_proxies_trusts(proxies, peer)) {
         char *xff = srv_req_header_joined(req, "X-Forwarded-For");
         char *xri = srv_req_header_joined(req, "X-Real-IP");
@@ -186,24 +276,52 @@ void srv_access_write(const srv_access *a)
                   (long)(now.tv_usec - a->start.tv_usec) / 1000;
     char model[sizeof a->model * 4];
     safe_copy(model, sizeof model, a->model[0] ? a->model : "-");
-    char ttfb[32], tokens[64];
-    if (a->ttfb_ms >= 0)
-        snprintf(ttfb, sizeof ttfb, "%ldms", a->ttfb_ms);
-    else
-        snprintf(ttfb, sizeof ttfb, "-");
-    if (a->total_tokens >= 0)
-        snprintf(tokens, sizeof tokens, "%s%ld/%ld/%ld", a->tokens_estimated ? "~" : "",
-                 a->prompt_tokens, a->completion_tokens, a->total_tokens);
-    else
-        snprintf(tokens, sizeof tokens, "-");
     char name[sizeof a->token_name * 4];
     safe_copy(name, sizeof name, a->token_name[0] ? a->token_name : "-");
     if (json_lines) {
         write_json(a, dur_ms, model, name);
         return;
     }
-    srv_log("access %s \"%s %s\" %d %zu %ldms model=%s stream=%s ttfb=%s tokens=%s "
-            "token_name=%s",
-            a->client, a->method, a->path, a->status, a->bytes, dur_ms, model,
-            a->stream < 0 ? "-" : (a->stream ? "true" : "false"), ttfb, tokens, name);
+    /* access CLIENT "METHOD PATH" STATUS BYTES DURms model=M stream=S
+     * ttfb=Tms|- tokens=[~]P/C/T|- token_name=N */
+    char line[LOG_LINE_MAX];
+    line_buf b = {line, stamp(line, sizeof line), sizeof line - 1};
+    put_n(&b, "access ", 7);
+    put_s(&b, a->client);
+    put_n(&b, " \"", 2);
+    put_s(&b, a->method);
+    put_n(&b, " ", 1);
+    put_s(&b, a->path);
+    put_n(&b, "\" ", 2);
+    put_long(&b, a->status);
+    put_n(&b, " ", 1);
+    put_long(&b, (long)a->bytes);
+    put_n(&b, " ", 1);
+    put_long(&b, dur_ms);
+    put_n(&b, "ms model=", 9);
+    put_s(&b, model);
+    put_s(&b,
+          a->stream < 0 ? " stream=-" : (a->stream ? " stream=true" : " stream=false"));
+    put_n(&b, " ttfb=", 6);
+    if (a->ttfb_ms >= 0) {
+        put_long(&b, a->ttfb_ms);
+        put_n(&b, "ms", 2);
+    } else {
+        put_n(&b, "-", 1);
+    }
+    put_n(&b, " tokens=", 8);
+    if (a->total_tokens >= 0) {
+        if (a->tokens_estimated)
+            put_n(&b, "~", 1);
+        put_long(&b, a->prompt_tokens);
+        put_n(&b, "/", 1);
+        put_long(&b, a->completion_tokens);
+        put_n(&b, "/", 1);
+        put_long(&b, a->total_tokens);
+    } else {
+        put_n(&b, "-", 1);
+    }
+    put_n(&b, " token_name=", 12);
+    put_s(&b, name);
+    emit(line, b.n);
 }

@@ -26,7 +26,7 @@ int srv_handle_api_chat(srv_ctx *ctx)
         srv_chat_body_free(&b);
         return SRV_ANSWERED;
     }
-    snprintf(ctx->acc.model, sizeof ctx->acc.model, "%s", b.model);
+    srv_copy_text(ctx->acc.model, sizeof ctx->acc.model, b.model);
     ctx->acc.stream = b.stream;
     unsigned flags = b.stream ? SRV_RELAY_STREAM : 0;
     const char *up = b.upstream;

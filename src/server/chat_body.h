@@ -31,6 +31,14 @@ typedef struct srv_chat_body {
 int srv_chat_body_parse(const char *content_type, const char *bytes, size_t len,
                         const srv_config *cfg, srv_chat_body *b);
 
+/*
+ * The same on jansson's tree alone (no Content-Type or size check): what
+ * srv_chat_body_parse falls back to for every body its tree-less pass does
+ * not accept, and the reference the fuzzer holds that pass to.
+ */
+int srv_chat_body_parse_tree(const char *bytes, size_t len, const srv_config *cfg,
+                             srv_chat_body *b);
+
 void srv_chat_body_free(srv_chat_body *b);
 
 #endif

@@ -39,13 +39,21 @@
 #define PIPELINE_CAP (64 * 1024) /* input held while a request is handled */
 #define LINGER_TIMEOUT_S 5       /* nginx's lingering_timeout */
 #define LINGER_TOTAL_S 30        /* nginx's lingering_time */
+#define READ_CHUNK 16384         /* bytes asked of one recv() */
+#define PEND_KEEP 16384          /* room kept between replies for their ends */
 
 enum phase { READING, HANDLING, FLUSHING, LINGERING };
 enum rstate { R_PARSING, R_HANDLER, R_STREAMING, R_ENDED };
 
+/* A header's name and value: offsets of NUL-terminated texts in the
+ * request's text arena (NO_TEXT: no value yet). */
 typedef struct header {
-    char *name, *value;
+    size_t name, value;
 } header;
+
+#define NO_TEXT ((size_t)-1)
+#define INLINE_HEADERS 16
+#define INLINE_TEXT 1024
 
 typedef struct srv_conn srv_conn;
 
@@ -55,16 +63,26 @@ struct srv_request {
     char method[16];
     char *uri;
     size_t uri_len;
-    char *path; /* the URI up to '?' or '#', set with the headers */
-    header *hdrs;
+    char *path;   /* the URI up to '?' or '#', set with the headers */
+    header *hdrs; /* hdrs_inline until there are more */
     size_t nhdr, caphdr;
     int in_value; /* the parser's last header callback was a value */
+    /* the headers' texts, one after the other: a few allocations per
+     * request instead of two reallocs per header */
+    char *text; /* text_inline until it outgrows it */
+    size_t text_len, text_cap;
+    header hdrs_inline[INLINE_HEADERS];
+    char text_inline[INLINE_TEXT];
     struct evbuffer *body;
     int minor;      /* HTTP/1.minor */
     int head;       /* HEAD: no body in the reply */
     int keep_alive; /* http_should_keep_alive, and no error */
     int chunked;    /* streamed reply uses chunked encoding */
-    struct evbuffer *out_headers;
+    /* the reply's headers as added, "Name: value\r\n" each: in hdr_inline
+     * unless they outgrow it */
+    char *out_hdr;
+    size_t out_len, out_cap;
+    char hdr_inline[512];
     srv_gone_cb on_gone;
     srv_drained_cb on_drained;
     void *watch_arg;
@@ -75,7 +93,8 @@ struct srv_request {
 struct srv_conn {
     srv_front *f;
     srv_conn *prev, *next;
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* writes; its input buffer holds what rd read */
+    struct event *rd;        /* reads: see on_readable */
     evutil_socket_t fd;
     http_parser parser;
     enum phase phase;
@@ -87,6 +106,12 @@ struct srv_conn {
     struct event *deadline; /* REQUEST_TIMEOUT while READING */
     struct event *resume;   /* continues with buffered input after a reply */
     time_t linger_end;
+    /* the end of a reply (a whole non-stream answer, a stream's last chunk),
+     * sent by on_resume once the handler has returned, so that its access
+     * line is written before the client can see the answer; kept for the
+     * connection's next replies */
+    char *pend;
+    size_t pend_len, pend_cap;
     struct sockaddr_storage peer;
     char peer_text[64];
 };
@@ -116,16 +141,17 @@ static srv_request *request_new(srv_conn *c)
         return NULL;
     r->conn = c;
     r->body = evbuffer_new();
-    r->out_headers = evbuffer_new();
-    if (!r->body || !r->out_headers) {
-        if (r->body)
-            evbuffer_free(r->body);
-        if (r->out_headers)
-            evbuffer_free(r->out_headers);
+    if (!r->body) {
         free(r);
         return NULL;
     }
-    snprintf(r->method, sizeof r->method, "GET");
+    r->out_hdr = r->hdr_inline;
+    r->out_cap = sizeof r->hdr_inline;
+    r->hdrs = r->hdrs_inline;
+    r->caphdr = INLINE_HEADERS;
+    r->text = r->text_inline;
+    r->text_cap = INLINE_TEXT;
+    memcpy(r->method, "GET", 4);
     return r;
 }
 
@@ -133,15 +159,15 @@ static void request_free(srv_request *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->nhdr; i++) {
-        free(r->hdrs[i].name);
-        free(r->hdrs[i].value);
-    }
-    free(r->hdrs);
+    if (r->hdrs != r->hdrs_inline)
+        free(r->hdrs);
+    if (r->text != r->text_inline)
+        free(r->text);
     free(r->uri);
     free(r->path);
     evbuffer_free(r->body);
-    evbuffer_free(r->out_headers);
+    if (r->out_hdr != r->hdr_inline)
+        free(r->out_hdr);
     free(r);
 }
 
@@ -177,11 +203,16 @@ const char *srv_req_path(const srv_request *r)
     return r->path ? r->path : "";
 }
 
+static const char *header_value(const srv_request *r, size_t i)
+{
+    return r->hdrs[i].value == NO_TEXT ? "" : r->text + r->hdrs[i].value;
+}
+
 const char *srv_req_header(const srv_request *r, const char *name)
 {
     for (size_t i = 0; i < r->nhdr; i++)
-        if (r->hdrs[i].name && strcasecmp(r->hdrs[i].name, name) == 0)
-            return r->hdrs[i].value ? r->hdrs[i].value : "";
+        if (strcasecmp(r->text + r->hdrs[i].name, name) == 0)
+            return header_value(r, i);
     return NULL;
 }
 
@@ -190,9 +221,9 @@ char *srv_req_header_joined(const srv_request *r, const char *name)
     char *joined = NULL;
     size_t len = 0;
     for (size_t i = 0; i < r->nhdr; i++) {
-        if (!r->hdrs[i].name || strcasecmp(r->hdrs[i].name, name) != 0)
+        if (strcasecmp(r->text + r->hdrs[i].name, name) != 0)
             continue;
-        const char *v = r->hdrs[i].value ? r->hdrs[i].value : "";
+        const char *v = header_value(r, i);
         if ((len && append(&joined, &len, ",", 1) < 0) ||
             append(&joined, &len, v, strlen(v)) < 0) {
             free(joined); /* a partial list could name the wrong client */
@@ -248,29 +279,57 @@ static int on_url(http_parser *p, const char *at, size_t n)
     return append(&c->req->uri, &c->req->uri_len, at, n);
 }
 
+/* Appends at[0..n) to the arena as a new text (its offset in *off) or, when
+ * off is NULL, to the last text (the one the parser is still delivering). */
+static int text_add(srv_request *r, const char *at, size_t n, size_t *off)
+{
+    if (!off && r->text_len > 0)
+        r->text_len--; /* continue the last text: over its NUL */
+    size_t need = r->text_len + n + 1;
+    if (need > r->text_cap) {
+        size_t cap = need * 2;
+        char *grown = r->text == r->text_inline ? malloc(cap) : realloc(r->text, cap);
+        if (!grown)
+            return -1;
+        if (r->text == r->text_inline)
+            memcpy(grown, r->text_inline, r->text_len);
+        r->text = grown;
+        r->text_cap = cap;
+    }
+    if (off)
+        *off = r->text_len;
+    memcpy(r->text + r->text_len, at, n);
+    r->text_len += n;
+    r->text[r->text_len++] = '\0';
+    return 0;
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     srv_conn *c = p->data;
     srv_request *r = c->req;
     if (count_head(c, n) < 0)
         return -1;
-    if (r->nhdr == 0 || r->in_value) {
-        if (r->nhdr == r->caphdr) {
-            size_t cap = r->caphdr ? r->caphdr * 2 : 16;
-            header *h = realloc(r->hdrs, cap * sizeof *h);
-            if (!h)
-                return -1;
-            r->hdrs = h;
-            r->caphdr = cap;
-        }
-        r->hdrs[r->nhdr].name = NULL;
-        r->hdrs[r->nhdr].value = NULL;
-        r->nhdr++;
-        r->in_value = 0;
+    if (r->nhdr > 0 && !r->in_value)
+        return text_add(r, at, n, NULL); /* the name goes on */
+    if (r->nhdr == r->caphdr) {
+        size_t cap = r->caphdr * 2;
+        header *h = r->hdrs == r->hdrs_inline ? malloc(cap * sizeof *h)
+                                              : realloc(r->hdrs, cap * sizeof *h);
+        if (!h)
+            return -1;
+        if (r->hdrs == r->hdrs_inline)
+            memcpy(h, r->hdrs_inline, sizeof r->hdrs_inline);
+        r->hdrs = h;
+        r->caphdr = cap;
     }
-    header *h = &r->hdrs[r->nhdr - 1];
-    size_t len = h->name ? strlen(h->name) : 0;
-    return append(&h->name, &len, at, n);
+    header *h = &r->hdrs[r->nhdr];
+    h->value = NO_TEXT;
+    if (text_add(r, at, n, &h->name) < 0)
+        return -1;
+    r->nhdr++;
+    r->in_value = 0;
+    return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
@@ -281,17 +340,20 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         return -1;
     if (r->nhdr == 0)
         return -1;
-    r->in_value = 1;
     header *h = &r->hdrs[r->nhdr - 1];
-    size_t len = h->value ? strlen(h->value) : 0;
-    return append(&h->value, &len, at, n);
+    int more = r->in_value; /* the value goes on */
+    r->in_value = 1;
+    return text_add(r, at, n, more ? NULL : &h->value);
 }
 
 static int on_headers_complete(http_parser *p)
 {
     srv_conn *c = p->data;
     srv_request *r = c->req;
-    snprintf(r->method, sizeof r->method, "%s", http_method_str(p->method));
+    const char *m = http_method_str(p->method);
+    size_t ml = strnlen(m, sizeof r->method - 1);
+    memcpy(r->method, m, ml);
+    r->method[ml] = '\0';
     const char *u = srv_req_uri(r);
     r->path = strndup(u, strcspn(u, "?#"));
     r->minor = p->http_major == 1 ? p->http_minor : 1;
@@ -368,7 +430,7 @@ static void reset_for_request(srv_conn *c)
     c->parser.data = c;
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_enable(c->bev, EV_READ);
+    event_add(c->rd, NULL); /* already there between requests: no epoll_ctl */
     arm_deadline(c);
 }
 
@@ -467,13 +529,25 @@ static void finish_request(srv_conn *c)
         event_active(c->resume, EV_TIMEOUT, 0); /* not from inside the handler */
 }
 
+static void flush_pending(srv_conn *c);
+
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     srv_conn *c = arg;
-    if (c->phase == FLUSHING && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        finish_request(c);
-    else if (c->phase == READING)
+    if (c->phase == FLUSHING) {
+        flush_pending(c);
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+            finish_request(c); /* all sent */
+            return;
+        }
+        /* the rest goes with the bufferevent; on_write ends the request */
+        struct timeval t = {
+            c->f->lim.request_timeout_s > 0 ? c->f->lim.request_timeout_s : 60, 0};
+        bufferevent_set_timeouts(c->bev, NULL, &t);
+        bufferevent_enable(c->bev, EV_WRITE);
+    } else if (c->phase == READING) {
         conn_process(c);
+    }
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -498,7 +572,7 @@ static void on_read(struct bufferevent *bev, void *arg)
          * floods us stops being read (its leaving is then noticed when a
          * write fails). */
         if (evbuffer_get_length(in) > PIPELINE_CAP)
-            bufferevent_disable(bev, EV_READ);
+            event_del(c->rd);
         break;
     case LINGERING:
         evbuffer_drain(in, evbuffer_get_length(in));
@@ -538,6 +612,38 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     conn_free(c);
 }
 
+/* The socket is readable (or, lingering, silent too long). Read with one
+ * recv() into the bufferevent's input buffer: the bufferevent's own read
+ * (evbuffer_read) asks the kernel with ioctl(FIONREAD) first, one more
+ * system call per request. EOF and errors reach on_event as they did from
+ * the bufferevent, which never reads itself (its EV_READ stays disabled). */
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    srv_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        on_event(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
+        return;
+    }
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer_iovec v;
+    ssize_t n = -1;
+    if (evbuffer_reserve_space(in, READ_CHUNK, &v, 1) == 1) {
+        do
+            n = recv(fd, v.iov_base, v.iov_len, 0);
+        while (n < 0 && errno == EINTR);
+        v.iov_len = n > 0 ? (size_t)n : 0;
+        evbuffer_commit_space(in, &v, 1);
+        if (n > 0) {
+            on_read(c->bev, c); /* may free c */
+            return;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+    }
+    event_del(c->rd); /* as the bufferevent did: no more reading after EOF */
+    on_event(c->bev, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR), c);
+}
+
 static void start_linger(srv_conn *c)
 {
     c->phase = LINGERING;
@@ -545,9 +651,9 @@ static void start_linger(srv_conn *c)
     shutdown(c->fd, SHUT_WR);
     c->linger_end = time(NULL) + LINGER_TOTAL_S;
     struct timeval t = {LINGER_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, &t, NULL);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_disable(c->bev, EV_WRITE);
-    bufferevent_enable(c->bev, EV_READ);
+    event_add(c->rd, &t); /* silence for this long ends it (on_readable) */
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
 }
@@ -569,7 +675,9 @@ static void conn_free(srv_conn *c)
         c->next->prev = c->prev;
     event_free(c->deadline);
     event_free(c->resume);
+    event_free(c->rd);        /* before the socket closes */
     bufferevent_free(c->bev); /* deletes its events, then closes the socket */
+    free(c->pend);
     free(c);
     if (was_open)
         request_done(f);
@@ -611,7 +719,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->bev = bufferevent_socket_new(f->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->deadline = evtimer_new(f->base, on_deadline, c);
     c->resume = event_new(f->base, -1, 0, on_resume, c);
-    if (!c->bev || !c->deadline || !c->resume) {
+    c->rd = event_new(f->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    if (!c->bev || !c->deadline || !c->resume || !c->rd) {
+        if (c->rd)
+            event_free(c->rd);
         if (c->bev)
             bufferevent_free(c->bev);
         else
@@ -627,7 +738,9 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (f->conns)
         f->conns->prev = c;
     f->conns = c;
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_setcb(c->bev, NULL, on_write, on_event, c); /* reads: on_readable */
+    /* the bufferevent keeps its input's end frozen for its own reads */
+    evbuffer_unfreeze(bufferevent_get_input(c->bev), 0);
     reset_for_request(c);
 }
 
@@ -759,27 +872,143 @@ void srv_req_add_header(srv_request *r, const char *name, const char *value)
      * value taken from a request can never split the reply. */
     if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n"))
         return;
-    evbuffer_add_printf(r->out_headers, "%s: %s\r\n", name, value);
+    size_t nl = strlen(name), vl = strlen(value), need = r->out_len + nl + vl + 4;
+    if (need > r->out_cap) {
+        size_t cap = need * 2;
+        char *grown = malloc(cap);
+        if (!grown)
+            return;
+        memcpy(grown, r->out_hdr, r->out_len);
+        if (r->out_hdr != r->hdr_inline)
+            free(r->out_hdr);
+        r->out_hdr = grown;
+        r->out_cap = cap;
+    }
+    char *o = r->out_hdr + r->out_len;
+    memcpy(o, name, nl);
+    memcpy(o + nl, ": ", 2);
+    memcpy(o + nl + 2, value, vl);
+    memcpy(o + nl + 2 + vl, "\r\n", 2);
+    r->out_len = need;
 }
 
-static void write_head(srv_request *r, int status, const char *framing)
+/* Decimal digits of n at out, no NUL; the count. (Not printf: once or
+ * twice per reply on the hot path.) */
+static size_t put_decimal(char *out, size_t n)
 {
-    srv_conn *c = r->conn;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (c->f->draining)
-        r->keep_alive = 0;
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\n", r->minor, status, reason(status));
-    const char *date = date_line();
-    evbuffer_add(out, date, strlen(date));
-    evbuffer_add_buffer(out, r->out_headers);
-    evbuffer_add(out, framing, strlen(framing));
-    if (!r->keep_alive)
-        evbuffer_add(out, "Connection: close\r\n", 19);
-    else if (r->minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+    char digits[24];
+    size_t k = 0, len = 0;
+    do {
+        digits[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    while (k)
+        out[len++] = digits[--k];
+    return len;
 }
 
+/* The reply's head as iovecs into `line` (the status line, at least 64
+ * bytes) and constant or request-owned text: status line, Date, the added
+ * headers, `framing`, Connection, the blank line. Returns the count (6). */
+static int head_iov(srv_request *r, int status, const char *framing, size_t framing_len,
+                    char *line, struct iovec *iov)
+{
+    if (r->conn->f->draining)
+        r->keep_alive = 0;
+    const char *why = reason(status);
+    size_t wl = strlen(why), n = 0;
+    if (wl > 40)
+        wl = 40; /* http-parser's reasons are shorter; bounds `line` */
+    memcpy(line, "HTTP/1.", 7);
+    line[7] = r->minor ? '1' : '0';
+    line[8] = ' ';
+    n = 9 + put_decimal(line + 9, status < 0 || status > 999 ? 500 : (size_t)status);
+    line[n++] = ' ';
+    memcpy(line + n, why, wl);
+    n += wl;
+    line[n++] = '\r';
+    line[n++] = '\n';
+    const char *date = date_line();
+    const char *conn = "";
+    if (!r->keep_alive)
+        conn = "Connection: close\r\n";
+    else if (r->minor == 0)
+        conn = "Connection: keep-alive\r\n";
+    iov[0] = (struct iovec){line, n};
+    iov[1] = (struct iovec){(char *)date, strlen(date)};
+    iov[2] = (struct iovec){r->out_hdr, r->out_len};
+    iov[3] = (struct iovec){(char *)framing, framing_len};
+    iov[4] = (struct iovec){(char *)conn, strlen(conn)};
+    iov[5] = (struct iovec){"\r\n", 2};
+    return 6;
+}
+
+/* Sends the pieces in order: straight to the socket in one writev when
+ * nothing is queued before them (a bufferevent write would arm and disarm
+ * its write event, two epoll_ctl calls per reply), and queues what the
+ * socket did not take. A failed write queues everything: the bufferevent's
+ * own write then meets the error and ends the connection as before. */
+static void send_iov(srv_conn *c, struct iovec *iov, int n)
+{
+    size_t sent = 0;
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        ssize_t w;
+        do
+            w = writev(c->fd, iov, n);
+        while (w < 0 && errno == EINTR);
+        sent = w > 0 ? (size_t)w : 0;
+    }
+    for (int i = 0; i < n; i++) {
+        size_t len = iov[i].iov_len;
+        if (sent >= len) {
+            sent -= len;
+            continue;
+        }
+        bufferevent_write(c->bev, (char *)iov[i].iov_base + sent, len - sent);
+        sent = 0;
+    }
+}
+
+/* Keeps the pieces for on_resume (copied: the caller's body is freed when
+ * the reply call returns). Out of memory: sent now instead. */
+static void hold_iov(srv_conn *c, struct iovec *iov, int n)
+{
+    size_t need = c->pend_len;
+    for (int i = 0; i < n; i++)
+        need += iov[i].iov_len;
+    if (need > c->pend_cap) {
+        size_t cap = need < 4096 ? 4096 : need;
+        char *grown = realloc(c->pend, cap);
+        if (!grown) {
+            flush_pending(c);
+            send_iov(c, iov, n);
+            return;
+        }
+        c->pend = grown;
+        c->pend_cap = cap;
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(c->pend + c->pend_len, iov[i].iov_base, iov[i].iov_len);
+        c->pend_len += iov[i].iov_len;
+    }
+}
+
+static void flush_pending(srv_conn *c)
+{
+    if (c->pend_len == 0)
+        return;
+    struct iovec v = {c->pend, c->pend_len};
+    c->pend_len = 0;
+    send_iov(c, &v, 1);
+    if (c->pend_cap > PEND_KEEP) { /* a large answer's room is not kept */
+        free(c->pend);
+        c->pend = NULL;
+        c->pend_cap = 0;
+    }
+}
+
+/* The reply is complete: what is held goes out from on_resume, after the
+ * handler (and the access line) is done. */
 static void reply_done(srv_request *r)
 {
     srv_conn *c = r->conn;
@@ -788,28 +1017,30 @@ static void reply_done(srv_request *r)
     r->on_drained = NULL;
     c->phase = FLUSHING;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    struct timeval t = {
-        c->f->lim.request_timeout_s > 0 ? c->f->lim.request_timeout_s : 60, 0};
-    bufferevent_set_timeouts(c->bev, NULL, &t);
-    bufferevent_enable(c->bev, EV_WRITE);
-    if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-        event_active(c->resume, EV_TIMEOUT, 0); /* nothing to wait for */
+    event_active(c->resume, EV_TIMEOUT, 0);
 }
 
 void srv_req_reply(srv_request *r, int status, const char *body, size_t len)
 {
     if (r->state != R_HANDLER)
         return;
-    char framing[48] = "";
+    char line[64], framing[48] = "";
+    size_t fl = 0;
     /* RFC 9110 8.6: never in a 204; in a 304 only the 200's length, which
      * a revalidation does not have at hand (neither has a body). */
-    if (status != 204 && status != 304)
-        snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", len);
-    else
+    if (status != 204 && status != 304) {
+        memcpy(framing, "Content-Length: ", 16);
+        fl = 16 + put_decimal(framing + 16, len);
+        framing[fl++] = '\r';
+        framing[fl++] = '\n';
+    } else {
         len = 0;
-    write_head(r, status, framing);
+    }
+    struct iovec iov[7];
+    int n = head_iov(r, status, framing, fl, line, iov);
     if (!r->head && len)
-        bufferevent_write(r->conn->bev, body, len);
+        iov[n++] = (struct iovec){(char *)body, len};
+    hold_iov(r->conn, iov, n);
     reply_done(r);
 }
 
@@ -820,7 +1051,12 @@ void srv_req_start(srv_request *r, int status)
     r->chunked = r->minor >= 1;
     if (!r->chunked)
         r->keep_alive = 0; /* the end of the body is the end of the connection */
-    write_head(r, status, r->chunked ? "Transfer-Encoding: chunked\r\n" : "");
+    static const char te[] = "Transfer-Encoding: chunked\r\n";
+    char line[64];
+    struct iovec iov[6];
+    int n = head_iov(r, status, r->chunked ? te : "", r->chunked ? sizeof te - 1 : 0,
+                     line, iov);
+    send_iov(r->conn, iov, n);
     r->state = R_STREAMING;
 }
 
@@ -879,8 +1115,10 @@ void srv_req_end(srv_request *r)
 {
     if (r->state != R_STREAMING)
         return;
-    if (r->chunked && !r->head)
-        bufferevent_write(r->conn->bev, "0\r\n\r\n", 5);
+    if (r->chunked && !r->head) {
+        struct iovec end = {"0\r\n\r\n", 5};
+        hold_iov(r->conn, &end, 1);
+    }
     reply_done(r);
 }
 

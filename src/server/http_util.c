@@ -124,6 +124,15 @@ void srv_http_send_json_error(srv_request *req, const srv_config *cfg, int statu
     free(body);
 }
 
+void srv_copy_text(char *dst, size_t cap, const char *src)
+{
+    if (cap == 0)
+        return;
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 int srv_http_is_json_type(const char *ct)
 {
     if (!ct)

@@ -41,4 +41,9 @@ char *srv_http_error_json(const char *msg);
  * case, with any parameters. */
 int srv_http_is_json_type(const char *content_type);
 
+/* src into dst[cap], cut to fit and always terminated: snprintf's "%s"
+ * without its formatting machinery (a few hundred instructions a call on
+ * the hot path). */
+void srv_copy_text(char *dst, size_t cap, const char *src);
+
 #endif

@@ -34,8 +34,8 @@ static int relay_openai(srv_ctx *ctx, srv_openai_kind kind, const char *path,
         srv_ctx_error(ctx, status, b.msg, NULL, -1);
         return SRV_ANSWERED;
     }
-    snprintf(ctx->acc.model, sizeof ctx->acc.model, "%s",
-             b.has_model ? b.model : default_model);
+    srv_copy_text(ctx->acc.model, sizeof ctx->acc.model,
+                  b.has_model ? b.model : default_model);
     ctx->acc.stream = b.stream;
     unsigned flags = b.stream ? SRV_RELAY_STREAM : 0;
     char *owned = NULL;

@@ -1,10 +1,13 @@
 /*
  * openai_body.c - checks of an OpenAI request body and the default model's
- * insertion (openai_body.h). jansson parses; nothing here rebuilds the
- * body, which goes upstream as the client wrote it.
+ * insertion (openai_body.h). One YAJL pass without a tree accepts the
+ * bodies it can vouch for (json_fast.h); every other body is judged, and
+ * every refusal worded, by jansson's tree. Nothing here rebuilds the body,
+ * which goes upstream as the client wrote it.
  */
 #include "openai_body.h"
 #include "http_util.h"
+#include "json_fast.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -77,12 +80,212 @@ static int check_object(json_t *root, srv_openai_body *out)
     return 0;
 }
 
-int srv_openai_body_check(srv_openai_kind kind, const char *content_type,
-                          const char *bytes, size_t len, srv_openai_body *out)
+/* ---- the pass without a tree ----
+ * It follows the members check_object, check_messages and check_input read,
+ * the last of each name counting (as in jansson's tree), and accepts only
+ * when all of them pass; any doubt declines, and the tree decides. */
+
+enum top { T_OTHER, T_MODEL, T_STREAM, T_OPTIONS, T_MESSAGES, T_INPUT };
+enum kind { V_NONE, V_NULL, V_FALSE, V_TRUE, V_STRING, V_OTHER, V_MAP, V_ARRAY };
+
+typedef struct pass {
+    srv_json_fast f; /* first: json_fast.h */
+    srv_openai_kind kind;
+    srv_openai_body *out;
+    enum top key;  /* the top-level member being read */
+    int sub_usage; /* in stream_options: the key is include_usage */
+    int sub_role;  /* in a message: the key is role */
+    enum kind model, stream, options, list; /* the last value of each */
+    size_t model_len;
+    int has_nul;      /* the model holds a NUL */
+    int usage;        /* stream_options.include_usage is true (the last one) */
+    size_t items;     /* messages' or input's elements */
+    int bad_item;     /* a message that is no object with a string role */
+    enum kind role;   /* the current message's last role */
+    int input_string; /* input is a non-empty string */
+} pass;
+
+/* The members followed; the list is the kind's own (messages or input). */
+static enum top top_of(srv_openai_kind kind, const unsigned char *k, size_t n)
+{
+#define IS(lit) (n == sizeof lit - 1 && memcmp(k, lit, n) == 0)
+    if (IS("model"))
+        return T_MODEL;
+    if (IS("stream"))
+        return T_STREAM;
+    if (IS("stream_options"))
+        return T_OPTIONS;
+    if (kind == SRV_OPENAI_CHAT && IS("messages"))
+        return T_MESSAGES;
+    if (kind == SRV_OPENAI_EMBEDDINGS && IS("input"))
+        return T_INPUT;
+    return T_OTHER;
+#undef IS
+}
+
+/* A value at depth (containers open around it, the top object being 1). */
+static int value(pass *p, enum kind k, const unsigned char *str, size_t len)
+{
+    int d = p->f.depth;
+    if (d == 1) {
+        switch (p->key) {
+        case T_MODEL:
+            p->model = k;
+            if (k == V_STRING) {
+                p->model_len = len;
+                p->has_nul = memchr(str, 0, len) != NULL;
+                size_t keep =
+                    len < sizeof p->out->model - 1 ? len : sizeof p->out->model - 1;
+                memcpy(p->out->model, str, keep);
+                p->out->model[keep] = '\0';
+            }
+            break;
+        case T_STREAM:
+            p->stream = k;
+            break;
+        case T_OPTIONS:
+            p->options = k;
+            p->usage = 0;
+            break;
+        case T_MESSAGES:
+        case T_INPUT:
+            p->list = k;
+            p->items = 0;
+            p->bad_item = 0;
+            p->input_string = k == V_STRING && len > 0;
+            break;
+        case T_OTHER:
+            break;
+        }
+    } else if (d == 2 && p->key == T_OPTIONS && p->options == V_MAP && p->sub_usage) {
+        p->usage = k == V_TRUE;
+    } else if (d == 2 && (p->key == T_MESSAGES || p->key == T_INPUT) &&
+               p->list == V_ARRAY) {
+        p->items++;
+        if (k != V_MAP)
+            p->bad_item = 1; /* a message must be an object */
+        else
+            p->role = V_NONE;
+    } else if (d == 3 && p->key == T_MESSAGES && p->list == V_ARRAY && p->sub_role) {
+        p->role = k;
+    }
+    return 1;
+}
+
+static int on_null(void *ctx)
+{
+    return value(ctx, V_NULL, NULL, 0);
+}
+
+static int on_bool(void *ctx, int b)
+{
+    return value(ctx, b ? V_TRUE : V_FALSE, NULL, 0);
+}
+
+static int on_integer(void *ctx, long long v)
+{
+    return value(ctx, V_OTHER, NULL, 0);
+}
+
+static int on_double(void *ctx, double v)
+{
+    return value(ctx, V_OTHER, NULL, 0);
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t n)
+{
+    return value(ctx, V_STRING, s, n);
+}
+
+static int on_key(void *ctx, const unsigned char *k, size_t n)
+{
+    pass *p = ctx;
+    if (memchr(k, 0, n))
+        return 0; /* jansson refuses a NUL in a key, even with JSON_ALLOW_NUL */
+    if (p->f.depth == 1)
+        p->key = top_of(p->kind, k, n);
+    else if (p->f.depth == 2)
+        p->sub_usage = n == 13 && memcmp(k, "include_usage", 13) == 0;
+    else if (p->f.depth == 3)
+        p->sub_role = n == 4 && memcmp(k, "role", 4) == 0;
+    return 1;
+}
+
+static int open_container(pass *p, enum kind k)
+{
+    if (p->f.depth == 0 && k != V_MAP)
+        return 0; /* not an object: the tree words the refusal */
+    if (p->f.depth > 0)
+        value(p, k, NULL, 0);
+    if (p->f.depth == 1)
+        p->sub_usage = p->sub_role = 0;
+    return srv_json_fast_open(&p->f);
+}
+
+static int on_start_map(void *ctx)
+{
+    return open_container(ctx, V_MAP);
+}
+
+static int on_start_array(void *ctx)
+{
+    return open_container(ctx, V_ARRAY);
+}
+
+static int on_end(void *ctx)
+{
+    pass *p = ctx;
+    /* a message object closes: it needed a string role */
+    if (p->f.depth == 3 && p->key == T_MESSAGES && p->list == V_ARRAY &&
+        p->role != V_STRING)
+        p->bad_item = 1;
+    srv_json_fast_close(&p->f);
+    return 1;
+}
+
+static const yajl_callbacks pass_callbacks = {
+    on_null,      on_bool, on_integer, on_double,      NULL,   on_string,
+    on_start_map, on_key,  on_end,     on_start_array, on_end,
+};
+
+/* 1: accepted, out filled as check_object would; 0: ask the tree. */
+static int accepted_without_tree(srv_openai_kind kind, const char *bytes, size_t len,
+                                 srv_openai_body *out)
+{
+    pass p;
+    memset(&p, 0, sizeof p);
+    p.kind = kind;
+    p.out = out;
+    if (!srv_json_fast_parse(bytes, len, &pass_callbacks, &p))
+        return 0;
+    if (p.model != V_NONE && (p.model != V_STRING || p.model_len == 0 || p.has_nul))
+        return 0;
+    if (p.options != V_NONE && p.options != V_NULL && p.options != V_MAP)
+        return 0;
+    if (p.stream != V_NONE && p.stream != V_NULL && p.stream != V_TRUE &&
+        p.stream != V_FALSE)
+        return 0;
+    int stream = p.stream == V_TRUE;
+    if (kind == SRV_OPENAI_CHAT) {
+        if (p.list != V_ARRAY || p.items == 0 || p.bad_item)
+            return 0;
+    } else if (stream || !(p.input_string || (p.list == V_ARRAY && p.items > 0))) {
+        return 0;
+    }
+    out->has_model = p.model == V_STRING;
+    if (!out->has_model)
+        out->model[0] = '\0';
+    out->stream = stream;
+    out->has_stream_options = p.options == V_MAP;
+    out->include_usage = out->has_stream_options && p.usage;
+    return 1;
+}
+
+/* The reference: jansson's tree, every refusal worded. */
+int srv_openai_body_check_tree(srv_openai_kind kind, const char *bytes, size_t len,
+                               srv_openai_body *out)
 {
     memset(out, 0, sizeof *out);
-    if (!srv_http_is_json_type(content_type))
-        return refuse(out, 415, "Content-Type must be application/json");
     json_error_t jerr;
     json_t *root = json_loadb(bytes ? bytes : "", len, JSON_ALLOW_NUL, &jerr);
     if (!root) {
@@ -97,6 +300,17 @@ int srv_openai_body_check(srv_openai_kind kind, const char *content_type,
             kind == SRV_OPENAI_CHAT ? check_messages(root, out) : check_input(root, out);
     json_decref(root);
     return status;
+}
+
+int srv_openai_body_check(srv_openai_kind kind, const char *content_type,
+                          const char *bytes, size_t len, srv_openai_body *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!srv_http_is_json_type(content_type))
+        return refuse(out, 415, "Content-Type must be application/json");
+    if (accepted_without_tree(kind, bytes, len, out))
+        return 0;
+    return srv_openai_body_check_tree(kind, bytes, len, out);
 }
 
 char *srv_body_put_first(const char *bytes, size_t len, const char *member,

@@ -34,6 +34,14 @@ int srv_openai_body_check(srv_openai_kind kind, const char *content_type,
                           const char *bytes, size_t len, srv_openai_body *out);
 
 /*
+ * The same check on jansson's tree alone (no Content-Type): what
+ * srv_openai_body_check falls back to for every body its tree-less pass
+ * does not accept, and the reference the fuzzer holds that pass to.
+ */
+int srv_openai_body_check_tree(srv_openai_kind kind, const char *bytes, size_t len,
+                               srv_openai_body *out);
+
+/*
  * The same bytes with "model": model put first in the object: a checked
  * body that names no model. Textual, so that the rest stays byte for byte
  * what the client sent. A new buffer (free()), its length in *out_len;

@@ -192,7 +192,7 @@ static int identify(srv_ctx *ctx)
     }
     ctx->tokens = srv_tokens_ref(w->tokens);
     ctx->token = e;
-    snprintf(ctx->acc.token_name, sizeof ctx->acc.token_name, "%s", e->name);
+    srv_copy_text(ctx->acc.token_name, sizeof ctx->acc.token_name, e->name);
     return 0;
 }
 
