@@ -14,7 +14,10 @@
  *   - the key-echo check against a decode of every string and key of the
  *     tree, for two secrets: "sk-fuzz", and the input's first two bytes
  *     (short, so that escaped hits are frequent); with repeated keys the
- *     scan may see more (the earlier values are in the bytes, not the tree).
+ *     scan may see more (the earlier values are in the bytes, not the tree);
+ *   - secret_raw: set whenever the bytes hold the secret as is, and the
+ *     event path built on it (sse_policy.c: scan, and mask and scan again
+ *     only when secret_raw says so) finds the same as masking first.
  */
 #include "internal.h"
 
@@ -135,6 +138,67 @@ static void check_fields(const char *text, const zjuchat__scan *s, json_t *j)
         }
 }
 
+/* zjuchat_redact (redact.c) as it is, for a driver that links scan.c only. */
+static size_t mask(char *buf, size_t len, const char *secret)
+{
+    size_t slen = strlen(secret), count = 0;
+    char *p = buf, *end = buf + len;
+    while (slen && (size_t)(end - p) >= slen) {
+        char *hit = memmem(p, (size_t)(end - p), secret, slen);
+        if (!hit)
+            break;
+        memset(hit, '*', slen);
+        p = hit + slen;
+        count++;
+    }
+    return count;
+}
+
+static int same_spans(const zjuchat__scan *a, const zjuchat__scan *b)
+{
+    for (int w = 0; w < 2; w++)
+        for (int f = 0; f < 2; f++) {
+            const zjuchat__span *x = &a->text[w][f], *y = &b->text[w][f];
+            if (x->present != y->present ||
+                (x->present && (x->off != y->off || x->len != y->len ||
+                                x->decoded != y->decoded || x->escaped != y->escaped)))
+                return 0;
+        }
+    return 1;
+}
+
+static int same_scan(const zjuchat__scan *a, const zjuchat__scan *b)
+{
+    return a->valid == b->valid && a->is_object == b->is_object &&
+           a->finish == b->finish && a->has_usage == b->has_usage &&
+           a->secret_seen == b->secret_seen && a->prompt == b->prompt &&
+           a->completion == b->completion && a->total == b->total &&
+           a->text_len == b->text_len && same_spans(a, b);
+}
+
+/* The event path's order (scan; mask and scan again only on secret_raw)
+ * against masking first, as the library did before. */
+static void check_mask_order(const char *text, size_t size, const char *secret)
+{
+    char *a = malloc(size + 1), *b = malloc(size + 1);
+    memcpy(a, text, size);
+    memcpy(b, text, size);
+    zjuchat__scan sa, sb;
+    int ra = zjuchat__scan_json(a, size, secret, &sa);
+    if (ra != -2 && sa.secret_raw && mask(a, size, secret) > 0)
+        ra = zjuchat__scan_json(a, size, secret, &sa);
+    mask(b, size, secret);
+    int rb = zjuchat__scan_json(b, size, secret, &sb);
+    if (ra != -2 && rb != -2) {
+        if (memcmp(a, b, size) != 0)
+            FAIL("secret \"%s\": the bytes differ from masking first", secret);
+        if (!same_scan(&sa, &sb))
+            FAIL("secret \"%s\": the scan differs from masking first", secret);
+    }
+    free(a);
+    free(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *text = (const char *)data;
@@ -151,6 +215,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             return 0;
     if (s[0].valid != s[1].valid)
         FAIL("validity depends on the secret");
+    for (int k = 0; k < 2; k++) {
+        if (s[k].valid && secrets[k][0] && !s[k].secret_raw &&
+            memmem(text, size, secrets[k], strlen(secrets[k])))
+            FAIL("secret \"%s\" is in the bytes, secret_raw 0", secrets[k]);
+        if (secrets[k][0])
+            check_mask_order(text, size, secrets[k]);
+    }
 
     json_error_t jerr;
     json_t *j = json_loadb(text, size, JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);

@@ -74,6 +74,7 @@ typedef struct zjuchat__scan {
     int finish;      /* a choices[].finish_reason that is a string */
     int has_usage;   /* usage.*_tokens seen (the others stay -1) */
     int secret_seen; /* a decoded string or key contains the secret */
+    int secret_raw;  /* the bytes may hold the secret as is (0: they do not) */
     long prompt, completion, total;
     size_t
         text_len; /* bytes of choices[].delta.content and .reasoning_content, decoded */

@@ -72,11 +72,16 @@ struct scanner {
     zjuchat__scan *out;
     const char *secret;
     size_t secret_len;
+    size_t check_from; /* strings this long may hold the secret (SIZE_MAX: none) */
+    int choices_seen;  /* a "choices" key was read: another one resets */
     int oom;
     unsigned usage_set;  /* bit per usage count read as an integer */
     size_t choice_index; /* of the element being read in an R_CHOICES array */
     int elem_finish;     /* the R_CHOICE being read has a string finish_reason */
     size_t elem_text[2]; /* its delta's content and reasoning_content, decoded */
+    /* The longest run of bytes outside strings: a raw copy of the secret
+     * that is in no single string lies in one (or holds a '"'). */
+    size_t max_gap;
 };
 
 /* What the string scanner found about one string (between its quotes). */
@@ -87,7 +92,8 @@ struct str {
     int escaped;
 };
 
-static inline enum key_id key_of(const unsigned char *k, size_t len)
+static inline __attribute__((always_inline)) enum key_id key_of(const unsigned char *k,
+                                                                size_t len)
 {
 #define IS(lit) (memcmp(k, lit, sizeof lit - 1) == 0)
     switch (len) {
@@ -192,7 +198,8 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
  * its closing quote, or NULL when it is not a valid string (a key may not
  * hold \u0000: jansson cannot store it). */
 static inline __attribute__((always_inline)) const unsigned char *
-scan_string(const unsigned char *p, const unsigned char *end, int is_key, struct str *s)
+scan_string(const unsigned char *p, const unsigned char *base, const unsigned char *end,
+            int is_key, struct str *s)
 {
     s->raw = p;
     s->escaped = 0;
@@ -212,6 +219,21 @@ scan_string(const unsigned char *p, const unsigned char *end, int is_key, struct
                 goto special;
             }
             p += 16;
+        }
+        /* The last bytes: the 16 that end at `end` (they start inside the
+         * document when it has 16), shifted so that the first flag is p's
+         * or later. */
+        if (p < end && end - base >= 16) {
+            const unsigned char *last = end - 16;
+            __m128i v = _mm_loadu_si128((const __m128i *)last);
+            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                                     _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+            unsigned bits = (unsigned)_mm_movemask_epi8(m) >> (p - last);
+            if (!bits)
+                return NULL; /* no closing quote */
+            p += __builtin_ctz(bits);
+            goto special;
         }
 #endif
         while (end - p >= 8) {
@@ -357,16 +379,22 @@ size_t zjuchat__json_unescape(const char *raw, size_t len, char *out)
     return o;
 }
 
-/* Does the decoded string hold the secret? Escaped strings are decoded a
- * window at a time on the stack, keeping the last secret_len - 1 bytes of
- * each window for the next, so a long body needs no allocation. */
+/* Does the string hold the secret, as is (secret_raw) or decoded
+ * (secret_seen)? Escaped strings are decoded a window at a time on the
+ * stack, keeping the last secret_len - 1 bytes of each window for the next,
+ * so a long body needs no allocation. */
 static void check_secret_slow(struct scanner *sc, const struct str *s)
 {
+    zjuchat__scan *out = sc->out;
     if (!s->escaped) {
         if (memmem(s->raw, s->len, sc->secret, sc->secret_len))
-            sc->out->secret_seen = 1;
+            out->secret_seen = out->secret_raw = 1;
         return;
     }
+    if (!out->secret_raw && memmem(s->raw, s->len, sc->secret, sc->secret_len))
+        out->secret_raw = 1;
+    if (out->secret_seen || s->decoded < sc->secret_len)
+        return;
     unsigned char window[4096];
     unsigned char *buf = window;
     size_t cap = sizeof window;
@@ -382,7 +410,7 @@ static void check_secret_slow(struct scanner *sc, const struct str *s)
     while (pos < s->len) {
         have += unescape_some(s->raw, s->len, &pos, buf + have, cap - have);
         if (memmem(buf, have, sc->secret, sc->secret_len)) {
-            sc->out->secret_seen = 1;
+            out->secret_seen = 1;
             break;
         }
         size_t keep = sc->secret_len - 1;
@@ -398,7 +426,7 @@ static void check_secret_slow(struct scanner *sc, const struct str *s)
 /* Most strings are shorter than a key: only the length is looked at. */
 static inline void check_secret(struct scanner *sc, const struct str *s)
 {
-    if (sc->secret_len && s->decoded >= sc->secret_len && !sc->out->secret_seen)
+    if (s->len >= sc->check_from && !(sc->out->secret_seen && sc->out->secret_raw))
         check_secret_slow(sc, s);
 }
 
@@ -431,7 +459,7 @@ static void on_key(struct scanner *sc, enum role role, enum key_id key)
     zjuchat__scan *out = sc->out;
     switch (role) {
     case R_ROOT:
-        if (key == K_CHOICES) {
+        if (key == K_CHOICES && sc->choices_seen++) {
             out->finish = 0;
             out->text_len = 0;
             memset(out->text, 0, sizeof out->text);
@@ -458,9 +486,11 @@ static void on_key(struct scanner *sc, enum role role, enum key_id key)
         } else if (key == K_DELTA) {
             sc->elem_text[0] = sc->elem_text[1] = 0;
             if (sc->choice_index == 0)
-                memset(out->text[ZJUCHAT__DELTA], 0, sizeof out->text[ZJUCHAT__DELTA]);
+                out->text[ZJUCHAT__DELTA][0].present =
+                    out->text[ZJUCHAT__DELTA][1].present = 0;
         } else if (key == K_MESSAGE && sc->choice_index == 0) {
-            memset(out->text[ZJUCHAT__MESSAGE], 0, sizeof out->text[ZJUCHAT__MESSAGE]);
+            out->text[ZJUCHAT__MESSAGE][0].present =
+                out->text[ZJUCHAT__MESSAGE][1].present = 0;
         }
         break;
     case R_DELTA:
@@ -469,7 +499,7 @@ static void on_key(struct scanner *sc, enum role role, enum key_id key)
             if (role == R_DELTA)
                 sc->elem_text[key == K_REASONING] = 0;
             if (sc->choice_index == 0)
-                memset(span_of(sc, role, key), 0, sizeof(zjuchat__span));
+                span_of(sc, role, key)->present = 0;
         }
         break;
     default:
@@ -559,14 +589,17 @@ static enum role child_role(struct scanner *sc, enum role parent, enum key_id ke
 
 /* --- the grammar ------------------------------------------------------- */
 
-/* Compact JSON has none: one compare decides for anything above ' '. */
-static inline const unsigned char *skip_ws(const unsigned char *p,
-                                           const unsigned char *end)
+static inline int is_ws(unsigned char c)
 {
-    while (p < end && *p <= ' ' && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-        p++;
-    return p;
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
 }
+
+/* White space inside the document: scan() ends it at its last byte that is
+ * not white space, so a run that starts before the end stops before it
+ * without a bound check. Compact JSON has none: one compare decides. */
+#define SKIP_WS(p)                                                                       \
+    while (*(p) <= ' ' && is_ws(*(p)))                                                   \
+    (p)++
 
 static inline int is_digit(unsigned char c)
 {
@@ -617,16 +650,23 @@ static int scan(struct scanner *sc)
     enum role role = R_NONE;   /* of the innermost open container */
     enum key_id key = K_OTHER; /* the key of the value being read */
     struct str s;
+    const unsigned char *gap_from = p; /* where the bytes outside strings began */
+    size_t gap, max_gap = 0;
 
-    p = skip_ws(p, end);
+    /* White space after the value is allowed; cutting it off here lets
+     * SKIP_WS run unbounded (see there). A string cannot end in what is
+     * cut: the document is the same JSON or not JSON either way. */
+    while (end > p && is_ws(end[-1]))
+        end--;
     if (p == end)
         return -1;
+    SKIP_WS(p);
     sc->out->is_object = *p == '{';
 
-value:
+value: /* p < end, at what must be a value */
     /* jansson counts every value's depth, scalars too, and refuses one
      * inside MAX_DEPTH containers. */
-    if (p == end || depth == MAX_DEPTH)
+    if (depth == MAX_DEPTH)
         return -1;
     switch (*p) {
     case '{':
@@ -637,9 +677,9 @@ value:
                                        : child_role(sc, role, key, array);
         stack[++depth] = (unsigned char)(r | (array ? IS_ARRAY : 0));
         role = r;
-        p = skip_ws(p + 1, end);
-        if (p == end)
+        if (++p == end)
             return -1;
+        SKIP_WS(p);
         if (array) {
             if (*p == ']') {
                 p++;
@@ -654,9 +694,12 @@ value:
         goto member;
     }
     case '"':
-        p = scan_string(p + 1, end, 0, &s);
+        gap = (size_t)(p - gap_from);
+        max_gap = gap > max_gap ? gap : max_gap;
+        p = scan_string(p + 1, sc->base, end, 0, &s);
         if (!p)
             return -1;
+        gap_from = p;
         check_secret(sc, &s);
         if (role != R_NONE)
             on_string_value(sc, role, key, &s);
@@ -688,17 +731,24 @@ value:
     }
     }
 
-after_value:
-    p = skip_ws(p, end);
+after_value: /* p <= end, just past a value */
+    if (p == end) {
+        if (depth)
+            return -1;
+        gap = (size_t)(sc->end - gap_from);
+        sc->max_gap = gap > max_gap ? gap : max_gap;
+        return 0;
+    }
+    SKIP_WS(p);
     if (depth == 0)
-        return p == end ? 0 : -1;
-    if (p == end)
-        return -1;
+        return -1; /* more after the value */
     if (stack[depth] & IS_ARRAY) {
         if (*p == ',') {
             if (role == R_CHOICES)
                 sc->choice_index++;
-            p = skip_ws(p + 1, end);
+            if (++p == end)
+                return -1;
+            SKIP_WS(p);
             goto value;
         }
         if (*p == ']') {
@@ -711,18 +761,19 @@ after_value:
         p++;
         goto close;
     }
-    if (*p != ',')
+    if (*p != ',' || ++p == end)
         return -1;
-    p = skip_ws(p + 1, end);
-    if (p == end)
-        return -1;
+    SKIP_WS(p);
 
-member: /* p is at what must be a key */
+member: /* p < end, at what must be a key */
     if (*p != '"')
         return -1;
-    p = scan_string(p + 1, end, 1, &s);
-    if (!p)
+    gap = (size_t)(p - gap_from);
+    max_gap = gap > max_gap ? gap : max_gap;
+    p = scan_string(p + 1, sc->base, end, 1, &s);
+    if (!p || p == end)
         return -1;
+    gap_from = p;
     check_secret(sc, &s);
     key = K_OTHER;
     if (role != R_NONE) {
@@ -730,10 +781,10 @@ member: /* p is at what must be a key */
         if (key != K_OTHER)
             on_key(sc, role, key);
     }
-    p = skip_ws(p, end);
-    if (p == end || *p != ':')
+    SKIP_WS(p);
+    if (*p != ':' || ++p == end)
         return -1;
-    p = skip_ws(p + 1, end);
+    SKIP_WS(p);
     goto value;
 
 close:
@@ -759,9 +810,13 @@ int zjuchat__scan_json(const char *data, size_t len, const char *secret,
     sc.out = out;
     sc.secret = secret;
     sc.secret_len = secret ? strlen(secret) : 0;
+    sc.check_from = sc.secret_len ? sc.secret_len : SIZE_MAX;
     int r = scan(&sc);
     if (sc.oom)
         return -2;
+    if (sc.secret_len &&
+        (sc.max_gap >= sc.secret_len || memchr(secret, '"', sc.secret_len)))
+        out->secret_raw = 1;
     out->has_usage = sc.usage_set != 0;
     out->valid = r == 0;
     if (!out->valid) {
@@ -770,6 +825,7 @@ int zjuchat__scan_json(const char *data, size_t len, const char *secret,
         memset(out, 0, sizeof *out);
         out->prompt = out->completion = out->total = -1;
         out->secret_seen = secret_seen;
+        out->secret_raw = 1; /* unknown: the scan stopped at the fault */
     }
     return out->valid ? 0 : -1;
 }

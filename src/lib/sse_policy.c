@@ -45,11 +45,19 @@ int zjuchat__call_on_sse_event(void *userdata, const char *event, const char *da
         zjuchat_chunk done = {.data = data, .len = len, .done = 1};
         return call->pass_done ? deliver_chunk(call, &done) : 0;
     }
-    /* The parser hands out its own buffer or libcurl's receive buffer, both
-     * writable: redact in place so no copy of the event is needed. */
-    zjuchat_redact((char *)data, len, call->client->api_key);
+    /* The parser hands out its own buffer, writable: a key echoed as is is
+     * masked in place so no copy of the event is needed. The scan tells
+     * whether the bytes can hold it (secret_raw); only then does the raw
+     * pass run (a search of every event was a tenth of its instructions),
+     * and the event is scanned again as the masked bytes say. Without a
+     * copy of the key, masking changes nothing, so scanning first is the
+     * same as masking first. */
+    const char *key = call->client->api_key;
     zjuchat_chunk chunk = {.data = data, .len = len};
-    if (zjuchat__scan_json(data, len, call->client->api_key, &chunk.scan) == -2) {
+    int rc = zjuchat__scan_json(data, len, key, &chunk.scan);
+    if (rc != -2 && chunk.scan.secret_raw && zjuchat_redact((char *)data, len, key) > 0)
+        rc = zjuchat__scan_json(data, len, key, &chunk.scan);
+    if (rc == -2) {
         zjuchat__call_set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE,
                                   "out of memory");
         return 1;

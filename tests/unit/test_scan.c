@@ -512,6 +512,35 @@ static void escaped_key_before_a_fault_is_reported(void **state)
     assert_true(scan("{\"m\":\"\\u0073k-abc123\"}\f", k).secret_seen);
 }
 
+/* secret_raw: 0 only when the bytes cannot hold the key as is, so the
+ * event path may skip its search for it (sse_policy.c). */
+static void raw_key_is_never_missed(void **state)
+{
+    const char *k = "sk-abc123456789";
+    assert_false(scan("{\"m\":\"nothing here\",\"n\":[1,2,3]}", k).secret_raw);
+    zjuchat__scan s = scan("{\"m\":\"see sk-abc123456789 here\"}", k);
+    assert_true(s.secret_raw);
+    assert_true(s.secret_seen);
+    /* in an escaped string: as is and decoded */
+    s = scan("{\"m\":\"\\n sk-abc123456789\"}", k);
+    assert_true(s.secret_raw);
+    assert_true(s.secret_seen);
+    /* only escaped: not as is */
+    s = scan("{\"m\":\"\\u0073k-abc123456789\"}", k);
+    assert_false(s.secret_raw);
+    assert_true(s.secret_seen);
+    /* in a key */
+    assert_true(scan("{\"sk-abc123456789\":1}", k).secret_raw);
+    /* outside strings: a number as long as the key could be it */
+    assert_true(scan("[1234567890123456789]", "1234567890123456").secret_raw);
+    assert_false(scan("[1234567890123]", "1234567890123456").secret_raw);
+    /* across a string's quotes: a key with a '"' in it */
+    assert_true(scan("{\"ab\":1}", "b\":1").secret_raw);
+    /* a document that is not JSON: unknown, so yes */
+    assert_true(scan("{\"m\":\"x\"", k).secret_raw);
+    assert_false(scan("{}", NULL).secret_raw);
+}
+
 /* A message with a lone surrogate escape is refused as invalid JSON: the
  * library checks a text jansson refused with the scan to tell its running
  * out of memory from bad input, and the scan used to accept it. */
@@ -547,6 +576,7 @@ int main(void)
         cmocka_unit_test(escaped_key_is_found_across_decoding_windows),
         cmocka_unit_test(escaped_key_before_a_fault_is_reported),
         cmocka_unit_test(lone_surrogate_message_is_invalid_not_oom),
+        cmocka_unit_test(raw_key_is_never_missed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
