@@ -541,6 +541,57 @@ static void raw_key_is_never_missed(void **state)
     assert_false(scan("{}", NULL).secret_raw);
 }
 
+/* The accessors of a whole answer and of a chunk read choices[0]'s texts
+ * from the scan's spans: the same bytes jansson's tree gives, NUL
+ * included, NUL-terminated; NULL where the tree has no string. */
+static void accessors_decode_the_spans_as_jansson_does(void **state)
+{
+    static const char *const bodies[] = {
+        "{\"choices\":[{\"message\":{\"content\":\"a\\nb\\u00e9\\u0000z\\ud83d\\ude00\","
+        "\"reasoning_content\":\"plain\"},\"delta\":{\"content\":\"d\\t\","
+        "\"reasoning_content\":null}}]}",
+        "{\"choices\":[{\"message\":{\"content\":null}}],\"x\":1}",
+        "{\"choices\":[{\"message\":{\"content\":\"\"},\"delta\":{\"content\":[]}}]}",
+        "{\"choices\":[],\"usage\":{\"total_tokens\":1}}",
+        "{\"choices\":[{\"message\":{\"content\":\"first\"}}],\"choices\":[{\"message\":{"
+        "\"content\":\"last\"}}]}",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        const char *b = bodies[i];
+        size_t len = strlen(b);
+        zjuchat__scan sc;
+        assert_int_equal(zjuchat__scan_json(b, len, "sk-unit-test-key-0000", &sc), 0);
+        json_t *tree = json_loadb(b, len, JSON_ALLOW_NUL, NULL);
+        assert_non_null(tree);
+        zjuchat_response *r = zjuchat__response_new(strdup(b), len, 200, NULL, &sc);
+        zjuchat_chunk c = {.data = b, .len = len, .scan = sc};
+        for (int f = 0; f < 2; f++) {
+            const char *field = f ? "reasoning_content" : "content";
+            size_t want_len, got_len = 99, chunk_len = 99;
+            const char *want = zjuchat__choice_string(tree, "message", field, &want_len);
+            const char *got = f ? zjuchat_response_reasoning(r, &got_len)
+                                : zjuchat_response_content(r, &got_len);
+            if ((want == NULL) != (got == NULL) || got_len != want_len ||
+                (got && (memcmp(got, want, want_len) || got[got_len] != '\0')))
+                fail_msg("body %zu: message.%s differs from jansson's", i, field);
+            want = zjuchat__choice_string(tree, "delta", field, &want_len);
+            got = f ? zjuchat_chunk_reasoning(&c, &chunk_len)
+                    : zjuchat_chunk_content(&c, &chunk_len);
+            if ((want == NULL) != (got == NULL) || chunk_len != want_len ||
+                (got && (memcmp(got, want, want_len) || got[chunk_len] != '\0')))
+                fail_msg("body %zu: delta.%s differs from jansson's", i, field);
+            /* Asked again: the same decoded copy. */
+            assert_ptr_equal(got, f ? zjuchat_chunk_reasoning(&c, NULL)
+                                    : zjuchat_chunk_content(&c, NULL));
+        }
+        free(c.text[0]);
+        free(c.text[1]);
+        json_decref(c.json);
+        zjuchat_response_free(r);
+        json_decref(tree);
+    }
+}
+
 /* A message with a lone surrogate escape is refused as invalid JSON: the
  * library checks a text jansson refused with the scan to tell its running
  * out of memory from bad input, and the scan used to accept it. */
@@ -577,6 +628,7 @@ int main(void)
         cmocka_unit_test(escaped_key_before_a_fault_is_reported),
         cmocka_unit_test(lone_surrogate_message_is_invalid_not_oom),
         cmocka_unit_test(raw_key_is_never_missed),
+        cmocka_unit_test(accessors_decode_the_spans_as_jansson_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
