@@ -383,8 +383,9 @@ size_t zjuchat__json_unescape(const char *raw, size_t len, char *out)
  * (secret_seen)? Escaped strings are decoded a window at a time on the
  * stack, keeping the last secret_len - 1 bytes of each window for the next,
  * so a long body needs no allocation. */
-static void check_secret_slow(struct scanner *sc, const struct str *s)
+static void check_secret_slow(struct scanner *sc, struct str str)
 {
+    const struct str *s = &str;
     zjuchat__scan *out = sc->out;
     if (!s->escaped) {
         if (memmem(s->raw, s->len, sc->secret, sc->secret_len))
@@ -426,8 +427,11 @@ static void check_secret_slow(struct scanner *sc, const struct str *s)
 /* Most strings are shorter than a key: only the length is looked at. */
 static inline void check_secret(struct scanner *sc, const struct str *s)
 {
-    if (s->len >= sc->check_from && !(sc->out->secret_seen && sc->out->secret_raw))
-        check_secret_slow(sc, s);
+    if (s->len >= sc->check_from) {
+        check_secret_slow(sc, *s);
+        if (sc->out->secret_seen && sc->out->secret_raw)
+            sc->check_from = SIZE_MAX; /* nothing more to learn */
+    }
 }
 
 /* A key's id; an escaped key is decoded first ("\u0063hoices" is choices). */
@@ -507,8 +511,8 @@ static void on_key(struct scanner *sc, enum role role, enum key_id key)
     }
 }
 
-static void on_string_value(struct scanner *sc, enum role role, enum key_id key,
-                            const struct str *s)
+static inline void on_string_value(struct scanner *sc, enum role role, enum key_id key,
+                                   const struct str *s)
 {
     if (role == R_CHOICE && key == K_FINISH) {
         sc->elem_finish = 1;
@@ -664,10 +668,6 @@ static int scan(struct scanner *sc)
     sc->out->is_object = *p == '{';
 
 value: /* p < end, at what must be a value */
-    /* jansson counts every value's depth, scalars too, and refuses one
-     * inside MAX_DEPTH containers. */
-    if (depth == MAX_DEPTH)
-        return -1;
     switch (*p) {
     case '{':
     case '[': {
@@ -680,6 +680,10 @@ value: /* p < end, at what must be a value */
         if (++p == end)
             return -1;
         SKIP_WS(p);
+        /* jansson counts every value's depth, scalars too, and refuses one
+         * inside MAX_DEPTH containers: the deepest may only be empty. */
+        if (depth == MAX_DEPTH && *p != (array ? ']' : '}'))
+            return -1;
         if (array) {
             if (*p == ']') {
                 p++;
