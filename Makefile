@@ -27,7 +27,7 @@ SERVER_PKGS := hiredis
 PKG_FLAGS_MK := $(BUILD)/pkg-flags.mk
 # Goals that compile nothing in this make (they need no packages, or they
 # depend on `deps` and recurse) leave the file alone.
-NO_FLAGS_GOALS := clean deps test-deps format format-check uninstall fresh-check test unit e2e asan fuzz
+NO_FLAGS_GOALS := clean deps test-deps format format-check uninstall fresh-check test unit e2e asan fuzz web
 ifneq ($(filter-out $(NO_FLAGS_GOALS),$(or $(MAKECMDGOALS),all)),)
 include $(PKG_FLAGS_MK)
 endif
@@ -58,6 +58,15 @@ SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ   := $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+# The chat page (web/, README "The chat page"): web/dist is built from
+# web/src by `make web` (Node.js, the pinned npm packages of web/) and
+# committed, so that building the server needs no Node.js. Its files go
+# into the binary through a C source that web/embed.c writes (no xxd);
+# tests/node/web-dist.test.mjs fails when dist differs from a fresh build.
+WEB_DIST := $(sort $(shell find web/dist -type f 2>/dev/null))
+WEB_GEN  := $(BUILD)/gen/web_files.c
+WEB_OBJ  := $(BUILD)/obj/web_files.o
+
 STATIC  := $(BUILD)/libzjuchat.a
 SHARED  := $(BUILD)/libzjuchat.so.$(SOVER)
 PROGS   := $(BUILD)/zju-chat $(BUILD)/zju-chat-server $(BUILD)/zju-mock-upstream
@@ -69,7 +78,7 @@ PROGS   += $(BUILD)/zju-loadgen
 endif
 
 .PHONY: all deps test-deps test unit e2e format format-check run bench fuzz soak install uninstall clean asan \
-        fresh-check
+        fresh-check web
 
 all: $(STATIC) $(SHARED) $(PROGS)
 
@@ -103,8 +112,23 @@ $(BUILD)/zju-chat: $(CLI_OBJ) $(STATIC) $(PKG_FLAGS_MK)
 
 # -lcrypto: the access tokens' SHA-256 (tokens.c); OpenSSL's libcrypto is
 # there already, under libcurl (libssl-dev, like the mock's TLS).
-$(BUILD)/zju-chat-server: $(SERVER_OBJ) $(STATIC) $(PKG_FLAGS_MK)
+$(BUILD)/zju-chat-server: $(SERVER_OBJ) $(WEB_OBJ) $(STATIC) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) $(SERVER_PKG_LIBS) -lhttp_parser -lcrypto
+
+# The chat page's files in the binary (WEB_* above).
+$(BUILD)/web-embed: web/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -Wall -Wextra -Werror -o $@ $<
+
+$(WEB_GEN): $(BUILD)/web-embed $(WEB_DIST)
+	@mkdir -p $(dir $@)
+	$(BUILD)/web-embed $@.tmp web/dist $(WEB_DIST) && mv -f $@.tmp $@
+
+$(WEB_OBJ): $(WEB_GEN) src/server/static.h $(PKG_FLAGS_MK)
+	$(CC) $(CFLAGS) -Isrc/server -c $< -o $@
+
+web: test-deps
+	node web/build.mjs
 
 $(BUILD)/zju-mock-upstream: $(MOCK_OBJ) $(PKG_FLAGS_MK)
 	$(CC) $(LDFLAGS) -o $@ $(INPUTS) $(LDLIBS) -levent_openssl -lssl -lcrypto

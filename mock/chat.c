@@ -153,8 +153,8 @@ static void plan_success(struct mock_req *m, json_t *o, const char *model)
         }
         return;
     }
-    char *content = mock_content_join(m->d.events, 0);
-    char *reasoning = mock_content_join(m->d.reasoning, 1);
+    char *content = mock_content_join(m->d.text, m->d.events, 0);
+    char *reasoning = mock_content_join(m->d.text, m->d.reasoning, 1);
     int completion = m->d.events + m->d.reasoning;
     json_t *message = json_pack("{s:s,s:s?}", "role", "assistant", "content", content);
     if (message && m->reasoning_model)

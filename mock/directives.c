@@ -121,6 +121,16 @@ int mock_directives_set(struct mock_directives *d, const char *key, const char *
         }
         return 0;
     }
+    if (!strcmp(key, "text")) {
+        static const char *const texts[] = {"mock", "hostile", "think", "markdown"};
+        for (int k = 0; k < (int)(sizeof(texts) / sizeof(texts[0])); k++)
+            if (!strcmp(val, texts[k])) {
+                d->text = k; /* MOCK_TEXT_* in this order */
+                return 0;
+            }
+        snprintf(err, errlen, "bad text '%s' (mock, hostile, think or markdown)", val);
+        return -1;
+    }
     if (!strcmp(key, "fault")) {
         if (parse_faults(val, &d->faults) < 0) {
             snprintf(err, errlen, "unknown fault '%s'", val);
@@ -170,6 +180,7 @@ int mock_directives_parse(const char *s, size_t len, struct mock_directives *d, 
 json_t *mock_directives_to_json(const struct mock_directives *d)
 {
     static const char *const bodies[] = {"json", "html", "empty"};
+    static const char *const texts[] = {"mock", "hostile", "think", "markdown"};
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -188,6 +199,8 @@ json_t *mock_directives_to_json(const struct mock_directives *d)
 #undef PUT_INT
     if (d->body >= 0 && d->body <= 2)
         json_object_set_new(o, "body", json_string(bodies[d->body]));
+    if (d->text >= 0 && d->text <= MOCK_TEXT_MARKDOWN)
+        json_object_set_new(o, "text", json_string(texts[d->text]));
     if (d->faults >= 0) {
         char buf[256] = "";
         for (size_t k = 0; k < sizeof(fault_names) / sizeof(fault_names[0]); k++) {

@@ -64,6 +64,8 @@ static void usage(FILE *f)
            "X-Mock: key=v,...  keys: events reasoning delay think status body\n"
            "  retry_after echo_key after split fault=hang_headers+hang_mid+drop_mid+\n"
            "  rst_mid+garbage+no_done+truncate+not_sse+endless_line+big_error+crlf\n"
+           "  text=mock|hostile|think|markdown (the answer: default, script-laden\n"
+           "  Markdown, inline <think> tags split across deltas, plain Markdown)\n"
            "Control (no auth): GET /_mock/stats, GET /_mock/last (last chat or\n"
            "embeddings request), POST /_mock/reset-stats, GET|POST /_mock/config\n"
            "  {the keys above, fail_next, fail_status, reset,\n"
@@ -314,6 +316,7 @@ int main(int argc, char **argv)
     mock.cli.after = 2;
     mock.cli.split = 0;
     mock.cli.faults = 0;
+    mock.cli.text = MOCK_TEXT_MOCK;
     r = parse_args(argc, argv, &o);
     if (r != 0) {
         usage(r > 0 ? stdout : stderr);

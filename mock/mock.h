@@ -35,6 +35,17 @@ enum {
 
 enum { MOCK_BODY_JSON = 0, MOCK_BODY_HTML = 1, MOCK_BODY_EMPTY = 2 };
 
+/* The answer's text (directive text=): the default mixed-script pieces; Markdown
+ * with raw HTML, scripts and javascript: links (a page must render it inert);
+ * reasoning inline in content as <think>...</think>, its tags split across
+ * deltas (as some deployments send it); plain Markdown (a list, code). */
+enum {
+    MOCK_TEXT_MOCK = 0,
+    MOCK_TEXT_HOSTILE = 1,
+    MOCK_TEXT_THINK = 2,
+    MOCK_TEXT_MARKDOWN = 3
+};
+
 /*
  * Per-request behaviour. Every field is -1 when "not set at this layer", so the
  * layers (global config, X-Mock header, '#' model suffix) merge field by field.
@@ -51,6 +62,7 @@ struct mock_directives {
     int after;       /* events sent before a *_mid fault strikes */
     int split;       /* write each event in pieces of this many bytes */
     int faults;      /* MOCK_FAULT_* bitmask */
+    int text;        /* MOCK_TEXT_*: which answer text the deltas take */
 };
 
 /* Sets every field to -1 (unset). */
@@ -264,11 +276,12 @@ int mock_messages_tokens(json_t *msgs);
 /* embeddings.c: handles POST .../embeddings. */
 void mock_embeddings_handle(struct evhttp_request *req);
 
-/* content.c: deterministic answer text. */
-const char *mock_content_delta(int i);
+/* content.c: deterministic answer text; text is a MOCK_TEXT_*. The pieces of
+ * the default text need no JSON escaping, the others may. */
+const char *mock_content_delta(int text, int i);
 const char *mock_reasoning_delta(int i);
 /* New string: concatenation of the first n deltas. NULL on out of memory. */
-char *mock_content_join(int n, int reasoning);
+char *mock_content_join(int text, int n, int reasoning);
 
 /* stream.c: starts the planned answer of m (after think). */
 void mock_req_answer(struct mock_req *m);

@@ -40,6 +40,14 @@ if [ $for_tests = 1 ]; then
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v redis-server >/dev/null || missing+=(redis-server)
 fi
+# The chat page's browser test (tests/node/page.test.mjs): Debian's Chromium,
+# driven by playwright-core with executablePath (no browser download), and
+# fonts for the Chinese and emoji of the answers in its screenshots.
+if [ $for_tests = 1 ]; then
+    for p in chromium fonts-wqy-microhei fonts-noto-color-emoji; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: installing ${missing[*]}" >&2
     SUDO=""
@@ -57,4 +65,12 @@ if [ $for_tests = 1 ] && [ -f "$node_dir/package-lock.json" ] &&
    ! [ "$node_dir/node_modules/.package-lock.json" -nt "$node_dir/package-lock.json" ]; then
     echo "install-deps: npm ci in tests/node" >&2
     npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+# The chat page's build packages (web/package-lock.json): `make web` builds
+# web/dist with them, and a test rebuilds it to check the committed one.
+web_dir=$(dirname "$0")/../web
+if [ $for_tests = 1 ] && [ -f "$web_dir/package-lock.json" ] &&
+   ! [ "$web_dir/node_modules/.package-lock.json" -nt "$web_dir/package-lock.json" ]; then
+    echo "install-deps: npm ci in web" >&2
+    npm ci --prefix "$web_dir" --no-audit --no-fund --loglevel=error >/dev/null
 fi

@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <netdb.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <curl/curl.h>
 #include <jansson.h>
@@ -457,6 +458,33 @@ static int redis_from_env(srv_redis_config *rc, char *errbuf, size_t errlen)
     return 0;
 }
 
+/* WEB_ROOT: unset or empty, the page built into the binary; "off", none;
+ * else a directory, resolved once here so that static.c can tell a path
+ * that leaves it (a symlink) by its prefix. */
+static int web_from_env(srv_config *cfg, char *errbuf, size_t errlen)
+{
+    const char *v = getenv("WEB_ROOT");
+    if (!v || !*v)
+        return 0;
+    if (strcmp(v, "off") == 0) {
+        cfg->web_off = 1;
+        return 0;
+    }
+    struct stat st;
+    cfg->web_root = realpath(v, NULL);
+    if (!cfg->web_root || stat(cfg->web_root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(errbuf, errlen,
+                 "WEB_ROOT \"%.200s\" is not a directory (%s); set off for no page", v,
+                 cfg->web_root ? "not a directory" : strerror(errno));
+        return -1;
+    }
+    if (strcmp(cfg->web_root, "/") == 0) {
+        snprintf(errbuf, errlen, "WEB_ROOT must not be / (the whole file system)");
+        return -1;
+    }
+    return 0;
+}
+
 /* Each relay holds two descriptors (client and upstream) and main() raises
  * the soft limit to the hard one: allow what that limit can carry, leaving
  * room for listeners, logs and idle connections. */
@@ -544,6 +572,8 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
         return -1;
     if (redis_from_env(&cfg->redis, errbuf, errlen) < 0)
         return -1;
+    if (web_from_env(cfg, errbuf, errlen) < 0)
+        return -1;
     if (env_long("MAX_BODY_BYTES", 1024 * 1024, &v, errbuf, errlen) < 0)
         return -1;
     cfg->max_body = (size_t)v;
@@ -589,5 +619,6 @@ void srv_config_free(srv_config *cfg)
     free(cfg->redis.user);
     free(cfg->redis.password);
     free(cfg->redis.prefix);
+    free(cfg->web_root);
     memset(cfg, 0, sizeof *cfg);
 }

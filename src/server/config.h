@@ -63,6 +63,10 @@ typedef struct srv_config {
     char *metrics_allow;
     char *metrics_token;
     srv_redis_config redis;
+    /* WEB_ROOT: the chat page's directory, resolved (realpath); NULL: the
+     * files built into the binary. web_off: WEB_ROOT=off, no page (static.h) */
+    char *web_root;
+    int web_off;
 } srv_config;
 
 /*

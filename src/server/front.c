@@ -800,8 +800,13 @@ void srv_req_reply(srv_request *r, int status, const char *body, size_t len)
 {
     if (r->state != R_HANDLER)
         return;
-    char framing[48];
-    snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", len);
+    char framing[48] = "";
+    /* RFC 9110 8.6: never in a 204; in a 304 only the 200's length, which
+     * a revalidation does not have at hand (neither has a body). */
+    if (status != 204 && status != 304)
+        snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", len);
+    else
+        len = 0;
     write_head(r, status, framing);
     if (!r->head && len)
         bufferevent_write(r->conn->bev, body, len);

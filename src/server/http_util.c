@@ -2,10 +2,10 @@
  * http_util.c - headers and error replies common to every response. CORS
  * follows CORS_ORIGINS: "*" answers any origin with "*"; a list echoes the
  * request's Origin when it is listed (with Vary: Origin, since the answer
- * then depends on that header, so caches must key on it). The list was
- * normalised at start to what browsers send in Origin (src/server/config.c:
- * lower case, no default port, no trailing '/'), so comparing whole entries
- * is enough.
+ * then depends on that header, so caches must key on it), exposing
+ * Retry-After to the page. The list was normalised at start to what browsers
+ * send in Origin (src/server/config.c: lower case, no default port, no
+ * trailing '/'), so comparing whole entries is enough.
  */
 #include "http_util.h"
 #include "config.h"
@@ -44,17 +44,25 @@ static int cors_any(const srv_config *cfg)
     return strcmp(cfg->cors_origins, "*") == 0 || origin_listed(cfg->cors_origins, "*");
 }
 
+/* Retry-After (429, 503) is not a CORS-safelisted response header: a page of
+ * another origin reads it only when the answer exposes it. */
+static void allow_origin(srv_request *req, const char *origin)
+{
+    srv_req_add_header(req, "Access-Control-Allow-Origin", origin);
+    srv_req_add_header(req, "Access-Control-Expose-Headers", "Retry-After");
+}
+
 void srv_http_common_headers(srv_request *req, const srv_config *cfg)
 {
     srv_req_add_header(req, "X-Content-Type-Options", "nosniff");
     if (cors_any(cfg)) {
-        srv_req_add_header(req, "Access-Control-Allow-Origin", "*");
+        allow_origin(req, "*");
         return;
     }
     srv_req_add_header(req, "Vary", "Origin");
     const char *origin = srv_req_header(req, "Origin");
     if (origin && origin_listed(cfg->cors_origins, origin))
-        srv_req_add_header(req, "Access-Control-Allow-Origin", origin);
+        allow_origin(req, origin);
 }
 
 int srv_http_preflight(srv_request *req, const srv_config *cfg)

@@ -34,6 +34,11 @@ static const srv_route table[] = {
     {"HEAD", "/healthz", srv_handle_health, SEED, 0},
     /* METRICS_ALLOW or METRICS_TOKEN decide, in the handler (metrics_route.c) */
     {"GET", "/metrics", srv_handle_metrics, SEED, 0},
+    /* the chat page (static.c): index.html at /, the rest under /assets/ */
+    {"GET", "/", srv_handle_static, SEED, 0},
+    {"HEAD", "/", srv_handle_static, SEED, 0},
+    {"GET", "/assets/", srv_handle_static, SEED, SRV_ROUTE_PREFIX},
+    {"HEAD", "/assets/", srv_handle_static, SEED, SRV_ROUTE_PREFIX},
 };
 
 static int path_matches(const srv_route *r, const char *path)

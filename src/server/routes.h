@@ -35,5 +35,7 @@ int srv_handle_models(srv_ctx *ctx); /* GET /v1/models */
 int srv_handle_model(srv_ctx *ctx);  /* GET /v1/models/{id} */
 /* GET /metrics (metrics_route.c) */
 int srv_handle_metrics(srv_ctx *ctx);
+/* GET/HEAD / and /assets/... (static.c) */
+int srv_handle_static(srv_ctx *ctx);
 
 #endif

@@ -27,6 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 DEPLOY_CONF = os.path.join(ROOT, "docs", "deploy", "nginx.conf")
+TWO_INSTANCES_CONF = os.path.join(ROOT, "docs", "deploy", "nginx-two-instances.conf")
 NGINX_BIN = shutil.which("nginx") or "/usr/sbin/nginx"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -68,28 +69,52 @@ def minimal_site(port, upstream_port):
     )
 
 
-def _replace(text, pattern, repl, count, what):
+def _replace(text, pattern, repl, count, what, path=DEPLOY_CONF):
     new, n = re.subn(pattern, repl, text, flags=re.M)
     if n != count:
-        raise AssertionError(f"docs/deploy/nginx.conf: expected {count} {what}, found {n}")
+        raise AssertionError(f"{os.path.relpath(path, ROOT)}: expected {count} {what}, found {n}")
     return new
 
 
-def recommended_site(tls_port, http_port, upstream_port, cert, key, path=DEPLOY_CONF):
+def _loopback_site(text, tls_port, http_port, cert, key, path):
+    """The listens on our loopback ports (IPv6 ones dropped) and our
+    certificate, in a shipped site file."""
+    text = _replace(text, r"^(\s*)listen 443 ssl http2;$", rf"\1listen 127.0.0.1:{tls_port} ssl http2;",
+                    1, "'listen 443 ssl http2;'", path)
+    text = _replace(text, r"^(\s*)listen 80;$", rf"\1listen 127.0.0.1:{http_port};", 1, "'listen 80;'", path)
+    text = _replace(text, r"^\s*listen \[::\]:\d+[^;]*;\n", "", 2, "IPv6 listens", path)
+    text = _replace(text, r"^(\s*)ssl_certificate /etc/ssl/\S+;$", rf"\1ssl_certificate {cert};", 1,
+                    "ssl_certificate under /etc/ssl", path)
+    text = _replace(text, r"^(\s*)ssl_certificate_key /etc/ssl/\S+;$", rf"\1ssl_certificate_key {key};", 1,
+                    "ssl_certificate_key under /etc/ssl", path)
+    return text
+
+
+def recommended_site(tls_port, http_port, upstream_port, cert, key, path=DEPLOY_CONF, read_timeout=None):
     """docs/deploy/nginx.conf for loopback: the IPv4 listens on our ports, the
-    IPv6 ones dropped, the upstream server and the certificate replaced."""
+    IPv6 ones dropped, the upstream server and the certificate replaced.
+    read_timeout (e.g. "1s"): proxy_read_timeout too, for the one test of
+    nginx's own 504 (the shipped 600 s is too long to wait for)."""
     with open(path) as f:
         text = f.read()
-    text = _replace(text, r"^(\s*)listen 443 ssl http2;$", rf"\1listen 127.0.0.1:{tls_port} ssl http2;",
-                    1, "'listen 443 ssl http2;'")
-    text = _replace(text, r"^(\s*)listen 80;$", rf"\1listen 127.0.0.1:{http_port};", 1, "'listen 80;'")
-    text = _replace(text, r"^\s*listen \[::\]:\d+[^;]*;\n", "", 2, "IPv6 listens")
-    text = _replace(text, r"^(\s*)server 127\.0\.0\.1:5001;$", rf"\g<1>server 127.0.0.1:{upstream_port};",
-                    1, "upstream 'server 127.0.0.1:5001;'")
-    text = _replace(text, r"^(\s*)ssl_certificate /etc/ssl/\S+;$", rf"\1ssl_certificate {cert};", 1,
-                    "ssl_certificate under /etc/ssl")
-    text = _replace(text, r"^(\s*)ssl_certificate_key /etc/ssl/\S+;$", rf"\1ssl_certificate_key {key};", 1,
-                    "ssl_certificate_key under /etc/ssl")
+    text = _loopback_site(text, tls_port, http_port, cert, key, path)
+    if read_timeout is not None:
+        text = _replace(text, r"^(\s*)proxy_read_timeout 600s;$", rf"\1proxy_read_timeout {read_timeout};", 1,
+                        "'proxy_read_timeout 600s;'", path)
+    return _replace(text, r"^(\s*)server 127\.0\.0\.1:5001;$", rf"\g<1>server 127.0.0.1:{upstream_port};",
+                    1, "upstream 'server 127.0.0.1:5001;'", path)
+
+
+def two_instances_site(tls_port, http_port, upstream_ports, cert, key, path=TWO_INSTANCES_CONF):
+    """docs/deploy/nginx-two-instances.conf for loopback: as recommended_site,
+    and its two upstream servers (10.0.0.11:5001, 10.0.0.12:5001) on our
+    loopback ports, their parameters kept."""
+    with open(path) as f:
+        text = f.read()
+    text = _loopback_site(text, tls_port, http_port, cert, key, path)
+    for address, port in zip(("10.0.0.11:5001", "10.0.0.12:5001"), upstream_ports):
+        text = _replace(text, rf"^(\s*)server {re.escape(address)}( [^;]*)?;$",
+                        rf"\g<1>server 127.0.0.1:{port}\2;", 1, f"upstream 'server {address} ...;'", path)
     return text
 
 

@@ -3,13 +3,12 @@
 // runs this very code: tests/node/recipe.mjs.
 import { createParser } from 'eventsource-parser';
 
-async function post(url, request, signal) {
-  return fetch(url, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify(request),
-    signal,
-  });
+// `token`: the server's access token when it wants one (ACCESS_TOKENS_FILE);
+// it is the frontend's own credential, never the upstream's API key.
+async function post(url, request, signal, token) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return fetch(url, { method: 'POST', headers, body: JSON.stringify(request), signal });
 }
 
 // Errors are {"error": "..."}; a proxy in front may answer HTML instead.
@@ -19,8 +18,8 @@ async function errorOf(res) {
 }
 
 // The whole answer: { choices: [{ message: { content, reasoning_content } }], usage, ... }
-export async function askChat(url, request, { signal } = {}) {
-  const res = await post(url, { ...request, stream: false }, signal);
+export async function askChat(url, request, { signal, token } = {}) {
+  const res = await post(url, { ...request, stream: false }, signal, token);
   if (!res.ok) throw await errorOf(res);
   return res.json();
 }
@@ -29,8 +28,8 @@ export async function askChat(url, request, { signal } = {}) {
 // Rejects with the server's message when the request fails, or when the
 // upstream fails after the stream started (one {"error": "..."} event), and
 // with an AbortError when `signal` aborts (which also stops the upstream).
-export async function streamChat(url, request, { onContent, onReasoning, signal } = {}) {
-  const res = await post(url, { ...request, stream: true }, signal);
+export async function streamChat(url, request, { onContent, onReasoning, signal, token } = {}) {
+  const res = await post(url, { ...request, stream: true }, signal, token);
   if (!res.ok) throw await errorOf(res);
   let failure = null;
   // `: ping` comments keep the connection open while a reasoning model
