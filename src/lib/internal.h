@@ -59,6 +59,16 @@ struct zjuchat_client {
  * for tests (curl_ev.c). */
 void zjuchat__transport_set_shard_idle_ms(zjuchat_client *client, long ms);
 
+/* Where a string of the document lies: the bytes between its quotes. */
+typedef struct zjuchat__span {
+    size_t off, len; /* raw bytes data[off..off+len) */
+    size_t decoded;  /* bytes once its escapes are decoded */
+    unsigned char present, escaped;
+} zjuchat__span;
+
+enum { ZJUCHAT__DELTA, ZJUCHAT__MESSAGE };     /* choices[0].delta / .message */
+enum { ZJUCHAT__CONTENT, ZJUCHAT__REASONING }; /* .content / .reasoning_content */
+
 /* What one pass over a JSON document found (scan.c). */
 typedef struct zjuchat__scan {
     int valid;       /* well-formed JSON, valid UTF-8 */
@@ -66,17 +76,26 @@ typedef struct zjuchat__scan {
     int finish;      /* a choices[].finish_reason that is a string */
     int has_usage;   /* usage.*_tokens seen (the others stay -1) */
     int secret_seen; /* a decoded string or key contains the secret */
+    int secret_raw;  /* the bytes may hold the secret as is (0: they do not) */
     long prompt, completion, total;
     size_t
         text_len; /* bytes of choices[].delta.content and .reasoning_content, decoded */
+    /* choices[0].{delta,message}.{content,reasoning_content} when a string */
+    zjuchat__span text[2][2];
 } zjuchat__scan;
 
 /* Scan data[0..len). Returns 0 when valid, -1 when not, -2 on OOM. */
 int zjuchat__scan_json(const char *data, size_t len, const char *secret,
                        zjuchat__scan *out);
+/* Decode the JSON string raw[0..len) (between its quotes, as the scan
+ * validated it) into out (room for len bytes); returns its length. */
+size_t zjuchat__json_unescape(const char *raw, size_t len, char *out);
 
 /* Accessors parse with jansson on first use (json stays NULL until then);
- * scan answers the rest without a tree. */
+ * scan answers the rest without a tree, and the texts of choices[0] from
+ * its spans (decoded on first use into text, NUL-terminated) unless the
+ * scan saw the key: then the bytes were replaced by the redacted tree's
+ * serialisation, which the spans do not point into (response.c). */
 struct zjuchat_response {
     char *body;
     size_t len;
@@ -84,6 +103,7 @@ struct zjuchat_response {
     json_t *json;
     int parsed; /* json was attempted */
     zjuchat__scan scan;
+    char *text[2]; /* decoded message.content, .reasoning_content */
 };
 
 struct zjuchat_chunk {
@@ -92,7 +112,8 @@ struct zjuchat_chunk {
     json_t *json;
     int parsed;
     zjuchat__scan scan;
-    int done; /* the upstream's [DONE] (ZJUCHAT_CALL_PASS_DONE) */
+    int done;      /* the upstream's [DONE] (ZJUCHAT_CALL_PASS_DONE) */
+    char *text[2]; /* decoded delta.content, .reasoning_content; freed after on_chunk */
 };
 
 /* error.c */

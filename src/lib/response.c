@@ -1,13 +1,15 @@
 /*
  * response.c - accessors over upstream answers: the whole chat.completion of
  * a non-stream call, the chunks of a stream, and the model list.
- * Raw bytes are kept exactly as received. Usage comes from the scan made on
- * arrival (scan.c); the other accessors parse with jansson on first use, so
- * a relay that only forwards bytes never builds a tree.
+ * Raw bytes are kept exactly as received. Usage, and where choices[0]'s
+ * texts lie, come from the scan made on arrival (scan.c): a text is decoded
+ * from its bytes on first use; the other accessors parse with jansson on
+ * first use, so a relay that only forwards bytes never builds a tree.
  */
 #include "internal.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 zjuchat_response *zjuchat__response_new(char *body, size_t len, long status, json_t *json,
                                         const zjuchat__scan *scan)
@@ -29,6 +31,8 @@ void zjuchat_response_free(zjuchat_response *resp)
     if (!resp)
         return;
     free(resp->body);
+    free(resp->text[0]);
+    free(resp->text[1]);
     json_decref(resp->json);
     free(resp);
 }
@@ -107,15 +111,59 @@ const char *zjuchat__choice_finish(json_t *root)
     return json_string_value(json_object_get(first_choice(root), "finish_reason"));
 }
 
+/* A text of choices[0] from the scan's span: decoded once into *cache
+ * (NUL-terminated, as jansson's strings are), NULL when it is no string. */
+static const char *span_text(const char *data, const zjuchat__span *t, char **cache,
+                             size_t *len)
+{
+    if (len)
+        *len = 0;
+    if (!t->present)
+        return NULL;
+    if (!*cache) {
+        char *s = malloc(t->len + 1); /* the decoding is never longer */
+        if (!s)
+            return NULL;
+        size_t n = t->len;
+        if (t->escaped)
+            n = zjuchat__json_unescape(data + t->off, t->len, s);
+        else
+            memcpy(s, data + t->off, n);
+        s[n] = '\0';
+        *cache = s;
+    }
+    if (len)
+        *len = t->decoded;
+    return *cache;
+}
+
+/* The scan's spans point into the bytes unless a hidden key made the
+ * library replace them by a redacted tree's serialisation (sse_policy.c,
+ * outcome.c): then the tree, which holds the masked key, answers. */
+static int spans_usable(const zjuchat__scan *scan)
+{
+    return scan->valid && !scan->secret_seen;
+}
+
+static const char *response_text(const zjuchat_response *resp, int which, size_t *len)
+{
+    zjuchat_response *r = (zjuchat_response *)resp;
+    if (r && spans_usable(&r->scan))
+        return span_text(r->body, &r->scan.text[ZJUCHAT__MESSAGE][which], &r->text[which],
+                         len);
+    return zjuchat__choice_string(
+        response_json(resp), "message",
+        which == ZJUCHAT__CONTENT ? "content" : "reasoning_content", len);
+}
+
 const char *zjuchat_response_content(const zjuchat_response *resp, size_t *len)
 {
-    return zjuchat__choice_string(response_json(resp), "message", "content", len);
+    return response_text(resp, ZJUCHAT__CONTENT, len);
 }
 
 const char *zjuchat_response_reasoning(const zjuchat_response *resp, size_t *len)
 {
-    return zjuchat__choice_string(response_json(resp), "message", "reasoning_content",
-                                  len);
+    return response_text(resp, ZJUCHAT__REASONING, len);
 }
 
 const char *zjuchat_response_finish_reason(const zjuchat_response *resp)
@@ -148,14 +196,25 @@ const char *zjuchat_chunk_data(const zjuchat_chunk *chunk, size_t *len)
     return chunk ? chunk->data : NULL;
 }
 
+static const char *chunk_text(const zjuchat_chunk *chunk, int which, size_t *len)
+{
+    zjuchat_chunk *c = (zjuchat_chunk *)chunk;
+    if (c && spans_usable(&c->scan))
+        return span_text(c->data, &c->scan.text[ZJUCHAT__DELTA][which], &c->text[which],
+                         len);
+    return zjuchat__choice_string(
+        chunk_json(chunk), "delta",
+        which == ZJUCHAT__CONTENT ? "content" : "reasoning_content", len);
+}
+
 const char *zjuchat_chunk_content(const zjuchat_chunk *chunk, size_t *len)
 {
-    return zjuchat__choice_string(chunk_json(chunk), "delta", "content", len);
+    return chunk_text(chunk, ZJUCHAT__CONTENT, len);
 }
 
 const char *zjuchat_chunk_reasoning(const zjuchat_chunk *chunk, size_t *len)
 {
-    return zjuchat__choice_string(chunk_json(chunk), "delta", "reasoning_content", len);
+    return chunk_text(chunk, ZJUCHAT__REASONING, len);
 }
 
 size_t zjuchat_chunk_text_length(const zjuchat_chunk *chunk)

@@ -21,8 +21,11 @@ static int deliver_chunk(zjuchat_call *call, zjuchat_chunk *chunk)
         r = call->cb.on_chunk(call, chunk, call->userdata);
         call->in_callback--;
     }
-    json_decref(chunk->json); /* built by an accessor, if one asked */
+    json_decref(chunk->json); /* built or decoded by an accessor, if one asked */
     chunk->json = NULL;
+    free(chunk->text[0]);
+    free(chunk->text[1]);
+    chunk->text[0] = chunk->text[1] = NULL;
     if (r == ZJUCHAT_STOP)
         zjuchat__call_set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
                                   "stream stopped by the caller");
@@ -39,14 +42,22 @@ int zjuchat__call_on_sse_event(void *userdata, const char *event, const char *da
         call->saw_done = 1;
         call->stats.saw_done = 1;
         /* A relay that speaks OpenAI's protocol forwards the marker. */
-        zjuchat_chunk done = {data, len, NULL, 0, {0}, 1};
+        zjuchat_chunk done = {.data = data, .len = len, .done = 1};
         return call->pass_done ? deliver_chunk(call, &done) : 0;
     }
-    /* The parser hands out its own buffer or libcurl's receive buffer, both
-     * writable: redact in place so no copy of the event is needed. */
-    zjuchat_redact((char *)data, len, call->client->api_key);
-    zjuchat_chunk chunk = {data, len, NULL, 0, {0}, 0};
-    if (zjuchat__scan_json(data, len, call->client->api_key, &chunk.scan) == -2) {
+    /* The parser hands out its own buffer, writable: a key echoed as is is
+     * masked in place so no copy of the event is needed. The scan tells
+     * whether the bytes can hold it (secret_raw); only then does the raw
+     * pass run (a search of every event was a tenth of its instructions),
+     * and the event is scanned again as the masked bytes say. Without a
+     * copy of the key, masking changes nothing, so scanning first is the
+     * same as masking first. */
+    const char *key = call->client->api_key;
+    zjuchat_chunk chunk = {.data = data, .len = len};
+    int rc = zjuchat__scan_json(data, len, key, &chunk.scan);
+    if (rc != -2 && chunk.scan.secret_raw && zjuchat_redact((char *)data, len, key) > 0)
+        rc = zjuchat__scan_json(data, len, key, &chunk.scan);
+    if (rc == -2) {
         zjuchat__call_set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE,
                                   "out of memory");
         return 1;
