@@ -92,11 +92,11 @@ void srv_req_add_header(srv_request *r, const char *name, const char *value);
 /* The whole reply with a Content-Length. Ends the request for the handler. */
 void srv_req_reply(srv_request *r, int status, const char *body, size_t len);
 /* A streamed reply: chunked to HTTP/1.1 clients, close-delimited to HTTP/1.0
- * ones. Then srv_req_write_buffer and srv_req_end. */
+ * ones. Then srv_req_write and srv_req_end. */
 void srv_req_start(srv_request *r, int status);
-/* One piece of a streamed reply, taking the content of buf (buf is left
- * empty; an empty piece is ignored). */
-void srv_req_write_buffer(srv_request *r, struct evbuffer *buf);
+/* One piece of a streamed reply (copied where the socket does not take it
+ * at once; an empty piece is ignored). */
+void srv_req_write(srv_request *r, const char *data, size_t len);
 /* End a streamed reply. Ends the request for the handler. */
 void srv_req_end(srv_request *r);
 /* Reply bytes not yet taken by the kernel. */
