@@ -26,6 +26,7 @@
 #include <event2/listener.h>
 #include <http_parser.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +115,7 @@ struct srv_conn {
     size_t pend_len, pend_cap;
     struct sockaddr_storage peer;
     char peer_text[64];
+    int nodelay; /* TCP_NODELAY set: the connection has streamed */
 };
 
 struct srv_front {
@@ -1056,6 +1058,16 @@ void srv_req_start(srv_request *r, int status)
     struct iovec iov[6];
     int n = head_iov(r, status, r->chunked ? te : "", r->chunked ? sizeof te - 1 : 0,
                      line, iov);
+    /* A stream is small writes that must leave at once. With Nagle's
+     * algorithm the first event after the head waited for the client's
+     * delayed ACK (40 ms on Linux). Set when a connection first streams, as
+     * nginx does for unbuffered proxying: a non-stream answer is one writev
+     * and needs no extra system call. */
+    if (!r->conn->nodelay) {
+        int one = 1;
+        setsockopt(r->conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        r->conn->nodelay = 1;
+    }
     send_iov(r->conn, iov, n);
     r->state = R_STREAMING;
 }
