@@ -46,7 +46,7 @@ server_but() { ls src/server/*.c | grep -v -e '/main\.c$' $(printf -- '-e /%s$ '
 sources_of() {
     case $1 in
     fuzz_sse) echo src/lib/sse.c ;;
-    fuzz_scan) echo src/lib/scan.c ;;
+    fuzz_scan) echo src/lib/scan.c src/lib/redact.c ;;
     fuzz_upstream) echo "$LIB" ;;
     fuzz_chat_body) echo "$LIB" "$(server_but)" ;; # chat_body.c, http_util.c and theirs
     fuzz_openai_body) echo "$LIB" "$(server_but)" ;;

@@ -138,22 +138,6 @@ static void check_fields(const char *text, const zjuchat__scan *s, json_t *j)
         }
 }
 
-/* zjuchat_redact (redact.c) as it is, for a driver that links scan.c only. */
-static size_t mask(char *buf, size_t len, const char *secret)
-{
-    size_t slen = strlen(secret), count = 0;
-    char *p = buf, *end = buf + len;
-    while (slen && (size_t)(end - p) >= slen) {
-        char *hit = memmem(p, (size_t)(end - p), secret, slen);
-        if (!hit)
-            break;
-        memset(hit, '*', slen);
-        p = hit + slen;
-        count++;
-    }
-    return count;
-}
-
 static int same_spans(const zjuchat__scan *a, const zjuchat__scan *b)
 {
     for (int w = 0; w < 2; w++)
@@ -185,9 +169,9 @@ static void check_mask_order(const char *text, size_t size, const char *secret)
     memcpy(b, text, size);
     zjuchat__scan sa, sb;
     int ra = zjuchat__scan_json(a, size, secret, &sa);
-    if (ra != -2 && sa.secret_raw && mask(a, size, secret) > 0)
+    if (ra != -2 && sa.secret_raw && zjuchat_redact(a, size, secret) > 0)
         ra = zjuchat__scan_json(a, size, secret, &sa);
-    mask(b, size, secret);
+    zjuchat_redact(b, size, secret);
     int rb = zjuchat__scan_json(b, size, secret, &sb);
     if (ra != -2 && rb != -2) {
         if (memcmp(a, b, size) != 0)
