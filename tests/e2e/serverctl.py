@@ -221,18 +221,19 @@ def split_frames(raw):
     return out
 
 
-def stream(port, payload, timeout=20, headers=None, on_chunk=None, path="/api/chat"):
+def stream(port, payload, timeout=20, headers=None, on_chunk=None, path="/api/chat", connect=None):
     """POSTs a stream request and reads the answer as it arrives.
 
     on_chunk(stream, bytes) may return False to hang up right there.
-    Never waits longer than timeout in total."""
+    Never waits longer than timeout in total. connect() gives the connection
+    to use instead of plain HTTP to 127.0.0.1:port (e.g. HTTPS to an nginx)."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     h = {"Content-Type": "application/json"}
     h.update(headers or {})
     s = Stream()
     t0 = time.monotonic()
     deadline = t0 + timeout
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = connect() if connect else http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("POST", path, body=body, headers=h)
         r = conn.getresponse()

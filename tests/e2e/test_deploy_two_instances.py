@@ -169,34 +169,10 @@ class Deployment:
         return resp
 
     def stream(self, path, body, headers=None, on_chunk=None):
-        """A streamed answer through nginx over HTTPS, as serverctl.stream
-        reads one (chunks timed, clean_end only when the body ended well)."""
-        s = sc.Stream()
-        h = {"Content-Type": "application/json"}
-        h.update(headers or {})
-        t0 = time.monotonic()
-        conn = self.connect()
-        try:
-            conn.request("POST", path, body=json.dumps(body).encode(), headers=h)
-            r = conn.getresponse()
-            s.status, s.headers = r.status, r.getheaders()
-            while True:
-                try:
-                    data = r.read1(65536)
-                except (http.client.IncompleteRead, OSError) as e:
-                    s.error = e
-                    break
-                if not data:
-                    s.clean_end = True
-                    break
-                s.chunks.append((time.monotonic() - t0, data))
-                if on_chunk is not None and on_chunk(s, data) is False:
-                    break
-        finally:
-            s.t_end = time.monotonic() - t0
-            conn.close()
-        sc.record(b"%d " % (s.status or 0) + s.raw)
-        return s
+        """A streamed answer through nginx over HTTPS, read by serverctl.stream
+        (chunks timed, clean_end only when the body ended well)."""
+        return sc.stream(None, body, headers=headers, on_chunk=on_chunk, path=path,
+                         connect=self.connect)
 
     def chat(self, route, token, content="hi", source="127.0.0.1", **fields):
         body = route.body(content=content)
