@@ -6,6 +6,7 @@
  * client leaves (ctx->on_gone), in any phase.
  */
 #include "relay.h"
+#include "call.h" /* the library's read-end hook: internal, linked statically */
 #include "dialect.h"
 #include "front.h"
 #include "http_util.h"
@@ -37,7 +38,11 @@ typedef struct relay {
     int paused;
     struct event *ping;       /* heartbeat timer */
     struct timeval last_send; /* loop time of the last piece, for the heartbeat */
-    struct event *flush;      /* sends out once the current burst is queued */
+    /* The events of one upstream read leave as one piece: the library says
+     * when a read ended (coalesce); on a transport that cannot, an event
+     * made active sends them once the read's callbacks are done (flush). */
+    int coalesce;
+    struct event *flush;
     /* The next piece of the reply: a plain buffer (an evbuffer's three
      * adds per event cost more than the event's JSON check: callgrind),
      * its room above OUT_KEEP freed once sent, so a held stream keeps
@@ -202,12 +207,19 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Events that arrive in one upstream read leave as one HTTP chunk: fewer
- * chunk headers and writes, no added latency (same loop iteration). */
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+ * chunk headers and writes, no added latency (same loop iteration). The
+ * library tells the read's end; making an event active for it cost a
+ * libevent activation and dispatch per event (callgrind). */
+static void on_read_end(zjuchat_call *call, void *arg)
 {
     relay *r = arg;
     if (r->ctx->req && r->out_len > 0)
         send_out(r);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    on_read_end(NULL, arg);
 }
 
 /* ---- the upstream's side ---- */
@@ -234,7 +246,10 @@ static void on_accepted(zjuchat_call *call, void *arg)
     /* A quiet stream is fine; a client that takes no byte for this long is
      * dropped (on_gone). */
     srv_req_set_write_timeout(ctx->req, STREAM_WRITE_TIMEOUT_S);
-    r->flush = event_new(base_of(r), -1, 0, on_flush, r);
+    int told = zjuchat__call_on_read_end(call, on_read_end) == 0;
+    if (!told)
+        r->flush = event_new(base_of(r), -1, 0, on_flush, r);
+    r->coalesce = told || r->flush; /* else (OOM) each event goes at once */
     if (ctx->w->cfg->heartbeat_ms > 0) {
         r->ping = evtimer_new(base_of(r), on_ping, r);
         event_base_gettimeofday_cached(base_of(r), &r->last_send);
@@ -306,11 +321,11 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
     out_add(r, "data: ", 6);
     out_add(r, data, len);
     out_add(r, "\n\n", 2);
-    if (!r->flush) {
+    if (!r->coalesce) {
         send_out(r);
     } else if (!r->paused && pending_out(r) + r->out_len > OUT_HIGH_WATER) {
         send_out(r); /* pauses the upstream */
-    } else if (!event_pending(r->flush, EV_TIMEOUT, NULL)) {
+    } else if (r->flush && !event_pending(r->flush, EV_TIMEOUT, NULL)) {
         event_active(r->flush, EV_TIMEOUT, 1);
     }
     return 0;
