@@ -79,9 +79,10 @@ static void relay_free(relay *r)
 
 #define OUT_KEEP 1024
 
-/* Appends to the next piece; out of memory, the bytes are dropped (the
- * stream then misses them, as an evbuffer that failed to grow did). */
-static void out_add(relay *r, const char *p, size_t n)
+/* Room for n more bytes at the end of the next piece; NULL out of memory
+ * (the bytes are then dropped: the stream misses them, as an evbuffer that
+ * failed to grow did). */
+static char *out_room(relay *r, size_t n)
 {
     if (r->out_len + n > r->out_cap) {
         size_t cap = r->out_cap ? r->out_cap : 256;
@@ -89,12 +90,32 @@ static void out_add(relay *r, const char *p, size_t n)
             cap *= 2;
         char *grown = realloc(r->out, cap);
         if (!grown)
-            return;
+            return NULL;
         r->out = grown;
         r->out_cap = cap;
     }
-    memcpy(r->out + r->out_len, p, n);
-    r->out_len += n;
+    return r->out + r->out_len;
+}
+
+static void out_add(relay *r, const char *p, size_t n)
+{
+    char *o = out_room(r, n);
+    if (o) {
+        memcpy(o, p, n);
+        r->out_len += n;
+    }
+}
+
+/* "data: <bytes>\n\n", with one check for room. */
+static void out_event(relay *r, const char *data, size_t len)
+{
+    char *o = out_room(r, len + 8);
+    if (o) {
+        memcpy(o, "data: ", 6);
+        memcpy(o + 6, data, len);
+        memcpy(o + 6 + len, "\n\n", 2);
+        r->out_len += len + 8;
+    }
 }
 
 /* The piece went out (or was dropped with the request). */
@@ -318,9 +339,7 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
         note_first_token(r, chunk);
     if (r->flags & SRV_RELAY_COUNT)
         r->content_bytes += zjuchat_chunk_text_length(chunk);
-    out_add(r, "data: ", 6);
-    out_add(r, data, len);
-    out_add(r, "\n\n", 2);
+    out_event(r, data, len);
     if (!r->coalesce) {
         send_out(r);
     } else if (!r->paused && pending_out(r) + r->out_len > OUT_HIGH_WATER) {
@@ -347,9 +366,7 @@ static void finish_stream(relay *r, const zjuchat_error *err, int saw_done)
         srv_failure f;
         ctx->dialect->upstream_failure(err, NULL, &f);
         static const char oom[] = "{\"error\": \"out of memory\"}";
-        out_add(r, "data: ", 6);
-        out_add(r, f.body ? f.body : oom, f.body ? f.len : sizeof oom - 1);
-        out_add(r, "\n\n", 2);
+        out_event(r, f.body ? f.body : oom, f.body ? f.len : sizeof oom - 1);
         free(f.body);
     }
     if (r->out_len > 0) {
