@@ -959,7 +959,7 @@ static int head_iov(srv_request *r, int status, const char *framing, size_t fram
  * its write event, two epoll_ctl calls per reply), and queues what the
  * socket did not take. A failed write queues everything: the bufferevent's
  * own write then meets the error and ends the connection as before. */
-static void send_iov(srv_conn *c, struct iovec *iov, int n)
+static void send_iov_total(srv_conn *c, struct iovec *iov, int n, size_t total)
 {
     size_t sent = 0;
     if (!c->queued || evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -968,6 +968,8 @@ static void send_iov(srv_conn *c, struct iovec *iov, int n)
         do
             w = writev(c->fd, iov, n);
         while (w < 0 && errno == EINTR);
+        if (w >= 0 && (size_t)w == total)
+            return; /* the usual case: all taken */
         sent = w > 0 ? (size_t)w : 0;
     }
     for (int i = 0; i < n; i++) {
@@ -980,6 +982,14 @@ static void send_iov(srv_conn *c, struct iovec *iov, int n)
         c->queued = 1;
         sent = 0;
     }
+}
+
+static void send_iov(srv_conn *c, struct iovec *iov, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    send_iov_total(c, iov, n, total);
 }
 
 /* Keeps the pieces for on_resume (copied: the caller's body is freed when
@@ -1119,12 +1129,16 @@ void srv_req_write(srv_request *r, const char *data, size_t len)
     char head[24];
     struct iovec iov[3];
     int n = 0;
-    if (r->chunked)
-        iov[n++] = (struct iovec){head, chunk_head(head, len)};
+    size_t total = len;
+    if (r->chunked) {
+        size_t hl = chunk_head(head, len);
+        iov[n++] = (struct iovec){head, hl};
+        total += hl + 2;
+    }
     iov[n++] = (struct iovec){(char *)data, len};
     if (r->chunked)
         iov[n++] = (struct iovec){"\r\n", 2};
-    send_iov(r->conn, iov, n);
+    send_iov_total(r->conn, iov, n, total);
     check_high_water(r);
 }
 
