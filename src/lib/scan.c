@@ -78,10 +78,12 @@ struct scanner {
     size_t check_from; /* strings this long may hold the secret (SIZE_MAX: none) */
     int choices_seen;  /* a "choices" key was read: another one resets */
     int oom;
-    unsigned usage_set;  /* bit per usage count read as an integer */
-    size_t choice_index; /* of the element being read in an R_CHOICES array */
-    int elem_finish;     /* the R_CHOICE being read has a string finish_reason */
-    size_t elem_text[2]; /* its delta's content and reasoning_content, decoded */
+    unsigned usage_set;       /* bit per usage count read as an integer */
+    size_t choice_index;      /* of the element being read in an R_CHOICES array */
+    int elem_finish;          /* the R_CHOICE being read has a string finish_reason */
+    size_t elem_text[2];      /* its delta's content and reasoning_content, decoded */
+    zjuchat__scan_memo *memo; /* NULL: none */
+    int resume;               /* the document starts with the memo's bytes */
 };
 
 /* One string of the document (between its quotes). Every escape decodes to
@@ -763,6 +765,46 @@ scan_number(const unsigned char *p, const unsigned char *end, int *integer)
     return p;
 }
 
+/* The memo takes the state at p, the start of a choice's text: the bytes
+ * before p decided all of it (every token before p ended before p; what
+ * the scanner read past one, a 16-byte look or the document's end, changed
+ * only how fast it went), so a document that starts with the same bytes
+ * and goes on past p reaches the same state there. Not after a failed
+ * allocation (a secret check was skipped), nor when it does not fit. */
+static __attribute__((noinline)) void keep(struct scanner *sc, const unsigned char *p,
+                                           const unsigned char *stack, int depth,
+                                           enum role role, int in_array, enum key_id key)
+{
+    zjuchat__scan_memo *m = sc->memo;
+    size_t len = (size_t)(p - sc->base);
+    if (sc->oom || len > sizeof m->prefix || depth > ZJUCHAT__SCAN_MEMO_DEPTH)
+        return;
+    m->secret = sc->secret;
+    m->len = len;
+    m->out = *sc->out;
+    m->check_from = sc->check_from;
+    m->choice_index = sc->choice_index;
+    m->elem_text[0] = sc->elem_text[0];
+    m->elem_text[1] = sc->elem_text[1];
+    m->choices_seen = sc->choices_seen;
+    m->elem_finish = sc->elem_finish;
+    m->usage_set = sc->usage_set;
+    m->depth = depth;
+    m->role = role;
+    m->in_array = in_array;
+    m->key = key;
+    memcpy(m->stack, stack, (size_t)depth + 1);
+    memcpy(m->prefix, sc->base, len);
+}
+
+/* Does the document start with the memo's bytes (and go on past them)? */
+static inline int memo_fits(const zjuchat__scan_memo *m, const char *data, size_t len,
+                            const char *secret)
+{
+    return m && m->len && m->secret == secret && len > m->len &&
+           memcmp(data, m->prefix, m->len) == 0;
+}
+
 static int scan(struct scanner *sc)
 {
     const unsigned char *p = sc->base, *end = sc->end, *base = sc->base;
@@ -783,9 +825,35 @@ static int scan(struct scanner *sc)
     SKIP_WS(p);
     sc->out->is_object = *p == '{';
     stack[0] = R_TOP;
+    int may_keep = sc->memo != NULL; /* the memo may take this scan's state */
+    if (sc->resume) {
+        /* out is the memo's already. A value must follow its bytes: white
+         * space alone is not JSON. */
+        const zjuchat__scan_memo *m = sc->memo;
+        if ((size_t)(end - base) <= m->len)
+            return -1;
+        sc->check_from = m->check_from;
+        sc->choice_index = m->choice_index;
+        sc->elem_text[0] = m->elem_text[0];
+        sc->elem_text[1] = m->elem_text[1];
+        sc->choices_seen = m->choices_seen;
+        sc->elem_finish = m->elem_finish;
+        sc->usage_set = m->usage_set;
+        depth = m->depth;
+        role = (enum role)m->role;
+        in_array = m->in_array;
+        key = (enum key_id)m->key;
+        memcpy(stack, m->stack, (size_t)depth + 1);
+        p = base + m->len;
+        may_keep = 0; /* it holds this very state */
+    }
 
 value: /* p < end, at what must be a value; the most frequent first */
     if (*p == '"') {
+        if (may_keep && (key == K_CONTENT || key == K_REASONING)) {
+            keep(sc, p, stack, depth, role, in_array, key);
+            may_keep = 0; /* the first choice's text: later ones differ more */
+        }
         p = string_end(p + 1, base, end, 0, &s);
         if (!p)
             return -1;
@@ -925,15 +993,27 @@ static int may_lie_outside(const char *secret, size_t len)
 int zjuchat__scan_json(const char *data, size_t len, const char *secret,
                        zjuchat__scan *out)
 {
-    memset(out, 0, sizeof *out);
-    out->prompt = out->completion = out->total = -1;
+    return zjuchat__scan_json_memo(data, len, secret, out, NULL);
+}
+
+int zjuchat__scan_json_memo(const char *data, size_t len, const char *secret,
+                            zjuchat__scan *out, zjuchat__scan_memo *memo)
+{
     struct scanner sc = {0};
+    sc.resume = memo_fits(memo, data, len, secret);
+    if (sc.resume) {
+        *out = memo->out;
+    } else {
+        memset(out, 0, sizeof *out);
+        out->prompt = out->completion = out->total = -1;
+    }
     sc.base = (const unsigned char *)data;
     sc.end = sc.base + len;
     sc.out = out;
     sc.secret = secret;
     sc.secret_len = secret ? strlen(secret) : 0;
     sc.check_from = sc.secret_len ? sc.secret_len : SIZE_MAX;
+    sc.memo = memo;
     int r = scan(&sc);
     if (sc.oom)
         return -2;

@@ -49,6 +49,7 @@ struct zjuchat__sse {
     int skip_lf;    /* the last feed ended in CR: an LF first in the next is its pair */
     int bom_done;   /* the stream start has been checked for a BOM */
     unsigned bom_n; /* BOM bytes matched so far, held back until decided */
+    void *scratch;  /* zjuchat__sse_scratch's */
 };
 
 static const unsigned char BOM[3] = {0xEF, 0xBB, 0xBF};
@@ -269,6 +270,13 @@ void zjuchat__sse_reset(zjuchat__sse *p)
     p->bom_n = 0;
 }
 
+void *zjuchat__sse_scratch(zjuchat__sse *p, size_t size)
+{
+    if (!p->scratch)
+        p->scratch = calloc(1, size);
+    return p->scratch;
+}
+
 size_t zjuchat__sse_comments(const zjuchat__sse *p)
 {
     return p->comments;
@@ -281,5 +289,6 @@ void zjuchat__sse_free(zjuchat__sse *p)
     free(p->line.buf);
     free(p->data.buf);
     free(p->type.buf);
+    free(p->scratch);
     free(p);
 }
