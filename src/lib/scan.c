@@ -768,8 +768,9 @@ scan_number(const unsigned char *p, const unsigned char *end, int *integer)
 /* The memo takes the state at p, the start of a choice's text: the bytes
  * before p decided all of it (every token before p ended before p; what
  * the scanner read past one, a 16-byte look or the document's end, changed
- * only how fast it went), so a document that starts with the same bytes
- * and goes on past p reaches the same state there. Not after a failed
+ * only how fast it went; that *p is no white space, the resumed scan checks
+ * again), so a document that starts with the same bytes and goes on past p
+ * reaches the same state there. Not after a failed
  * allocation (a secret check was skipped), nor when it does not fit. */
 static __attribute__((noinline)) void keep(struct scanner *sc, const unsigned char *p,
                                            const unsigned char *stack, int depth,
@@ -845,6 +846,9 @@ static int scan(struct scanner *sc)
         key = (enum key_id)m->key;
         memcpy(stack, m->stack, (size_t)depth + 1);
         p = base + m->len;
+        /* The scan stopped skipping white space at the memo's end because
+         * that byte was none: this document's may be. */
+        SKIP_WS(p);
         may_keep = 0; /* it holds this very state */
     }
 
