@@ -97,8 +97,10 @@ int zjuchat__scan_json(const char *data, size_t len, const char *secret,
 #define ZJUCHAT__SCAN_MEMO_BYTES 256
 #define ZJUCHAT__SCAN_MEMO_DEPTH 8
 typedef struct zjuchat__scan_memo {
-    const char *secret;
-    size_t len; /* prefix[0..len): 0 when empty */
+    const char *secret; /* the same pointer to the same bytes */
+    size_t secret_len;
+    int outside; /* scan.c's OUT_* for the secret */
+    size_t len;  /* prefix[0..len): 0 when empty */
     zjuchat__scan out;
     size_t check_from, choice_index, elem_text[2];
     int choices_seen, elem_finish, depth, role, in_array, key;

@@ -84,7 +84,14 @@ struct scanner {
     size_t elem_text[2];      /* its delta's content and reasoning_content, decoded */
     zjuchat__scan_memo *memo; /* NULL: none */
     int resume;               /* the document starts with the memo's bytes */
+    int outside;              /* a raw secret outside one string: OUT_* */
 };
+
+/* Where a raw copy of the secret can be that is in no single string (those
+ * check_secret looks at): nowhere; across a '"' (the secret has one), so
+ * maybe anywhere; outside every string, where only a few bytes can be (the
+ * secret is all such bytes), so the document is worth a search. */
+enum { OUT_NONE, OUT_QUOTE, OUT_SEARCH };
 
 /* One string of the document (between its quotes). Every escape decodes to
  * fewer bytes than it takes (\n: 2 -> 1, \u00e9: 6 -> 2, a surrogate pair:
@@ -199,7 +206,8 @@ static int hex4(const unsigned char *p, unsigned *out)
 
 /* Length of the valid UTF-8 sequence (2-4 bytes) that starts at p with a
  * byte >= 0x80, or 0 when it is not one (RFC 3629's table). */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+static __attribute__((noinline)) size_t utf8_seq(const unsigned char *p,
+                                                 const unsigned char *end)
 {
     unsigned c = p[0];
     size_t n;
@@ -227,6 +235,29 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
         if ((p[k] & 0xC0) != 0x80)
             return 0;
     return n;
+}
+
+/* Past the run of UTF-8 sequences at p (*p >= 0x80), or NULL when one is
+ * not valid. Text that is not ASCII comes in runs (CJK: 3 bytes a
+ * character, which the first test takes whole: a lead byte of E1..EC, EE
+ * or EF, where any two continuation bytes are valid, RFC 3629's table);
+ * they are checked one after the other before looking 16 bytes ahead. */
+static __attribute__((noinline)) const unsigned char *utf8_run(const unsigned char *p,
+                                                               const unsigned char *end)
+{
+    do {
+        unsigned c = p[0];
+        if ((c & 0xF0) == 0xE0 && c != 0xE0 && c != 0xED && end - p >= 3 &&
+            (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
+            p += 3;
+            continue;
+        }
+        size_t n = utf8_seq(p, end);
+        if (!n)
+            return NULL;
+        p += n;
+    } while (p < end && *p >= 0x80);
+    return p;
 }
 
 #ifdef __SSE2__
@@ -294,15 +325,9 @@ string_rest(const unsigned char *p, const unsigned char *base, const unsigned ch
             return p;
         }
         if (*p >= 0x80) {
-            /* Text that is not ASCII (CJK: 3 bytes a character) comes in
-             * runs: check them one after the other before looking 16 bytes
-             * ahead again. */
-            do {
-                size_t n = utf8_seq(p, end);
-                if (!n)
-                    return NULL;
-                p += n;
-            } while (p < end && *p >= 0x80);
+            p = utf8_run(p, end);
+            if (!p)
+                return NULL;
             continue;
         }
         if (*p < 0x20)
@@ -361,15 +386,22 @@ string_end(const unsigned char *p, const unsigned char *base, const unsigned cha
 #ifdef __SSE2__
     while (end - p >= 16) {
         unsigned bits = special16(p);
-        if (bits) {
-            p += __builtin_ctz(bits);
-            if (*p == '"') {
-                s->len = (size_t)(p - s->raw);
-                return p;
-            }
-            break;
+        if (!bits) {
+            p += 16;
+            continue;
         }
-        p += 16;
+        p += __builtin_ctz(bits);
+        if (*p == '"') {
+            s->len = (size_t)(p - s->raw);
+            return p;
+        }
+        /* A value's text that is not ASCII, and no more: on with it here
+         * (keys that are not ASCII are rare: string_rest's). */
+        if (is_key || *p < 0x80)
+            break;
+        p = utf8_run(p, end);
+        if (!p)
+            return NULL;
     }
 #endif
     size_t saved = 0; /* a variable of its own, so that *s can live in registers */
@@ -546,11 +578,14 @@ static inline enum key_id key_id_of(enum role role, const struct str *s)
 
 /* --- what the library picks up ----------------------------------------- */
 
+/* role is R_DELTA or R_MESSAGE, key K_CONTENT or K_REASONING: both enums
+ * list them in the order of the array's indexes. */
 static zjuchat__span *span_of(struct scanner *sc, enum role role, enum key_id key)
 {
-    int which = role == R_DELTA ? ZJUCHAT__DELTA : ZJUCHAT__MESSAGE;
-    return &sc->out
-                ->text[which][key == K_CONTENT ? ZJUCHAT__CONTENT : ZJUCHAT__REASONING];
+    _Static_assert(R_MESSAGE - R_DELTA == ZJUCHAT__MESSAGE - ZJUCHAT__DELTA &&
+                       K_REASONING - K_CONTENT == ZJUCHAT__REASONING - ZJUCHAT__CONTENT,
+                   "span_of's arithmetic");
+    return &sc->out->text[role - R_DELTA][key - K_CONTENT];
 }
 
 /* A key in a container with a role: what it is about to be given is reset
@@ -781,6 +816,8 @@ static __attribute__((noinline)) void keep(struct scanner *sc, const unsigned ch
     if (sc->oom || len > sizeof m->prefix || depth > ZJUCHAT__SCAN_MEMO_DEPTH)
         return;
     m->secret = sc->secret;
+    m->secret_len = sc->secret_len;
+    m->outside = sc->outside;
     m->len = len;
     m->out = *sc->out;
     m->check_from = sc->check_from;
@@ -794,7 +831,7 @@ static __attribute__((noinline)) void keep(struct scanner *sc, const unsigned ch
     m->role = role;
     m->in_array = in_array;
     m->key = key;
-    memcpy(m->stack, stack, (size_t)depth + 1);
+    memcpy(m->stack, stack, sizeof m->stack); /* a fixed size: no call */
     memcpy(m->prefix, sc->base, len);
 }
 
@@ -828,23 +865,16 @@ static int scan(struct scanner *sc)
     stack[0] = R_TOP;
     int may_keep = sc->memo != NULL; /* the memo may take this scan's state */
     if (sc->resume) {
-        /* out is the memo's already. A value must follow its bytes: white
-         * space alone is not JSON. */
+        /* out and *sc are the memo's already (zjuchat__scan_json_memo). A
+         * value must follow its bytes: white space alone is not JSON. */
         const zjuchat__scan_memo *m = sc->memo;
         if ((size_t)(end - base) <= m->len)
             return -1;
-        sc->check_from = m->check_from;
-        sc->choice_index = m->choice_index;
-        sc->elem_text[0] = m->elem_text[0];
-        sc->elem_text[1] = m->elem_text[1];
-        sc->choices_seen = m->choices_seen;
-        sc->elem_finish = m->elem_finish;
-        sc->usage_set = m->usage_set;
         depth = m->depth;
         role = (enum role)m->role;
         in_array = m->in_array;
         key = (enum key_id)m->key;
-        memcpy(stack, m->stack, (size_t)depth + 1);
+        memcpy(stack, m->stack, sizeof m->stack);
         p = base + m->len;
         /* The scan stopped skipping white space at the memo's end because
          * that byte was none: this document's may be. */
@@ -1003,32 +1033,48 @@ int zjuchat__scan_json(const char *data, size_t len, const char *secret,
 int zjuchat__scan_json_memo(const char *data, size_t len, const char *secret,
                             zjuchat__scan *out, zjuchat__scan_memo *memo)
 {
-    struct scanner sc = {0};
+    struct scanner sc; /* field by field: a resumed scan takes most from the memo */
+    sc.oom = 0;
+    sc.outside = OUT_NONE;
     sc.resume = memo_fits(memo, data, len, secret);
     if (sc.resume) {
+        /* The same secret (pointer, and its bytes for the call's life):
+         * what was learnt of it holds. */
         *out = memo->out;
+        sc.secret_len = memo->secret_len;
+        sc.outside = memo->outside;
+        sc.check_from = memo->check_from;
+        sc.choice_index = memo->choice_index;
+        sc.elem_text[0] = memo->elem_text[0];
+        sc.elem_text[1] = memo->elem_text[1];
+        sc.choices_seen = memo->choices_seen;
+        sc.elem_finish = memo->elem_finish;
+        sc.usage_set = memo->usage_set;
     } else {
         memset(out, 0, sizeof *out);
         out->prompt = out->completion = out->total = -1;
+        sc.choices_seen = 0;
+        sc.usage_set = 0;
+        sc.choice_index = 0;
+        sc.elem_finish = 0;
+        sc.elem_text[0] = sc.elem_text[1] = 0;
+        sc.secret_len = secret ? strlen(secret) : 0;
+        sc.check_from = sc.secret_len ? sc.secret_len : SIZE_MAX;
+        if (sc.secret_len)
+            sc.outside = memchr(secret, '"', sc.secret_len)       ? OUT_QUOTE
+                         : may_lie_outside(secret, sc.secret_len) ? OUT_SEARCH
+                                                                  : OUT_NONE;
     }
     sc.base = (const unsigned char *)data;
     sc.end = sc.base + len;
     sc.out = out;
     sc.secret = secret;
-    sc.secret_len = secret ? strlen(secret) : 0;
-    sc.check_from = sc.secret_len ? sc.secret_len : SIZE_MAX;
     sc.memo = memo;
     int r = scan(&sc);
     if (sc.oom)
         return -2;
-    /* A raw copy of the secret that is in no single string (check_secret
-     * looked at those) crosses a '"', or lies outside every string, where
-     * only a few bytes can be: only a secret of those few bytes makes the
-     * whole document worth a search. */
-    if (sc.secret_len && !out->secret_raw &&
-        (memchr(secret, '"', sc.secret_len) ||
-         (may_lie_outside(secret, sc.secret_len) &&
-          find(sc.base, len, secret, sc.secret_len))))
+    if (sc.outside && !out->secret_raw &&
+        (sc.outside == OUT_QUOTE || find(sc.base, len, secret, sc.secret_len)))
         out->secret_raw = 1;
     out->has_usage = sc.usage_set != 0;
     out->valid = r == 0;

@@ -21,11 +21,14 @@ static int deliver_chunk(zjuchat_call *call, zjuchat_chunk *chunk)
         r = call->cb.on_chunk(call, chunk, call->userdata);
         call->in_callback--;
     }
-    json_decref(chunk->json); /* built or decoded by an accessor, if one asked */
-    chunk->json = NULL;
-    free(chunk->text[0]);
-    free(chunk->text[1]);
-    chunk->text[0] = chunk->text[1] = NULL;
+    /* Built or decoded by an accessor, if one asked (most events: none). */
+    if (chunk->json || chunk->text[0] || chunk->text[1]) {
+        json_decref(chunk->json);
+        chunk->json = NULL;
+        free(chunk->text[0]);
+        free(chunk->text[1]);
+        chunk->text[0] = chunk->text[1] = NULL;
+    }
     if (r == ZJUCHAT_STOP)
         zjuchat__call_set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
                                   "stream stopped by the caller");
@@ -95,6 +98,7 @@ int zjuchat__call_on_sse_event(void *userdata, const char *event, const char *da
         }
     }
     int r = deliver_chunk(call, &chunk);
-    free(clean);
+    if (clean)
+        free(clean);
     return r;
 }
