@@ -843,7 +843,7 @@ static inline int memo_fits(const zjuchat__scan_memo *m, const char *data, size_
            memcmp(data, m->prefix, m->len) == 0;
 }
 
-static int scan(struct scanner *sc)
+static inline __attribute__((always_inline)) int scan(struct scanner *sc)
 {
     const unsigned char *p = sc->base, *end = sc->end, *base = sc->base;
     unsigned char stack[MAX_DEPTH + 1]; /* stack[d]: the container at depth d */

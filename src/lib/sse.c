@@ -87,7 +87,7 @@ static int append(sse_buf *b, const char *s, size_t n, size_t limit)
 
 /* A blank line: hand the event over if a data line was seen. Type and data
  * are cleared either way, as the specification says. */
-static int dispatch(zjuchat__sse *p)
+static inline __attribute__((always_inline)) int dispatch(zjuchat__sse *p)
 {
     if (p->data.len == 0) {
         p->type.len = 0;

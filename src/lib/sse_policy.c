@@ -13,7 +13,8 @@
 
 /* Runs on_chunk; ZJUCHAT_STOP ends the call as cancelled. Returns what the
  * SSE parser should: non-zero to stop parsing. */
-static int deliver_chunk(zjuchat_call *call, zjuchat_chunk *chunk)
+static inline __attribute__((always_inline)) int deliver_chunk(zjuchat_call *call,
+                                                               zjuchat_chunk *chunk)
 {
     int r = 0;
     if (call->cb.on_chunk) {
