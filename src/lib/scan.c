@@ -884,10 +884,6 @@ static inline __attribute__((always_inline)) int scan(struct scanner *sc)
 
 value: /* p < end, at what must be a value; the most frequent first */
     if (*p == '"') {
-        if (may_keep && (key == K_CONTENT || key == K_REASONING)) {
-            keep(sc, p, stack, depth, role, in_array, key);
-            may_keep = 0; /* the first choice's text: later ones differ more */
-        }
         p = string_end(p + 1, base, end, 0, &s);
         if (!p)
             return -1;
@@ -984,6 +980,14 @@ member: /* p < end, at what must be a key */
     if (*p != ':' || ++p == end)
         return -1;
     SKIP_WS(p);
+    /* The memo takes the state here, right after a text's colon, where the
+     * only thing byte p decided is that the white space ends before it (a
+     * resumed scan skips white space first). At the value label, it could
+     * also have decided that an array opened before it is not empty. */
+    if (may_keep && *p == '"' && (key == K_CONTENT || key == K_REASONING)) {
+        keep(sc, p, stack, depth, role, in_array, key);
+        may_keep = 0; /* the first choice's text: later ones differ more */
+    }
     goto value;
 
 close:

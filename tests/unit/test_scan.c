@@ -583,6 +583,11 @@ static void memo_resumes_only_on_the_same_bytes(void **state)
         "{\"id\":\"\\u0073k-abc123456789\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]"
         "}",
         "{\"id\":\"\\u0073k-abc123456789\",\"choices\":[{\"delta\":{\"content\":7}}]}",
+        /* a text in an array: the memo must not resume where the array's
+         * first value starts (fuzz_scan found one resumed at "]": the scan
+         * had decided there that the array is not empty) */
+        "{\"id\":\"c-3\",\"choices\":[{\"delta\":{\"content\":[\"x\"]}}]}",
+        "{\"id\":\"c-3\",\"choices\":[{\"delta\":{\"content\":[]}}]}",
         /* the bytes part earlier */
         "{\"id\":\"c-2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}",
         "{\"id\":\"c-2\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":"
