@@ -103,12 +103,14 @@ zjuchat_call *zjuchat_call_start_raw(zjuchat_client *client, const char *path,
     while (*path == '/')
         path++;
     size_t path_len = strlen(path);
-    char *slashed = malloc(path_len + 2);
+    char room[128]; /* most paths: no allocation (zjuchat__call_start copies it) */
+    char *slashed = path_len + 2 <= sizeof room ? room : malloc(path_len + 2);
     /* Owned by the call, kept for its retries; NUL-terminated for safety,
      * never measured with strlen (the body may hold a NUL). */
     char *copy = malloc(body_len + 1);
     if (!slashed || !copy) {
-        free(slashed);
+        if (slashed != room)
+            free(slashed);
         free(copy);
         zjuchat__nomem(err);
         return NULL;
@@ -119,7 +121,8 @@ zjuchat_call *zjuchat_call_start_raw(zjuchat_client *client, const char *path,
     copy[body_len] = '\0';
     zjuchat_call *call =
         zjuchat__call_start(client, slashed, copy, body_len, flags, cb, userdata, err);
-    free(slashed);
+    if (slashed != room)
+        free(slashed);
     return call;
 }
 
