@@ -23,10 +23,17 @@ static int bound(zjuchat_client *client, const char *fn, zjuchat_error *err)
 /* RFC 3986 pchar (percent escapes included) plus '/': what a path may hold
  * without escaping. Spaces, controls, quotes, '#', '\\' and bytes above 0x7f
  * are refused, not escaped: the caller names an endpoint, not user text. */
+static const unsigned char path_chars[256] = {
+    ['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['0' ... '9'] = 1, ['-'] = 1, ['.'] = 1,
+    ['_'] = 1,         ['~'] = 1,         ['!'] = 1,         ['$'] = 1, ['&'] = 1,
+    ['\''] = 1,        ['('] = 1,         [')'] = 1,         ['*'] = 1, ['+'] = 1,
+    [','] = 1,         [';'] = 1,         ['='] = 1,         [':'] = 1, ['@'] = 1,
+    ['%'] = 1,         ['/'] = 1,
+};
+
 static int path_char(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-._~!$&'()*+,;=:@%/", c));
+    return path_chars[c]; /* a table: strchr per byte was a third of the checks */
 }
 
 /* A "." or ".." segment, also spelt %2e: libcurl (and a server behind the
