@@ -480,7 +480,7 @@ void srv_limits_key(char *out, size_t cap, const char *prefix, const char *text,
         out[o] = '\0';
 }
 
-int srv_limits_ip_key(const char *addr, char *out, size_t cap)
+static int ip_key(const char *addr, char *out, size_t cap)
 {
     unsigned char b[16];
     char text[INET6_ADDRSTRLEN];
@@ -495,4 +495,21 @@ int srv_limits_ip_key(const char *addr, char *out, size_t cap)
         return -1;
     srv_limits_key(out, cap, "ip:", text, "/64");
     return 0;
+}
+
+int srv_limits_ip_key(const char *addr, char *out, size_t cap)
+{
+    /* The last address's key is kept: consecutive requests mostly come
+     * from one address, and parsing it was most of the rules' cost. */
+    static char last_addr[INET6_ADDRSTRLEN], last_key[SRV_LIMIT_KEY_MAX];
+    if (last_addr[0] && strcmp(addr, last_addr) == 0) {
+        srv_limits_key(out, cap, last_key, "", "");
+        return 0;
+    }
+    int rc = ip_key(addr, out, cap);
+    last_addr[0] = '\0';
+    if (rc == 0 && strlen(addr) < sizeof last_addr &&
+        ip_key(addr, last_key, sizeof last_key) == 0)
+        memcpy(last_addr, addr, strlen(addr) + 1);
+    return rc;
 }
