@@ -253,7 +253,9 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections 20000; multi_accept on; }}
 http {{
-    access_log off;
+    # nginx's default: one line per request, written at once, as the
+    # server writes its own access log (it has no "off"); see bench/README.md.
+    access_log {tmp}/nginx-access.log combined;
     client_body_temp_path {tmp}/ngx-body;
     proxy_temp_path {tmp}/ngx-proxy;
     fastcgi_temp_path {tmp}/ngx-fcgi;
@@ -866,8 +868,29 @@ def start_contender(name, tmp, mock, mport, procs):
 PAIRED = ("S1", "S3")
 
 
+def raise_fd_limit():
+    """S4 holds 10,000 streams: one process (server-w1) needs a descriptor
+    for each client and each upstream connection, more than a hard limit of
+    20,000 leaves it (the server caps MAX_CONNECTIONS at (limit - 128) / 2
+    and answers 503 beyond). Root may raise the hard limit; the contenders
+    inherit it."""
+    import resource
+    want = 65536
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return
+        except (ValueError, OSError):
+            log(f"bench: cannot raise the descriptor limit above {hard}: "
+                f"server-w1's S4 is capped at ({hard} - 128) / 2 streams")
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main_bench():
     cfg = config()
+    raise_fd_limit()
     quick = os.environ.get("BENCH_QUICK") == "1"
     contenders = os.environ.get(
         "BENCH_CONTENDERS", "mock,nginx,server-w1,server,server-v1,server-limits").split(",")
