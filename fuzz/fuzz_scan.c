@@ -17,7 +17,11 @@
  *     scan may see more (the earlier values are in the bytes, not the tree);
  *   - secret_raw: set whenever the bytes hold the secret as is, and the
  *     event path built on it (sse_policy.c: scan, and mask and scan again
- *     only when secret_raw says so) finds the same as masking first.
+ *     only when secret_raw says so) finds the same as masking first;
+ *   - the memo (a scan resumed where the last event's reached a choice's
+ *     text): the input scanned again with it, and a document that shares
+ *     its bytes up to there and goes on with other bytes (the rest of the
+ *     input reversed, or cut), give what a scan without a memo gives.
  */
 #include "internal.h"
 
@@ -183,6 +187,43 @@ static void check_mask_order(const char *text, size_t size, const char *secret)
     free(b);
 }
 
+static void same_as_without_memo(const char *text, size_t size, const char *secret,
+                                 zjuchat__scan_memo *memo, const char *what)
+{
+    zjuchat__scan with, without;
+    int rw = zjuchat__scan_json_memo(text, size, secret, &with, memo);
+    int ro = zjuchat__scan_json(text, size, secret, &without);
+    if (rw == -2 || ro == -2)
+        return;
+    if (rw != ro || with.valid != without.valid ||
+        with.secret_raw != without.secret_raw || !same_scan(&with, &without))
+        FAIL("secret \"%s\": %s with the memo differs from a scan without", secret, what);
+}
+
+/* The memo filled by the input, then used on the input and on documents
+ * that part from it where the memo's bytes end. */
+static void check_memo(const char *text, size_t size, const char *secret)
+{
+    zjuchat__scan_memo *memo = calloc(1, sizeof *memo);
+    zjuchat__scan s;
+    if (!memo || zjuchat__scan_json_memo(text, size, secret, &s, memo) == -2) {
+        free(memo);
+        return;
+    }
+    same_as_without_memo(text, size, secret, memo, "the same bytes");
+    size_t kept = memo->len;
+    if (kept && kept < size) {
+        char *other = malloc(size);
+        memcpy(other, text, size);
+        for (size_t i = kept; i < size; i++)
+            other[i] = text[size - 1 - (i - kept)];
+        same_as_without_memo(other, size, secret, memo, "a reversed tail");
+        same_as_without_memo(other, kept + (size - kept) / 2, secret, memo, "a cut tail");
+        free(other);
+    }
+    free(memo);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *text = (const char *)data;
@@ -205,6 +246,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FAIL("secret \"%s\" is in the bytes, secret_raw 0", secrets[k]);
         if (secrets[k][0])
             check_mask_order(text, size, secrets[k]);
+        check_memo(text, size, secrets[k]);
     }
 
     json_error_t jerr;

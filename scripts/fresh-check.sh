@@ -60,6 +60,7 @@ inside_cleanup() {
     for m in var/cache/apt/archives dev/shm dev/pts dev sys proc; do
         mountpoint -q "$ROOT/$m" && { umount "$ROOT/$m" || umount -l "$ROOT/$m"; }
     done
+    mountpoint -q "$ROOT" && { umount "$ROOT" || umount -l "$ROOT"; }
     return 0
 }
 
@@ -68,6 +69,10 @@ in_chroot() { chroot "$ROOT" "${CHROOT_ENV[@]}" bash -c "$1"; }
 inside() {
     local port=$1 url="http://127.0.0.1:$1"
     trap inside_cleanup EXIT
+    # The root a mount of its own, as / is on a machine: unshare(1) and
+    # systemd's sandboxing (tests/e2e/test_systemd.py) change the
+    # propagation of /, which fails on a directory that is not a mount.
+    mount --bind "$ROOT" "$ROOT"
     mount -t proc proc "$ROOT/proc"
     mount -t sysfs sysfs "$ROOT/sys"
     mount --bind /dev "$ROOT/dev"

@@ -45,6 +45,11 @@ if [ $for_tests = 1 ]; then
     command -v npm >/dev/null || missing+=(npm)
     command -v promtool >/dev/null || missing+=(prometheus)
     command -v redis-server >/dev/null || missing+=(redis-server)
+    # man: tests/e2e/test_install.py renders the installed pages, and
+    # systemd-analyze verify looks up the unit's Documentation= with it
+    # (a minimal Debian 12 has neither; test_systemd.py needs both).
+    command -v man >/dev/null || missing+=(man-db)
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
 fi
 # The chat page's browser test (tests/node/page.test.mjs): Debian's Chromium,
 # driven by playwright-core with executablePath (no browser download), and

@@ -202,9 +202,24 @@ void zjuchat__call_attempt_failed(zjuchat_call *call, const zjuchat_error *e)
 /* the call's timers                                                */
 /* ---------------------------------------------------------------- */
 
+void zjuchat__call_touch_idle(zjuchat_call *call)
+{
+    clock_gettime(CLOCK_MONOTONIC, &call->last_body);
+}
+
 static void on_phase_timer(evutil_socket_t fd, short what, void *arg)
 {
     zjuchat_call *call = arg;
+    if (call->phase == PHASE_IDLE && !call->paused) {
+        /* Armed when the idle phase began or the call resumed; pieces that
+         * came since push the deadline on (zjuchat__call_touch_idle). */
+        long idle = call->client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE];
+        long since = zjuchat__ms_since(&call->last_body);
+        if (since >= 0 && since < idle) {
+            zjuchat__add_timer_ms(call->phase_timer, idle - since);
+            return;
+        }
+    }
     if (call->phase == PHASE_FIRST_BYTE) {
         zjuchat__call_finish_code(call, ZJUCHAT_ERR_TIMEOUT, ZJUCHAT_TIMEOUT_FIRST_BYTE,
                                   "upstream sent no response status in time");
@@ -394,6 +409,15 @@ void zjuchat_call_resume(zjuchat_call *call)
     zjuchat__curl_enter(call->shard);
     curl_easy_pause(call->easy, CURLPAUSE_CONT);
     zjuchat__curl_leave(client);
+}
+
+int zjuchat__call_on_read_end(zjuchat_call *call,
+                              void (*fn)(zjuchat_call *call, void *userdata))
+{
+    if (!call->client->h1)
+        return -1; /* libcurl's write callbacks do not say where a read ends */
+    call->on_read_end = fn;
+    return 0;
 }
 
 void zjuchat_call_get_stats(const zjuchat_call *call, zjuchat_call_stats *out)

@@ -78,6 +78,10 @@ struct zjuchat_call {
     enum wake_kind wake_kind;
     struct timespec start, attempt_start;
     zjuchat_call_stats stats;
+    /* the last piece of the body, for the lazy idle timer (call.c) */
+    struct timespec last_body;
+    /* told after each upstream read's last on_chunk (zjuchat__call_on_read_end) */
+    void (*on_read_end)(zjuchat_call *call, void *userdata);
     zjuchat_response *resp;
     unsigned rng;
     int error_body_ok;      /* on_done: buf is the upstream's error body */
@@ -98,6 +102,20 @@ void zjuchat__call_set_pending(zjuchat_call *call, zjuchat_code code,
 void zjuchat__call_attempt_failed(zjuchat_call *call, const zjuchat_error *e);
 /* End every call of the client as cancelled (the client is being freed). */
 void zjuchat__calls_end_all(zjuchat_client *client);
+
+/* A piece of the body came: the idle timeout counts from now. Cheaper than
+ * re-arming the timer on every piece (a timer-heap update each, callgrind):
+ * the timer keeps its deadline and, when it fires early, waits out the
+ * rest (on_phase_timer). */
+void zjuchat__call_touch_idle(zjuchat_call *call);
+/* For a gateway that coalesces a read's events into one write (the
+ * server's relay.c): fn runs once the events of one upstream read have all
+ * reached on_chunk, from the loop (no parser on the stack; the call may be
+ * paused or cancelled in it), before the loop waits again. Returns 0, or -1
+ * when the call's transport cannot tell (libcurl's): the caller then keeps
+ * its own way. fn NULL stops it. */
+int zjuchat__call_on_read_end(zjuchat_call *call,
+                              void (*fn)(zjuchat_call *call, void *userdata));
 
 /* retry.c */
 /* Milliseconds to wait before retrying the attempt that failed with e, or

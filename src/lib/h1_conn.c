@@ -505,11 +505,21 @@ static void connect_next(struct zjuchat__h1conn *conn)
             continue;
         }
         int one = 1, idle = 60;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        /* As libcurl's CURLOPT_TCP_KEEPALIVE with its defaults. */
+        /* Over TLS the handshake's last flight and the request are two
+         * writes, and Nagle's algorithm would hold the second for the
+         * first's ACK. In the clear the request leaves in one sendmsg: no
+         * option needed, one system call less per connection (nginx sets
+         * none upstream either). */
+        if (conn->pool->tls)
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        /* Probes after 60 s of silence, as libcurl's CURLOPT_TCP_KEEPALIVE:
+         * they keep a NAT's or firewall's mapping alive through a long
+         * silence (a 4-minute NAT, the 300 s idle timeout). The probe
+         * interval (libcurl's 60 s, the kernel's 75 s) only matters for
+         * declaring a peer dead, which the first-byte and idle timeouts do
+         * minutes sooner: not set, one system call less. */
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
         setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof idle);
         conn->fd = fd;
         if (connect(fd, sa, conn->addr_lens[i]) == 0) {
             connected(conn);

@@ -22,7 +22,8 @@
 /* libcurl's receive buffer was 8 KB too (easy.c: measured against RSS). */
 #define RBUF_SIZE 8192
 
-enum parsed { PARSED_MORE, PARSED_STOP };
+/* PARSED_PAUSED: the caller paused the call; the rest waits in rbuf. */
+enum parsed { PARSED_MORE, PARSED_STOP, PARSED_PAUSED };
 
 static size_t put(char *dst, const char *src, size_t n)
 {
@@ -222,7 +223,7 @@ static enum parsed parse(struct zjuchat__h1conn *conn, char *data, size_t len)
             exchange_done(conn);
             return PARSED_STOP;
         }
-        return PARSED_STOP; /* paused by the caller: the rest waits in rbuf */
+        return PARSED_PAUSED;
     }
     if (!data)
         return PARSED_MORE; /* the end came early: the caller says so */
@@ -258,16 +259,36 @@ static void closed_early(struct zjuchat__h1conn *conn, int err)
                          why);
 }
 
+/* The events of this read have all reached on_chunk: the caller that asked
+ * (zjuchat__call_on_read_end) sends them on. Outside the parser, but under
+ * call.h's rule all the same: an end it causes is finished here. */
+static void read_ended(zjuchat_call *call)
+{
+    if (!call->on_read_end)
+        return;
+    call->in_callback++;
+    call->on_read_end(call, call->userdata);
+    call->in_callback--;
+    if (call->has_pending)
+        zjuchat__call_finish(call, &call->pending); /* closes conn */
+}
+
 void zjuchat__h1x_on_readable(struct zjuchat__h1conn *conn)
 {
     zjuchat_call *call = conn->call;
+    int parsed = 0;
     if (call->paused) {
         event_del(conn->rev); /* no more reads until resumed */
         return;
     }
     if (conn->rpos < conn->rlen) { /* left by a pause */
-        if (parse(conn, conn->rbuf + conn->rpos, conn->rlen - conn->rpos) == PARSED_STOP)
+        parsed = 1;
+        enum parsed e = parse(conn, conn->rbuf + conn->rpos, conn->rlen - conn->rpos);
+        if (e != PARSED_MORE) {
+            if (e == PARSED_PAUSED)
+                read_ended(call);
             return;
+        }
     }
     for (;;) {
         ssize_t n = zjuchat__h1conn_recv(conn, conn->rbuf, RBUF_SIZE);
@@ -275,23 +296,33 @@ void zjuchat__h1x_on_readable(struct zjuchat__h1conn *conn)
             conn->got_bytes = 1;
             conn->rpos = 0;
             conn->rlen = (size_t)n;
-            if (parse(conn, conn->rbuf, (size_t)n) == PARSED_STOP)
+            parsed = 1;
+            enum parsed e = parse(conn, conn->rbuf, (size_t)n);
+            if (e != PARSED_MORE) {
+                if (e == PARSED_PAUSED)
+                    read_ended(call);
                 return;
+            }
             /* Level-triggered: the loop comes back for the rest of the
              * socket; only TLS may hold bytes the loop cannot see (decrypted,
              * or records read ahead). */
-            if (!conn->ssl || !SSL_has_pending(conn->ssl))
+            if (!conn->ssl || !SSL_has_pending(conn->ssl)) {
+                read_ended(call);
                 return;
+            }
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+            if (parsed)
+                read_ended(call);
             return;
+        }
         if (n < 0 || !conn->got_bytes) {
             closed_early(conn, n < 0 ? errno : 0);
             return;
         }
         /* The end of the connection: the end of a close-delimited body. */
-        if (parse(conn, NULL, 0) == PARSED_STOP)
+        if (parse(conn, NULL, 0) != PARSED_MORE)
             return;
         closed_early(conn, 0);
         return;

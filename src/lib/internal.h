@@ -87,6 +87,30 @@ typedef struct zjuchat__scan {
 /* Scan data[0..len). Returns 0 when valid, -1 when not, -2 on OOM. */
 int zjuchat__scan_json(const char *data, size_t len, const char *secret,
                        zjuchat__scan *out);
+
+/* The events of a stream are the same bytes up to their delta's text
+ * ({"id":..,"model":..,"choices":[{"index":0,"delta":{"content":): where
+ * the last event's scan reached a choice's text, the memo keeps its bytes
+ * up to there and the scanner's state, and the next event that starts with
+ * the same bytes (and is scanned with the same secret) is scanned from
+ * there on (scan.c). All zeros: empty. */
+#define ZJUCHAT__SCAN_MEMO_BYTES 256
+#define ZJUCHAT__SCAN_MEMO_DEPTH 8
+typedef struct zjuchat__scan_memo {
+    const char *secret; /* the same pointer to the same bytes */
+    size_t secret_len;
+    int outside; /* scan.c's OUT_* for the secret */
+    size_t len;  /* prefix[0..len): 0 when empty */
+    zjuchat__scan out;
+    size_t check_from, choice_index, elem_text[2];
+    int choices_seen, elem_finish, depth, role, in_array, key;
+    unsigned usage_set;
+    unsigned char stack[ZJUCHAT__SCAN_MEMO_DEPTH + 1];
+    unsigned char prefix[ZJUCHAT__SCAN_MEMO_BYTES];
+} zjuchat__scan_memo;
+/* zjuchat__scan_json, resuming from and filling memo (NULL: none). */
+int zjuchat__scan_json_memo(const char *data, size_t len, const char *secret,
+                            zjuchat__scan *out, zjuchat__scan_memo *memo);
 /* Decode the JSON string raw[0..len) (between its quotes, as the scan
  * validated it) into out (room for len bytes); returns its length. */
 size_t zjuchat__json_unescape(const char *raw, size_t len, char *out);
@@ -106,6 +130,7 @@ struct zjuchat_response {
     char *text[2]; /* decoded message.content, .reasoning_content */
 };
 
+/* sse_policy.c sets the fields one by one: a new one is set there too. */
 struct zjuchat_chunk {
     const char *data;
     size_t len;

@@ -189,10 +189,18 @@ void zjuchat__attempt_ended(zjuchat_call *call, const zjuchat_error *transport_e
         zjuchat__call_finish_code(call, ZJUCHAT_OK, ZJUCHAT_DETAIL_NONE, "success");
         return;
     }
-    zjuchat_redact(call->buf, call->buf_len, call->client->api_key);
+    /* As on the event path (sse_policy.c): the scan tells whether the bytes
+     * can hold the key as is (secret_raw); only then is the whole body
+     * searched and masked (a tenth of the call's instructions), and scanned
+     * again as the masked bytes say. */
+    const char *key = call->client->api_key;
     zjuchat__scan scan;
     const char *body = call->buf ? call->buf : "";
-    if (zjuchat__scan_json(body, call->buf_len, call->client->api_key, &scan) == -2) {
+    int rc = zjuchat__scan_json(body, call->buf_len, key, &scan);
+    if (rc != -2 && scan.secret_raw && call->buf &&
+        zjuchat_redact(call->buf, call->buf_len, key) > 0)
+        rc = zjuchat__scan_json(body, call->buf_len, key, &scan);
+    if (rc == -2) {
         zjuchat__call_finish_code(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE,
                                   "out of memory");
         return;

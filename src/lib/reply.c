@@ -156,10 +156,8 @@ int zjuchat__reply_body(zjuchat_call *call, char *ptr, size_t len)
     zjuchat_client *client = call->client;
     if (call->abort)
         return -1;
-    if (call->phase == PHASE_IDLE && !call->paused &&
-        client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE] > 0)
-        zjuchat__add_timer_ms(call->phase_timer,
-                              client->timeouts_ms[ZJUCHAT_TIMEOUT_OPT_IDLE]);
+    if (call->phase == PHASE_IDLE)
+        zjuchat__call_touch_idle(call);
     if (!call->accepted) {
         /* Error body: keep the head, stop reading once it is capped. */
         size_t room = call->buf_len < ERROR_BODY_CAP ? ERROR_BODY_CAP - call->buf_len : 0;

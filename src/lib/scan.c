@@ -62,8 +62,9 @@ enum key_id {
 };
 
 /* What an open container is, for the fields above; anything under R_NONE
- * is R_NONE, so only the first four levels ever get another role. */
-enum role { R_NONE, R_ROOT, R_CHOICES, R_USAGE, R_CHOICE, R_DELTA, R_MESSAGE };
+ * is R_NONE, so only the first four levels ever get another role. R_TOP is
+ * the place of the document's value, outside every container. */
+enum role { R_NONE, R_TOP, R_ROOT, R_CHOICES, R_USAGE, R_CHOICE, R_DELTA, R_MESSAGE };
 
 /* One byte per open container: its role, and whether it is an array. */
 #define IS_ARRAY 0x80
@@ -77,41 +78,80 @@ struct scanner {
     size_t check_from; /* strings this long may hold the secret (SIZE_MAX: none) */
     int choices_seen;  /* a "choices" key was read: another one resets */
     int oom;
-    unsigned usage_set;  /* bit per usage count read as an integer */
-    size_t choice_index; /* of the element being read in an R_CHOICES array */
-    int elem_finish;     /* the R_CHOICE being read has a string finish_reason */
-    size_t elem_text[2]; /* its delta's content and reasoning_content, decoded */
-    /* The longest run of bytes outside strings: a raw copy of the secret
-     * that is in no single string lies in one (or holds a '"'). */
-    size_t max_gap;
+    unsigned usage_set;       /* bit per usage count read as an integer */
+    size_t choice_index;      /* of the element being read in an R_CHOICES array */
+    int elem_finish;          /* the R_CHOICE being read has a string finish_reason */
+    size_t elem_text[2];      /* its delta's content and reasoning_content, decoded */
+    zjuchat__scan_memo *memo; /* NULL: none */
+    int resume;               /* the document starts with the memo's bytes */
+    int outside;              /* a raw secret outside one string: OUT_* */
 };
 
-/* What the string scanner found about one string (between its quotes). */
+/* Where a raw copy of the secret can be that is in no single string (those
+ * check_secret looks at): nowhere; across a '"' (the secret has one), so
+ * maybe anywhere; outside every string, where only a few bytes can be (the
+ * secret is all such bytes), so the document is worth a search. */
+enum { OUT_NONE, OUT_QUOTE, OUT_SEARCH };
+
+/* One string of the document (between its quotes). Every escape decodes to
+ * fewer bytes than it takes (\n: 2 -> 1, \u00e9: 6 -> 2, a surrogate pair:
+ * 12 -> 4), so a string is escaped exactly when saved is not 0. */
 struct str {
     const unsigned char *raw;
-    size_t len;     /* raw bytes */
-    size_t decoded; /* bytes once escapes are decoded */
-    int escaped;
+    size_t len;   /* raw bytes */
+    size_t saved; /* raw bytes the escapes take beyond their decoding */
 };
 
-static inline __attribute__((always_inline)) enum key_id key_of(const unsigned char *k,
-                                                                size_t len)
+/* The id of key k[0..len) in a container of `role`: only the names that
+ * matter there are compared, so most keys cost a length compare or one
+ * load (which names matter where: on_key, child_role, on_string_value and
+ * on_usage_number read nothing else). */
+static inline uint64_t load8(const void *p)
 {
-#define IS(lit) (memcmp(k, lit, sizeof lit - 1) == 0)
-    switch (len) {
-    case 5:
-        return IS("usage") ? K_USAGE : IS("delta") ? K_DELTA : K_OTHER;
-    case 7:
-        return IS("choices")   ? K_CHOICES
-               : IS("content") ? K_CONTENT
-               : IS("message") ? K_MESSAGE
-                               : K_OTHER;
-    case 12:
-        return IS("total_tokens") ? K_TOTAL : K_OTHER;
-    case 13:
-        return IS("finish_reason") ? K_FINISH : IS("prompt_tokens") ? K_PROMPT : K_OTHER;
-    case 17:
-        return IS("completion_tokens")   ? K_COMPLETION
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline uint32_t load4(const void *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* k[0..n) == lit[0..n) for a name of 5 to 24 bytes, in word compares (the
+ * last word overlaps the others): a call of memcmp costs more than the
+ * compare. */
+static inline __attribute__((always_inline)) int same_name(const unsigned char *k,
+                                                           const char *lit, size_t n)
+{
+    if (n < 8)
+        return load4(k) == load4(lit) && load4(k + n - 4) == load4(lit + n - 4);
+    return load8(k) == load8(lit) && load8(k + n - 8) == load8(lit + n - 8) &&
+           (n <= 16 || load8(k + 8) == load8(lit + 8));
+}
+
+static inline __attribute__((always_inline)) enum key_id
+key_in(enum role role, const unsigned char *k, size_t len)
+{
+#define IS(lit) (len == sizeof lit - 1 && same_name(k, lit, sizeof lit - 1))
+    switch (role) {
+    case R_ROOT:
+        return IS("choices") ? K_CHOICES : IS("usage") ? K_USAGE : K_OTHER;
+    case R_USAGE:
+        return IS("prompt_tokens")       ? K_PROMPT
+               : IS("completion_tokens") ? K_COMPLETION
+               : IS("total_tokens")      ? K_TOTAL
+                                         : K_OTHER;
+    case R_CHOICE:
+        return IS("finish_reason") ? K_FINISH
+               : IS("delta")       ? K_DELTA
+               : IS("message")     ? K_MESSAGE
+                                   : K_OTHER;
+    case R_DELTA:
+    case R_MESSAGE:
+        return IS("content")             ? K_CONTENT
                : IS("reasoning_content") ? K_REASONING
                                          : K_OTHER;
     default:
@@ -166,7 +206,8 @@ static int hex4(const unsigned char *p, unsigned *out)
 
 /* Length of the valid UTF-8 sequence (2-4 bytes) that starts at p with a
  * byte >= 0x80, or 0 when it is not one (RFC 3629's table). */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
+static __attribute__((noinline)) size_t utf8_seq(const unsigned char *p,
+                                                 const unsigned char *end)
 {
     unsigned c = p[0];
     size_t n;
@@ -196,26 +237,58 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
-/* Scans the string whose opening quote is at p[-1]; returns the byte after
- * its closing quote, or NULL when it is not a valid string (a key may not
- * hold \u0000: jansson cannot store it). */
-static inline __attribute__((always_inline)) const unsigned char *
-scan_string(const unsigned char *p, const unsigned char *base, const unsigned char *end,
-            int is_key, struct str *s)
+/* Past the run of UTF-8 sequences at p (*p >= 0x80), or NULL when one is
+ * not valid. Text that is not ASCII comes in runs (CJK: 3 bytes a
+ * character, which the first test takes whole: a lead byte of E1..EC, EE
+ * or EF, where any two continuation bytes are valid, RFC 3629's table);
+ * they are checked one after the other before looking 16 bytes ahead. */
+static __attribute__((noinline)) const unsigned char *utf8_run(const unsigned char *p,
+                                                               const unsigned char *end)
 {
-    s->raw = p;
-    s->escaped = 0;
-    size_t saved = 0; /* raw bytes the escapes take beyond their decoding */
+    do {
+        unsigned c = p[0];
+        if ((c & 0xF0) == 0xE0 && c != 0xE0 && c != 0xED && end - p >= 3 &&
+            (p[1] & 0xC0) == 0x80 && (p[2] & 0xC0) == 0x80) {
+            p += 3;
+            continue;
+        }
+        size_t n = utf8_seq(p, end);
+        if (!n)
+            return NULL;
+        p += n;
+    } while (p < end && *p >= 0x80);
+    return p;
+}
+
+#ifdef __SSE2__
+/* Bits for the bytes of the 16 at p that may end a run of plain string
+ * bytes: '"', '\\', a control byte or one >= 0x80 (a signed compare with
+ * 0x20 flags the last two both). */
+static inline unsigned special16(const unsigned char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                          _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                             _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+    return (unsigned)_mm_movemask_epi8(m);
+}
+#endif
+
+/* The rest of the string from p on (the bytes before p are plain string
+ * bytes): returns its closing quote, or NULL when it is not a valid string
+ * (a key may not hold \u0000: jansson cannot store it); adds to *saved
+ * what its escapes save. Out of line: the usual string is done by
+ * string_end's first 16 bytes, and the scanner's loop stays small. */
+static __attribute__((noinline)) const unsigned char *
+string_rest(const unsigned char *p, const unsigned char *base, const unsigned char *end,
+            int is_key, size_t *saved_out)
+{
+    size_t saved = 0;
     for (;;) {
 #ifdef __SSE2__
-        /* 16 bytes at a time where SSE2 is there (every x86-64): a signed
-         * compare with 0x20 flags control bytes and bytes >= 0x80 both. */
+        /* 16 bytes at a time where SSE2 is there (every x86-64). */
         while (end - p >= 16) {
-            __m128i v = _mm_loadu_si128((const __m128i *)p);
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-                                     _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
-            unsigned bits = (unsigned)_mm_movemask_epi8(m);
+            unsigned bits = special16(p);
             if (bits) {
                 p += __builtin_ctz(bits);
                 goto special;
@@ -227,11 +300,7 @@ scan_string(const unsigned char *p, const unsigned char *base, const unsigned ch
          * or later. */
         if (p < end && end - base >= 16) {
             const unsigned char *last = end - 16;
-            __m128i v = _mm_loadu_si128((const __m128i *)last);
-            __m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-                                     _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
-            unsigned bits = (unsigned)_mm_movemask_epi8(m) >> (p - last);
+            unsigned bits = special16(last) >> (p - last);
             if (!bits)
                 return NULL; /* no closing quote */
             p += __builtin_ctz(bits);
@@ -252,21 +321,18 @@ scan_string(const unsigned char *p, const unsigned char *base, const unsigned ch
             return NULL;
     special:
         if (*p == '"') {
-            s->len = (size_t)(p - s->raw);
-            s->decoded = s->len - saved;
-            return p + 1;
+            *saved_out += saved;
+            return p;
         }
         if (*p >= 0x80) {
-            size_t n = utf8_seq(p, end);
-            if (!n)
+            p = utf8_run(p, end);
+            if (!p)
                 return NULL;
-            p += n;
             continue;
         }
         if (*p < 0x20)
             return NULL; /* control characters must be escaped */
         /* A backslash. */
-        s->escaped = 1;
         if (end - p < 2)
             return NULL;
         switch (p[1]) {
@@ -305,6 +371,45 @@ scan_string(const unsigned char *p, const unsigned char *base, const unsigned ch
         p += 6;
         saved += 6 - (cp < 0x80 ? 1 : cp < 0x800 ? 2 : 3);
     }
+}
+
+/* Scans the string whose opening quote is at p[-1] into *s; returns its
+ * closing quote, or NULL when it is not a valid string. Most strings of an
+ * event are plain: 16-byte looks find their end, and only an escape, a
+ * byte >= 0x80 or the document's last 16 bytes need string_rest. */
+static inline __attribute__((always_inline)) const unsigned char *
+string_end(const unsigned char *p, const unsigned char *base, const unsigned char *end,
+           int is_key, struct str *s)
+{
+    s->raw = p;
+    s->saved = 0;
+#ifdef __SSE2__
+    while (end - p >= 16) {
+        unsigned bits = special16(p);
+        if (!bits) {
+            p += 16;
+            continue;
+        }
+        p += __builtin_ctz(bits);
+        if (*p == '"') {
+            s->len = (size_t)(p - s->raw);
+            return p;
+        }
+        /* A value's text that is not ASCII, and no more: on with it here
+         * (keys that are not ASCII are rare: string_rest's). */
+        if (is_key || *p < 0x80)
+            break;
+        p = utf8_run(p, end);
+        if (!p)
+            return NULL;
+    }
+#endif
+    size_t saved = 0; /* a variable of its own, so that *s can live in registers */
+    p = string_rest(p, base, end, is_key, &saved);
+    s->saved = saved;
+    if (p)
+        s->len = (size_t)(p - s->raw);
+    return p;
 }
 
 /* Decodes the validated string raw[*pos..len) into out while at least 4
@@ -381,28 +486,49 @@ size_t zjuchat__json_unescape(const char *raw, size_t len, char *out)
     return o;
 }
 
+/* memmem for a haystack not much longer than the needle, as most strings
+ * that are checked are (they are at least as long as the key): glibc's
+ * two-way memmem spends ~250 instructions on its set-up per call, while
+ * this is a memchr and a memcmp for each place the first byte matches. */
+static const unsigned char *find(const unsigned char *h, size_t hlen, const char *n,
+                                 size_t nlen)
+{
+    if (hlen < nlen)
+        return NULL;
+    if (hlen - nlen > 64)
+        return memmem(h, hlen, n, nlen);
+    const unsigned char *p = h, *last = h + (hlen - nlen);
+    while ((p = memchr(p, (unsigned char)n[0], (size_t)(last - p) + 1))) {
+        if (memcmp(p + 1, n + 1, nlen - 1) == 0)
+            return p;
+        if (p++ == last)
+            break;
+    }
+    return NULL;
+}
+
 /* Does the string hold the secret, as is (secret_raw) or decoded
  * (secret_seen)? Escaped strings are decoded a window at a time on the
  * stack, keeping the last secret_len - 1 bytes of each window for the next,
  * so a long body needs no allocation. */
-static void check_secret_slow(struct scanner *sc, struct str str)
+static void check_secret_slow(struct scanner *sc, const unsigned char *raw, size_t len,
+                              size_t saved)
 {
-    const struct str *s = &str;
     zjuchat__scan *out = sc->out;
-    if (!s->escaped) {
-        if (memmem(s->raw, s->len, sc->secret, sc->secret_len))
+    if (!saved) {
+        if (find(raw, len, sc->secret, sc->secret_len))
             out->secret_seen = out->secret_raw = 1;
         return;
     }
-    if (!out->secret_raw && memmem(s->raw, s->len, sc->secret, sc->secret_len))
+    if (!out->secret_raw && find(raw, len, sc->secret, sc->secret_len))
         out->secret_raw = 1;
-    if (out->secret_seen || s->decoded < sc->secret_len)
+    if (out->secret_seen || len - saved < sc->secret_len)
         return;
     unsigned char window[4096];
     unsigned char *buf = window;
     size_t cap = sizeof window;
     if (sc->secret_len > sizeof window / 2) {
-        cap = s->decoded + 4;
+        cap = len - saved + 4;
         buf = malloc(cap);
         if (!buf) {
             sc->oom = 1;
@@ -410,9 +536,9 @@ static void check_secret_slow(struct scanner *sc, struct str str)
         }
     }
     size_t pos = 0, have = 0;
-    while (pos < s->len) {
-        have += unescape_some(s->raw, s->len, &pos, buf + have, cap - have);
-        if (memmem(buf, have, sc->secret, sc->secret_len)) {
+    while (pos < len) {
+        have += unescape_some(raw, len, &pos, buf + have, cap - have);
+        if (find(buf, have, sc->secret, sc->secret_len)) {
             out->secret_seen = 1;
             break;
         }
@@ -430,32 +556,36 @@ static void check_secret_slow(struct scanner *sc, struct str str)
 static inline void check_secret(struct scanner *sc, const struct str *s)
 {
     if (s->len >= sc->check_from) {
-        check_secret_slow(sc, *s);
+        check_secret_slow(sc, s->raw, s->len, s->saved);
         if (sc->out->secret_seen && sc->out->secret_raw)
             sc->check_from = SIZE_MAX; /* nothing more to learn */
     }
 }
 
-/* A key's id; an escaped key is decoded first ("\u0063hoices" is choices). */
-static inline enum key_id key_id_of(const struct str *s)
+/* A key's id in a container of `role`; an escaped key is decoded first
+ * ("\u0063hoices" is choices). */
+static inline enum key_id key_id_of(enum role role, const struct str *s)
 {
-    if (!s->escaped)
-        return key_of(s->raw, s->len);
-    if (s->decoded > 17)
+    if (!s->saved)
+        return key_in(role, s->raw, s->len);
+    if (s->len - s->saved > 17)
         return K_OTHER;
     unsigned char k[17 + 4];
     size_t pos = 0;
     size_t n = unescape_some(s->raw, s->len, &pos, k, sizeof k);
-    return key_of(k, n);
+    return key_in(role, k, n);
 }
 
 /* --- what the library picks up ----------------------------------------- */
 
+/* role is R_DELTA or R_MESSAGE, key K_CONTENT or K_REASONING: both enums
+ * list them in the order of the array's indexes. */
 static zjuchat__span *span_of(struct scanner *sc, enum role role, enum key_id key)
 {
-    int which = role == R_DELTA ? ZJUCHAT__DELTA : ZJUCHAT__MESSAGE;
-    return &sc->out
-                ->text[which][key == K_CONTENT ? ZJUCHAT__CONTENT : ZJUCHAT__REASONING];
+    _Static_assert(R_MESSAGE - R_DELTA == ZJUCHAT__MESSAGE - ZJUCHAT__DELTA &&
+                       K_REASONING - K_CONTENT == ZJUCHAT__REASONING - ZJUCHAT__CONTENT,
+                   "span_of's arithmetic");
+    return &sc->out->text[role - R_DELTA][key - K_CONTENT];
 }
 
 /* A key in a container with a role: what it is about to be given is reset
@@ -521,14 +651,14 @@ static inline void on_string_value(struct scanner *sc, enum role role, enum key_
     } else if ((role == R_DELTA || role == R_MESSAGE) &&
                (key == K_CONTENT || key == K_REASONING)) {
         if (role == R_DELTA)
-            sc->elem_text[key == K_REASONING] = s->decoded;
+            sc->elem_text[key == K_REASONING] = s->len - s->saved;
         if (sc->choice_index == 0) {
             zjuchat__span *t = span_of(sc, role, key);
             t->present = 1;
-            t->escaped = s->escaped;
+            t->escaped = s->saved != 0;
             t->off = (size_t)(s->raw - sc->base);
             t->len = s->len;
-            t->decoded = s->decoded;
+            t->decoded = s->len - s->saved;
         }
     }
 }
@@ -572,6 +702,8 @@ static enum role child_role(struct scanner *sc, enum role parent, enum key_id ke
                             int array)
 {
     switch (parent) {
+    case R_TOP:
+        return array ? R_NONE : R_ROOT;
     case R_ROOT:
         if (key == K_CHOICES && array) {
             sc->choice_index = 0;
@@ -612,29 +744,50 @@ static inline int is_digit(unsigned char c)
     return (unsigned)(c - '0') < 10;
 }
 
+/* Past the run of digits at p. Eight at a time where the order of the
+ * bytes in a word is known: a byte is a digit when its high nibble is 3,
+ * and still 3 once 6 is added. An addition can carry into the next byte
+ * only from a byte >= 0xFA, which is flagged itself, so the lowest flag is
+ * exact. */
+static inline const unsigned char *skip_digits(const unsigned char *p,
+                                               const unsigned char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t v;
+        memcpy(&v, p, sizeof v);
+        uint64_t m = ((v & ONES * 0xF0) ^ ONES * 0x30) |
+                     (((v + ONES * 6) & ONES * 0xF0) ^ ONES * 0x30);
+        if (m)
+            return p + (__builtin_ctzll(m) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && is_digit(*p))
+        p++;
+    return p;
+}
+
 /* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? ; NULL when not a number. */
-static const unsigned char *scan_number(const unsigned char *p, const unsigned char *end,
-                                        int *integer)
+static inline __attribute__((always_inline)) const unsigned char *
+scan_number(const unsigned char *p, const unsigned char *end, int *integer)
 {
     *integer = 1;
     if (*p == '-')
         p++;
     if (p == end)
         return NULL;
-    if (*p == '0') {
+    if (*p == '0')
         p++;
-    } else if (is_digit(*p)) {
-        while (++p < end && is_digit(*p))
-            ;
-    } else {
+    else if (is_digit(*p))
+        p = skip_digits(p + 1, end);
+    else
         return NULL;
-    }
     if (p < end && *p == '.') {
         *integer = 0;
         if (++p == end || !is_digit(*p))
             return NULL;
-        while (++p < end && is_digit(*p))
-            ;
+        p = skip_digits(p + 1, end);
     }
     if (p < end && (*p | 0x20) == 'e') {
         *integer = 0;
@@ -642,22 +795,63 @@ static const unsigned char *scan_number(const unsigned char *p, const unsigned c
             p++;
         if (p == end || !is_digit(*p))
             return NULL;
-        while (++p < end && is_digit(*p))
-            ;
+        p = skip_digits(p + 1, end);
     }
     return p;
 }
 
-static int scan(struct scanner *sc)
+/* The memo takes the state at p, the start of a choice's text: the bytes
+ * before p decided all of it (every token before p ended before p; what
+ * the scanner read past one, a 16-byte look or the document's end, changed
+ * only how fast it went; that *p is no white space, the resumed scan checks
+ * again), so a document that starts with the same bytes and goes on past p
+ * reaches the same state there. Not after a failed
+ * allocation (a secret check was skipped), nor when it does not fit. */
+static __attribute__((noinline)) void keep(struct scanner *sc, const unsigned char *p,
+                                           const unsigned char *stack, int depth,
+                                           enum role role, int in_array, enum key_id key)
 {
-    const unsigned char *p = sc->base, *end = sc->end;
+    zjuchat__scan_memo *m = sc->memo;
+    size_t len = (size_t)(p - sc->base);
+    if (sc->oom || len > sizeof m->prefix || depth > ZJUCHAT__SCAN_MEMO_DEPTH)
+        return;
+    m->secret = sc->secret;
+    m->secret_len = sc->secret_len;
+    m->outside = sc->outside;
+    m->len = len;
+    m->out = *sc->out;
+    m->check_from = sc->check_from;
+    m->choice_index = sc->choice_index;
+    m->elem_text[0] = sc->elem_text[0];
+    m->elem_text[1] = sc->elem_text[1];
+    m->choices_seen = sc->choices_seen;
+    m->elem_finish = sc->elem_finish;
+    m->usage_set = sc->usage_set;
+    m->depth = depth;
+    m->role = role;
+    m->in_array = in_array;
+    m->key = key;
+    memcpy(m->stack, stack, sizeof m->stack); /* a fixed size: no call */
+    memcpy(m->prefix, sc->base, len);
+}
+
+/* Does the document start with the memo's bytes (and go on past them)? */
+static inline int memo_fits(const zjuchat__scan_memo *m, const char *data, size_t len,
+                            const char *secret)
+{
+    return m && m->len && m->secret == secret && len > m->len &&
+           memcmp(data, m->prefix, m->len) == 0;
+}
+
+static inline __attribute__((always_inline)) int scan(struct scanner *sc)
+{
+    const unsigned char *p = sc->base, *end = sc->end, *base = sc->base;
     unsigned char stack[MAX_DEPTH + 1]; /* stack[d]: the container at depth d */
     int depth = 0;
-    enum role role = R_NONE;   /* of the innermost open container */
+    enum role role = R_TOP;    /* of the innermost open container */
+    int in_array = 0;          /* it is an array (stack[depth] says it too) */
     enum key_id key = K_OTHER; /* the key of the value being read */
     struct str s;
-    const unsigned char *gap_from = p; /* where the bytes outside strings began */
-    size_t gap, max_gap = 0;
 
     /* White space after the value is allowed; cutting it off here lets
      * SKIP_WS run unbounded (see there). A string cannot end in what is
@@ -668,17 +862,43 @@ static int scan(struct scanner *sc)
         return -1;
     SKIP_WS(p);
     sc->out->is_object = *p == '{';
+    stack[0] = R_TOP;
+    int may_keep = sc->memo != NULL; /* the memo may take this scan's state */
+    if (sc->resume) {
+        /* out and *sc are the memo's already (zjuchat__scan_json_memo). A
+         * value must follow its bytes: white space alone is not JSON. */
+        const zjuchat__scan_memo *m = sc->memo;
+        if ((size_t)(end - base) <= m->len)
+            return -1;
+        depth = m->depth;
+        role = (enum role)m->role;
+        in_array = m->in_array;
+        key = (enum key_id)m->key;
+        memcpy(stack, m->stack, sizeof m->stack);
+        p = base + m->len;
+        /* The scan stopped skipping white space at the memo's end because
+         * that byte was none: this document's may be. */
+        SKIP_WS(p);
+        may_keep = 0; /* it holds this very state */
+    }
 
-value: /* p < end, at what must be a value */
-    switch (*p) {
-    case '{':
-    case '[': {
+value: /* p < end, at what must be a value; the most frequent first */
+    if (*p == '"') {
+        p = string_end(p + 1, base, end, 0, &s);
+        if (!p)
+            return -1;
+        p++;
+        check_secret(sc, &s);
+        if (role != R_NONE)
+            on_string_value(sc, role, key, &s);
+        goto after_value;
+    }
+    if (*p == '{' || *p == '[') {
         int array = *p == '[';
-        enum role r = depth == 0       ? (array ? R_NONE : R_ROOT)
-                      : role == R_NONE ? R_NONE
-                                       : child_role(sc, role, key, array);
+        enum role r = role == R_NONE ? R_NONE : child_role(sc, role, key, array);
         stack[++depth] = (unsigned char)(r | (array ? IS_ARRAY : 0));
         role = r;
+        in_array = array;
         if (++p == end)
             return -1;
         SKIP_WS(p);
@@ -686,30 +906,15 @@ value: /* p < end, at what must be a value */
          * inside MAX_DEPTH containers: the deepest may only be empty. */
         if (depth == MAX_DEPTH && *p != (array ? ']' : '}'))
             return -1;
-        if (array) {
-            if (*p == ']') {
-                p++;
-                goto close;
-            }
-            goto value;
-        }
-        if (*p == '}') {
+        if (*p == (array ? ']' : '}')) {
             p++;
             goto close;
         }
+        if (array)
+            goto value;
         goto member;
     }
-    case '"':
-        gap = (size_t)(p - gap_from);
-        max_gap = gap > max_gap ? gap : max_gap;
-        p = scan_string(p + 1, sc->base, end, 0, &s);
-        if (!p)
-            return -1;
-        gap_from = p;
-        check_secret(sc, &s);
-        if (role != R_NONE)
-            on_string_value(sc, role, key, &s);
-        break;
+    switch (*p) {
     case 't':
         if (end - p < 4 || memcmp(p, "true", 4))
             return -1;
@@ -738,52 +943,36 @@ value: /* p < end, at what must be a value */
     }
 
 after_value: /* p <= end, just past a value */
-    if (p == end) {
-        if (depth)
-            return -1;
-        gap = (size_t)(sc->end - gap_from);
-        sc->max_gap = gap > max_gap ? gap : max_gap;
-        return 0;
-    }
+    if (p == end)
+        return depth ? -1 : 0;
     SKIP_WS(p);
     if (depth == 0)
         return -1; /* more after the value */
-    if (stack[depth] & IS_ARRAY) {
-        if (*p == ',') {
-            if (role == R_CHOICES)
-                sc->choice_index++;
-            if (++p == end)
-                return -1;
-            SKIP_WS(p);
-            goto value;
-        }
-        if (*p == ']') {
-            p++;
-            goto close;
-        }
-        return -1;
+    if (*p == ',') {
+        if (++p == end)
+            return -1;
+        SKIP_WS(p);
+        if (!in_array)
+            goto member;
+        if (role == R_CHOICES)
+            sc->choice_index++;
+        goto value;
     }
-    if (*p == '}') {
-        p++;
-        goto close;
-    }
-    if (*p != ',' || ++p == end)
+    if (*p != (in_array ? ']' : '}'))
         return -1;
-    SKIP_WS(p);
+    p++;
+    goto close;
 
 member: /* p < end, at what must be a key */
     if (*p != '"')
         return -1;
-    gap = (size_t)(p - gap_from);
-    max_gap = gap > max_gap ? gap : max_gap;
-    p = scan_string(p + 1, sc->base, end, 1, &s);
-    if (!p || p == end)
+    p = string_end(p + 1, base, end, 1, &s);
+    if (!p || ++p == end)
         return -1;
-    gap_from = p;
     check_secret(sc, &s);
     key = K_OTHER;
     if (role != R_NONE) {
-        key = key_id_of(&s);
+        key = key_id_of(role, &s);
         if (key != K_OTHER)
             on_key(sc, role, key);
     }
@@ -791,6 +980,14 @@ member: /* p < end, at what must be a key */
     if (*p != ':' || ++p == end)
         return -1;
     SKIP_WS(p);
+    /* The memo takes the state here, right after a text's colon, where the
+     * only thing byte p decided is that the white space ends before it (a
+     * resumed scan skips white space first). At the value label, it could
+     * also have decided that an array opened before it is not empty. */
+    if (may_keep && *p == '"' && (key == K_CONTENT || key == K_REASONING)) {
+        keep(sc, p, stack, depth, role, in_array, key);
+        may_keep = 0; /* the first choice's text: later ones differ more */
+    }
     goto value;
 
 close:
@@ -799,29 +996,89 @@ close:
         sc->out->text_len += sc->elem_text[0] + sc->elem_text[1];
     }
     depth--;
-    role = depth ? (enum role)(stack[depth] & ~IS_ARRAY) : R_NONE;
+    role = (enum role)(stack[depth] & ~IS_ARRAY);
+    in_array = (stack[depth] & IS_ARRAY) != 0;
     /* The key the closed container was the value of no longer matters:
      * only keys that come after it are read. */
     goto after_value;
 }
 
+/* Bytes that valid JSON can have outside its strings: white space,
+ * structure, numbers and the literals true, false and null; a bit for each
+ * byte below 64 and for each from 64 to 127. */
+#define BIT(c) (1ull << ((c)&63))
+#define OUTSIDE_LO                                                                       \
+    (BIT(' ') | BIT('\t') | BIT('\n') | BIT('\r') | BIT(',') | BIT(':') | BIT('+') |     \
+     BIT('-') | BIT('.') | BIT('0') | BIT('1') | BIT('2') | BIT('3') | BIT('4') |        \
+     BIT('5') | BIT('6') | BIT('7') | BIT('8') | BIT('9'))
+#define OUTSIDE_HI                                                                       \
+    (BIT('{') | BIT('}') | BIT('[') | BIT(']') | BIT('E') | BIT('e') | BIT('t') |        \
+     BIT('r') | BIT('u') | BIT('f') | BIT('a') | BIT('l') | BIT('s') | BIT('n'))
+
+/* Can every byte of the secret lie outside the strings of a document? A
+ * key has letters no JSON literal has, and the first few bytes tell. */
+static int may_lie_outside(const char *secret, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = (unsigned char)secret[i];
+        uint64_t set = c < 64 ? OUTSIDE_LO : c < 128 ? OUTSIDE_HI : 0;
+        if (!(set >> (c & 63) & 1))
+            return 0;
+    }
+    return 1;
+}
+
 int zjuchat__scan_json(const char *data, size_t len, const char *secret,
                        zjuchat__scan *out)
 {
-    memset(out, 0, sizeof *out);
-    out->prompt = out->completion = out->total = -1;
-    struct scanner sc = {0};
+    return zjuchat__scan_json_memo(data, len, secret, out, NULL);
+}
+
+int zjuchat__scan_json_memo(const char *data, size_t len, const char *secret,
+                            zjuchat__scan *out, zjuchat__scan_memo *memo)
+{
+    struct scanner sc; /* field by field: a resumed scan takes most from the memo */
+    sc.oom = 0;
+    sc.outside = OUT_NONE;
+    sc.resume = memo_fits(memo, data, len, secret);
+    if (sc.resume) {
+        /* The same secret (pointer, and its bytes for the call's life):
+         * what was learnt of it holds. */
+        *out = memo->out;
+        sc.secret_len = memo->secret_len;
+        sc.outside = memo->outside;
+        sc.check_from = memo->check_from;
+        sc.choice_index = memo->choice_index;
+        sc.elem_text[0] = memo->elem_text[0];
+        sc.elem_text[1] = memo->elem_text[1];
+        sc.choices_seen = memo->choices_seen;
+        sc.elem_finish = memo->elem_finish;
+        sc.usage_set = memo->usage_set;
+    } else {
+        memset(out, 0, sizeof *out);
+        out->prompt = out->completion = out->total = -1;
+        sc.choices_seen = 0;
+        sc.usage_set = 0;
+        sc.choice_index = 0;
+        sc.elem_finish = 0;
+        sc.elem_text[0] = sc.elem_text[1] = 0;
+        sc.secret_len = secret ? strlen(secret) : 0;
+        sc.check_from = sc.secret_len ? sc.secret_len : SIZE_MAX;
+        if (sc.secret_len)
+            sc.outside = memchr(secret, '"', sc.secret_len)       ? OUT_QUOTE
+                         : may_lie_outside(secret, sc.secret_len) ? OUT_SEARCH
+                                                                  : OUT_NONE;
+    }
     sc.base = (const unsigned char *)data;
     sc.end = sc.base + len;
     sc.out = out;
     sc.secret = secret;
-    sc.secret_len = secret ? strlen(secret) : 0;
-    sc.check_from = sc.secret_len ? sc.secret_len : SIZE_MAX;
+    sc.memo = memo;
     int r = scan(&sc);
     if (sc.oom)
         return -2;
-    if (sc.secret_len &&
-        (sc.max_gap >= sc.secret_len || memchr(secret, '"', sc.secret_len)))
+    if (sc.outside && !out->secret_raw &&
+        (sc.outside == OUT_QUOTE || find(sc.base, len, secret, sc.secret_len)))
         out->secret_raw = 1;
     out->has_usage = sc.usage_set != 0;
     out->valid = r == 0;

@@ -51,6 +51,12 @@ int zjuchat__sse_feed(zjuchat__sse *p, const char *buf, size_t len);
  * stream; keeps caps, callback and buffers. */
 void zjuchat__sse_reset(zjuchat__sse *p);
 
+/* Memory of `size` bytes for the callback's own use, zeroed when first
+ * asked for and kept across resets until the parser is freed (the event
+ * policy keeps its scan memo there); the same size every time. NULL on
+ * OOM. */
+void *zjuchat__sse_scratch(zjuchat__sse *p, size_t size);
+
 /* Counters since the last reset: comment lines seen (heartbeats). */
 size_t zjuchat__sse_comments(const zjuchat__sse *p);
 

@@ -13,7 +13,8 @@
 
 /* Runs on_chunk; ZJUCHAT_STOP ends the call as cancelled. Returns what the
  * SSE parser should: non-zero to stop parsing. */
-static int deliver_chunk(zjuchat_call *call, zjuchat_chunk *chunk)
+static inline __attribute__((always_inline)) int deliver_chunk(zjuchat_call *call,
+                                                               zjuchat_chunk *chunk)
 {
     int r = 0;
     if (call->cb.on_chunk) {
@@ -21,11 +22,14 @@ static int deliver_chunk(zjuchat_call *call, zjuchat_chunk *chunk)
         r = call->cb.on_chunk(call, chunk, call->userdata);
         call->in_callback--;
     }
-    json_decref(chunk->json); /* built or decoded by an accessor, if one asked */
-    chunk->json = NULL;
-    free(chunk->text[0]);
-    free(chunk->text[1]);
-    chunk->text[0] = chunk->text[1] = NULL;
+    /* Built or decoded by an accessor, if one asked (most events: none). */
+    if (chunk->json || chunk->text[0] || chunk->text[1]) {
+        json_decref(chunk->json);
+        chunk->json = NULL;
+        free(chunk->text[0]);
+        free(chunk->text[1]);
+        chunk->text[0] = chunk->text[1] = NULL;
+    }
     if (r == ZJUCHAT_STOP)
         zjuchat__call_set_pending(call, ZJUCHAT_ERR_CANCELLED, ZJUCHAT_DETAIL_NONE,
                                   "stream stopped by the caller");
@@ -53,10 +57,22 @@ int zjuchat__call_on_sse_event(void *userdata, const char *event, const char *da
      * copy of the key, masking changes nothing, so scanning first is the
      * same as masking first. */
     const char *key = call->client->api_key;
-    zjuchat_chunk chunk = {.data = data, .len = len};
-    int rc = zjuchat__scan_json(data, len, key, &chunk.scan);
+    /* Field by field: zeroing the whole chunk first, scan included, cost
+     * more than the scan of an event's first bytes. */
+    zjuchat_chunk chunk;
+    chunk.data = data;
+    chunk.len = len;
+    chunk.json = NULL;
+    chunk.parsed = 0;
+    chunk.done = 0;
+    chunk.text[0] = chunk.text[1] = NULL;
+    /* The stream's events share their first bytes: the memo lets the scan
+     * of each start where they part (scan.c). Without it (OOM) the scan
+     * reads every byte, as it can. */
+    zjuchat__scan_memo *memo = zjuchat__sse_scratch(call->sse, sizeof *memo);
+    int rc = zjuchat__scan_json_memo(data, len, key, &chunk.scan, memo);
     if (rc != -2 && chunk.scan.secret_raw && zjuchat_redact((char *)data, len, key) > 0)
-        rc = zjuchat__scan_json(data, len, key, &chunk.scan);
+        rc = zjuchat__scan_json_memo(data, len, key, &chunk.scan, memo);
     if (rc == -2) {
         zjuchat__call_set_pending(call, ZJUCHAT_ERR_NOMEM, ZJUCHAT_DETAIL_NONE,
                                   "out of memory");
@@ -83,6 +99,7 @@ int zjuchat__call_on_sse_event(void *userdata, const char *event, const char *da
         }
     }
     int r = deliver_chunk(call, &chunk);
-    free(clean);
+    if (clean)
+        free(clean);
     return r;
 }

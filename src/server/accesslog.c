@@ -274,8 +274,12 @@ void srv_access_write(const srv_access *a)
     gettimeofday(&now, NULL);
     long dur_ms = (long)(now.tv_sec - a->start.tv_sec) * 1000 +
                   (long)(now.tv_usec - a->start.tv_usec) / 1000;
-    char model[sizeof a->model * 4];
-    safe_copy(model, sizeof model, a->model[0] ? a->model : "-");
+    /* Consecutive requests mostly name one model: its escaped text is kept. */
+    static char last_model[sizeof a->model], model[sizeof a->model * 4] = "-";
+    if (strcmp(last_model, a->model) != 0) {
+        memcpy(last_model, a->model, sizeof last_model);
+        safe_copy(model, sizeof model, a->model[0] ? a->model : "-");
+    }
     char name[sizeof a->token_name * 4];
     safe_copy(name, sizeof name, a->token_name[0] ? a->token_name : "-");
     if (json_lines) {

@@ -25,6 +25,14 @@
 
 #define MAX_STOPS 4 /* OpenAI's limit on stop sequences */
 
+/* A text of the body: raw when s points at the bytes between its quotes
+ * (written without escapes), else the decoded text. */
+typedef struct text_ref {
+    const char *s;
+    size_t n;
+    int raw;
+} text_ref;
+
 /* What the body asks for, borrowed from its parsed tree or the pass. */
 typedef struct chat_fields {
     json_t *messages;                  /* array, or NULL when not given (tree only) */
@@ -35,6 +43,8 @@ typedef struct chat_fields {
     long long max_tokens;
     const char *stop[MAX_STOPS]; /* C strings (checked: no NUL) */
     size_t nstop;
+    /* the pass only: the texts as the upstream body's writer takes them */
+    text_ref user_text, system_text, model_text, stop_text;
 } chat_fields;
 
 static int fail(srv_chat_body *b, int status, const char *fmt, ...)
@@ -389,6 +399,11 @@ static int absent(const seen *v)
     return v->kind == V_NONE || v->kind == V_NULL;
 }
 
+static text_ref text_of(const seen *v)
+{
+    return (text_ref){v->s, v->n, v->owned == NULL};
+}
+
 static int has_nul(const seen *v)
 {
     return memchr(v->s, 0, v->n) != NULL;
@@ -405,22 +420,9 @@ static int number_in(const seen *v, double lo, double hi)
                          number(v) <= hi);
 }
 
-/* A C string of n bytes at s (no NUL among them: checked), which need not
- * be terminated (strndup may look one byte further). */
-static char *text_copy(const char *s, size_t n)
-{
-    char *c = malloc(n + 1);
-    if (c) {
-        memcpy(c, s, n);
-        c[n] = '\0';
-    }
-    return c;
-}
-
-/* 1 with f filled (model and stop as C strings in *model_c, *stop_c) when
- * the pass accepts; 0: ask the tree. */
-static int fields_without_tree(chat_pass *p, chat_fields *f, srv_chat_body *b,
-                               char **model_c, char **stop_c)
+/* 1 with f filled when the pass accepts (its texts as text_refs: the
+ * writer below takes no C string); 0: ask the tree. */
+static int fields_without_tree(chat_pass *p, chat_fields *f, srv_chat_body *b)
 {
     seen *m = p->m;
     if (!absent(&m[M_MESSAGES]))
@@ -442,14 +444,15 @@ static int fields_without_tree(chat_pass *p, chat_fields *f, srv_chat_body *b,
         return 0; /* a list, or a refusal */
     f->user = m[M_USER].s;
     f->user_len = m[M_USER].n;
+    f->user_text = text_of(&m[M_USER]);
     if (m[M_SYSTEM].kind == V_STRING) {
         f->system = m[M_SYSTEM].s;
         f->system_len = m[M_SYSTEM].n;
+        f->system_text = text_of(&m[M_SYSTEM]);
     }
     b->stream = m[M_STREAM].kind == V_BOOL && m[M_STREAM].boolean;
-    if (m[M_MODEL].kind == V_STRING &&
-        !(f->model = *model_c = text_copy(m[M_MODEL].s, m[M_MODEL].n)))
-        return 0;
+    if (m[M_MODEL].kind == V_STRING)
+        f->model_text = text_of(&m[M_MODEL]);
     f->has_temperature = !absent(&m[M_TEMP]);
     f->temperature = number(&m[M_TEMP]);
     f->has_top_p = !absent(&m[M_TOP_P]);
@@ -457,8 +460,7 @@ static int fields_without_tree(chat_pass *p, chat_fields *f, srv_chat_body *b,
     f->has_max_tokens = !absent(&m[M_MAX]);
     f->max_tokens = m[M_MAX].integer;
     if (m[M_STOP].kind == V_STRING) {
-        if (!(f->stop[0] = *stop_c = text_copy(m[M_STOP].s, m[M_STOP].n)))
-            return 0;
+        f->stop_text = text_of(&m[M_STOP]);
         f->nstop = 1;
     }
     return 1;
@@ -477,91 +479,125 @@ static int finish(const chat_fields *given_fields, const srv_config *cfg,
 /* ---- the upstream body of a body without a history ----
  * The bytes zjuchat_request_to_json writes for the same fields (model, the
  * sampling fields in the order add_sampling sets them, messages, stream),
- * by the same generator (YAJL's, which does the escaping) without building
- * the library's jansson tree first: that tree cost ~9k instructions of the
- * ~15k the body took. fuzz_chat_body holds the two to the same bytes. */
+ * without building the library's jansson tree (that tree cost ~9k
+ * instructions of the ~15k the body took) nor driving a generator call by
+ * call (~5k more). The body's structure is fixed, so its punctuation and
+ * names are constant text; a text the client wrote without escapes goes
+ * as the client's own bytes (YAJL's encoding of it is those bytes: such a
+ * string holds no '"', '\\' or control character, which YAJL's parser
+ * refuses raw); any other text is YAJL's encoding, numbers are the
+ * library's text for them. fuzz_chat_body holds the two to the same bytes. */
 
-static int gen_text(yajl_gen g, const char *s, size_t n)
+typedef struct out_buf {
+    char *p;
+    size_t n, cap;
+} out_buf;
+
+static int put(out_buf *o, const char *s, size_t n)
 {
-    return yajl_gen_string(g, (const unsigned char *)s, n) == yajl_gen_status_ok;
+    if (n > o->cap - o->n) {
+        size_t cap = o->cap * 2 > o->n + n ? o->cap * 2 : o->n + n;
+        char *p = realloc(o->p, cap + 1); /* + 1: the NUL at the end */
+        if (!p)
+            return 0;
+        o->p = p;
+        o->cap = cap;
+    }
+    memcpy(o->p + o->n, s, n);
+    o->n += n;
+    return 1;
 }
 
-#define GEN_LIT(g, lit) gen_text(g, lit, sizeof lit - 1)
+#define PUT_LIT(o, lit) put(o, lit, sizeof lit - 1)
+
+/* A text as a JSON string: raw (the bytes between its quotes in the body)
+ * or encoded by YAJL, whose generator g is left empty for the next one. */
+static int put_text(out_buf *o, yajl_gen g, const text_ref *t)
+{
+    if (t->raw)
+        return PUT_LIT(o, "\"") && put(o, t->s, t->n) && PUT_LIT(o, "\"");
+    const unsigned char *buf;
+    size_t len;
+    int ok =
+        yajl_gen_string(g, (const unsigned char *)t->s, t->n) == yajl_gen_status_ok &&
+        yajl_gen_get_buf(g, &buf, &len) == yajl_gen_status_ok &&
+        put(o, (const char *)buf, len);
+    yajl_gen_clear(g);
+    yajl_gen_reset(g, NULL);
+    return ok;
+}
 
 /* A real as jansson writes it (the library's own serialiser does the same). */
-static int gen_real(yajl_gen g, double d)
+static int put_real(out_buf *o, double d)
 {
     json_t *r = json_real(d);
     char *text = r ? json_dumps(r, JSON_ENCODE_ANY) : NULL;
-    int ok = text && yajl_gen_number(g, text, strlen(text)) == yajl_gen_status_ok;
+    int ok = text && put(o, text, strlen(text));
     free(text);
     json_decref(r);
     return ok;
 }
 
-static int gen_message(yajl_gen g, const char *role, size_t role_len, const char *text,
-                       size_t len)
+/* An integer as YAJL's generator writes it. */
+static int put_integer(out_buf *o, long long v)
 {
-    return yajl_gen_map_open(g) == yajl_gen_status_ok && GEN_LIT(g, "role") &&
-           gen_text(g, role, role_len) && GEN_LIT(g, "content") &&
-           gen_text(g, text, len) && yajl_gen_map_close(g) == yajl_gen_status_ok;
+    char text[32];
+    int n = snprintf(text, sizeof text, "%lld", v);
+    return put(o, text, (size_t)n);
 }
 
-static int gen_body(yajl_gen g, const chat_fields *f, int stream)
+static int put_body(out_buf *o, yajl_gen g, const chat_fields *f, const text_ref *model,
+                    int stream)
 {
-    int ok = yajl_gen_map_open(g) == yajl_gen_status_ok && GEN_LIT(g, "model") &&
-             gen_text(g, f->model, strlen(f->model));
+    int ok = PUT_LIT(o, "{\"model\":") && put_text(o, g, model);
     if (ok && f->has_temperature)
-        ok = GEN_LIT(g, "temperature") && gen_real(g, f->temperature);
+        ok = PUT_LIT(o, ",\"temperature\":") && put_real(o, f->temperature);
     if (ok && f->has_top_p)
-        ok = GEN_LIT(g, "top_p") && gen_real(g, f->top_p);
+        ok = PUT_LIT(o, ",\"top_p\":") && put_real(o, f->top_p);
     if (ok && f->has_max_tokens)
-        ok = GEN_LIT(g, "max_tokens") &&
-             yajl_gen_integer(g, (long)f->max_tokens) == yajl_gen_status_ok;
-    if (ok && f->nstop) {
-        ok = GEN_LIT(g, "stop") && yajl_gen_array_open(g) == yajl_gen_status_ok;
-        for (size_t i = 0; ok && i < f->nstop; i++)
-            ok = gen_text(g, f->stop[i], strlen(f->stop[i]));
-        ok = ok && yajl_gen_array_close(g) == yajl_gen_status_ok;
-    }
-    ok = ok && GEN_LIT(g, "messages") && yajl_gen_array_open(g) == yajl_gen_status_ok;
+        ok = PUT_LIT(o, ",\"max_tokens\":") && put_integer(o, (long)f->max_tokens);
+    if (ok && f->nstop) /* the pass takes one stop string at most */
+        ok =
+            PUT_LIT(o, ",\"stop\":[") && put_text(o, g, &f->stop_text) && PUT_LIT(o, "]");
+    ok = ok && PUT_LIT(o, ",\"messages\":[");
     if (ok && f->system_len > 0)
-        ok = gen_message(g, "system", 6, f->system, f->system_len);
-    ok = ok && gen_message(g, "user", 4, f->user, f->user_len) &&
-         yajl_gen_array_close(g) == yajl_gen_status_ok && GEN_LIT(g, "stream") &&
-         yajl_gen_bool(g, stream) == yajl_gen_status_ok &&
-         yajl_gen_map_close(g) == yajl_gen_status_ok;
+        ok = PUT_LIT(o, "{\"role\":\"system\",\"content\":") &&
+             put_text(o, g, &f->system_text) && PUT_LIT(o, "},");
+    ok = ok && PUT_LIT(o, "{\"role\":\"user\",\"content\":") &&
+         put_text(o, g, &f->user_text) && PUT_LIT(o, "}],\"stream\":");
+    ok = ok && (stream ? PUT_LIT(o, "true}") : PUT_LIT(o, "false}"));
     return ok;
 }
 
 /* The seed's form with its sampling fields: written directly. A generator
- * kept for the process (a worker serves one request at a time) saves its
- * allocation per request. */
+ * kept for the process (a worker serves one request at a time) encodes
+ * the texts with escapes. The buffer fits the common case at once: the
+ * raw texts are disjoint parts of the body, quotes included. */
 static int finish_without_tree(const chat_fields *given_fields, const srv_config *cfg,
-                               srv_chat_body *b)
+                               size_t body_len, srv_chat_body *b)
 {
     static yajl_gen g;
     chat_fields f = *given_fields;
-    if (!f.model || !*f.model)
-        f.model = cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL;
-    srv_copy_text(b->model, sizeof b->model, f.model);
+    text_ref model = f.model_text;
+    if (model.n == 0) { /* none, or "": the default */
+        const char *name =
+            cfg->default_model ? cfg->default_model : ZJUCHAT_DEFAULT_MODEL;
+        model = (text_ref){name, strlen(name), 0};
+    }
+    size_t keep = model.n < sizeof b->model - 1 ? model.n : sizeof b->model - 1;
+    memcpy(b->model, model.s, keep); /* no NUL among them: checked */
+    b->model[keep] = '\0';
     if (!g && !(g = yajl_gen_alloc(NULL)))
         return fail(b, 500, "out of memory");
-    const unsigned char *buf;
-    size_t len;
-    int status = 0;
-    if (!gen_body(g, &f, b->stream) ||
-        yajl_gen_get_buf(g, &buf, &len) != yajl_gen_status_ok ||
-        !(b->upstream = malloc(len + 1))) {
-        status = fail(b, 500, "out of memory");
-    } else {
-        memcpy(b->upstream, buf, len);
-        b->upstream[len] = '\0';
-        b->upstream_len = len;
+    out_buf o = {NULL, 0, body_len + model.n + 192};
+    if (!(o.p = malloc(o.cap + 1)) || !put_body(&o, g, &f, &model, b->stream)) {
+        free(o.p);
+        return fail(b, 500, "out of memory");
     }
-    yajl_gen_clear(g);
-    yajl_gen_reset(g, NULL);
-    return status;
+    o.p[o.n] = '\0';
+    b->upstream = o.p;
+    b->upstream_len = o.n;
+    return 0;
 }
 
 /* The pass; -1 when it declines. */
@@ -574,15 +610,12 @@ static int parse_without_tree(const char *bytes, size_t len, const srv_config *c
     p.body_len = len;
     chat_fields f;
     memset(&f, 0, sizeof f);
-    char *model_c = NULL, *stop_c = NULL;
     int status = -1;
     if (srv_json_fast_parse(bytes, len, &chat_callbacks, &p) &&
-        fields_without_tree(&p, &f, b, &model_c, &stop_c))
-        status = finish_without_tree(&f, cfg, b);
+        fields_without_tree(&p, &f, b))
+        status = finish_without_tree(&f, cfg, len, b);
     for (int i = 0; i < M_COUNT; i++)
         free(p.m[i].owned);
-    free(model_c);
-    free(stop_c);
     if (status == -1)
         b->stream = 0;
     return status;

@@ -149,11 +149,10 @@ static void utf8_copy(const char *in, char *out, size_t cap)
 
 /* The index of name in list (adding it when there is room), or cap for
  * "other". Readers scan without the lock up to the published count. */
-static size_t intern(srv_metrics *m, char *list, size_t width, uint32_t *count,
-                     size_t cap, const char *raw)
+static size_t intern_slow(srv_metrics *m, char *list, size_t width, uint32_t *count,
+                          size_t cap, const char *raw, char *name)
 {
-    char name[MODEL_MAX_LEN];
-    utf8_copy(raw, name, width < sizeof name ? width : sizeof name);
+    utf8_copy(raw, name, width < MODEL_MAX_LEN ? width : MODEL_MAX_LEN);
     uint32_t n = __atomic_load_n(count, __ATOMIC_ACQUIRE);
     for (uint32_t i = 0; i < n; i++)
         if (strcmp(list + i * width, name) == 0)
@@ -173,6 +172,35 @@ static size_t intern(srv_metrics *m, char *list, size_t width, uint32_t *count,
     }
     srv_shm_unlock(&m->lock);
     return found;
+}
+
+/* The last name a process looked up in a list, and where it was: requests
+ * mostly name the model and token the one before named, and the copy and
+ * the scan cost more than the rest of the record. A hit must still be the
+ * list's entry (a list at the same address may be a new one). */
+typedef struct intern_memo {
+    const char *list;
+    size_t index;
+    char raw[MODEL_MAX_LEN], name[MODEL_MAX_LEN];
+} intern_memo;
+
+static size_t intern(srv_metrics *m, char *list, size_t width, uint32_t *count,
+                     size_t cap, const char *raw, intern_memo *memo)
+{
+    if (memo->list == list && memo->index < __atomic_load_n(count, __ATOMIC_ACQUIRE) &&
+        strcmp(memo->raw, raw) == 0 &&
+        strcmp(list + memo->index * width, memo->name) == 0)
+        return memo->index;
+    char name[MODEL_MAX_LEN];
+    size_t i = intern_slow(m, list, width, count, cap, raw, name);
+    size_t raw_len = strlen(raw);
+    if (i < cap && raw_len < sizeof memo->raw) { /* "other" may be for now only */
+        memo->list = list;
+        memo->index = i;
+        memcpy(memo->raw, raw, raw_len + 1);
+        memcpy(memo->name, name, sizeof memo->name);
+    }
+    return i;
 }
 
 void srv_metrics_record(srv_metrics *m, const srv_metrics_request *r)
@@ -198,10 +226,11 @@ void srv_metrics_record(srv_metrics *m, const srv_metrics_request *r)
             add(&m->rate_limited[i], 1);
     int tokens = r->prompt_tokens > 0 || r->completion_tokens > 0;
     if (tokens || (r->model && *r->model)) {
+        static intern_memo token_memo, model_memo;
         size_t t = intern(m, &m->token_name[0][0], NAME_MAX_LEN, &m->n_tokens,
-                          METRICS_MAX_TOKENS, r->token ? r->token : "");
+                          METRICS_MAX_TOKENS, r->token ? r->token : "", &token_memo);
         size_t mo = intern(m, &m->model_name[0][0], MODEL_MAX_LEN, &m->n_models,
-                           METRICS_MAX_MODELS, r->model ? r->model : "");
+                           METRICS_MAX_MODELS, r->model ? r->model : "", &model_memo);
         if (r->model && *r->model)
             add(&m->requests[t][mo], 1);
         if (r->prompt_tokens > 0)

@@ -14,7 +14,7 @@
  * tpd, streams; key "tok:<name>", the same for every worker and reload). */
 void srv_quota_token_key(const char *name, char *out, size_t cap)
 {
-    snprintf(out, cap, "tok:%s", name);
+    srv_limits_key(out, cap, "tok:", name, "");
 }
 
 int srv_quota_rules(srv_ctx *ctx)

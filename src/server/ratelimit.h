@@ -114,6 +114,11 @@ int srv_limit_ask_needs_done(const srv_limit_ask *ask, long total_tokens);
  */
 int srv_limits_ip_key(const char *addr, char *out, size_t cap);
 
+/* prefix, text and suffix joined into out, cut to cap - 1 bytes as snprintf
+ * cuts, always terminated: a rule's key. */
+void srv_limits_key(char *out, size_t cap, const char *prefix, const char *text,
+                    const char *suffix);
+
 /* ---- the shared-memory limiter: one server's workers ---- */
 
 typedef struct srv_limits_shm srv_limits_shm;

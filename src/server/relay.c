@@ -6,6 +6,7 @@
  * client leaves (ctx->on_gone), in any phase.
  */
 #include "relay.h"
+#include "call.h" /* the library's read-end hook: internal, linked statically */
 #include "dialect.h"
 #include "front.h"
 #include "http_util.h"
@@ -37,7 +38,11 @@ typedef struct relay {
     int paused;
     struct event *ping;       /* heartbeat timer */
     struct timeval last_send; /* loop time of the last piece, for the heartbeat */
-    struct event *flush;      /* sends out once the current burst is queued */
+    /* The events of one upstream read leave as one piece: the library says
+     * when a read ended (coalesce); on a transport that cannot, an event
+     * made active sends them once the read's callbacks are done (flush). */
+    int coalesce;
+    struct event *flush;
     /* The next piece of the reply: a plain buffer (an evbuffer's three
      * adds per event cost more than the event's JSON check: callgrind),
      * its room above OUT_KEEP freed once sent, so a held stream keeps
@@ -74,9 +79,10 @@ static void relay_free(relay *r)
 
 #define OUT_KEEP 1024
 
-/* Appends to the next piece; out of memory, the bytes are dropped (the
- * stream then misses them, as an evbuffer that failed to grow did). */
-static void out_add(relay *r, const char *p, size_t n)
+/* Room for n more bytes at the end of the next piece; NULL out of memory
+ * (the bytes are then dropped: the stream misses them, as an evbuffer that
+ * failed to grow did). */
+static char *out_room(relay *r, size_t n)
 {
     if (r->out_len + n > r->out_cap) {
         size_t cap = r->out_cap ? r->out_cap : 256;
@@ -84,12 +90,32 @@ static void out_add(relay *r, const char *p, size_t n)
             cap *= 2;
         char *grown = realloc(r->out, cap);
         if (!grown)
-            return;
+            return NULL;
         r->out = grown;
         r->out_cap = cap;
     }
-    memcpy(r->out + r->out_len, p, n);
-    r->out_len += n;
+    return r->out + r->out_len;
+}
+
+static void out_add(relay *r, const char *p, size_t n)
+{
+    char *o = out_room(r, n);
+    if (o) {
+        memcpy(o, p, n);
+        r->out_len += n;
+    }
+}
+
+/* "data: <bytes>\n\n", with one check for room. */
+static void out_event(relay *r, const char *data, size_t len)
+{
+    char *o = out_room(r, len + 8);
+    if (o) {
+        memcpy(o, "data: ", 6);
+        memcpy(o + 6, data, len);
+        memcpy(o + 6 + len, "\n\n", 2);
+        r->out_len += len + 8;
+    }
 }
 
 /* The piece went out (or was dropped with the request). */
@@ -202,12 +228,19 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Events that arrive in one upstream read leave as one HTTP chunk: fewer
- * chunk headers and writes, no added latency (same loop iteration). */
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+ * chunk headers and writes, no added latency (same loop iteration). The
+ * library tells the read's end; making an event active for it cost a
+ * libevent activation and dispatch per event (callgrind). */
+static void on_read_end(zjuchat_call *call, void *arg)
 {
     relay *r = arg;
     if (r->ctx->req && r->out_len > 0)
         send_out(r);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    on_read_end(NULL, arg);
 }
 
 /* ---- the upstream's side ---- */
@@ -234,7 +267,10 @@ static void on_accepted(zjuchat_call *call, void *arg)
     /* A quiet stream is fine; a client that takes no byte for this long is
      * dropped (on_gone). */
     srv_req_set_write_timeout(ctx->req, STREAM_WRITE_TIMEOUT_S);
-    r->flush = event_new(base_of(r), -1, 0, on_flush, r);
+    int told = zjuchat__call_on_read_end(call, on_read_end) == 0;
+    if (!told)
+        r->flush = event_new(base_of(r), -1, 0, on_flush, r);
+    r->coalesce = told || r->flush; /* else (OOM) each event goes at once */
     if (ctx->w->cfg->heartbeat_ms > 0) {
         r->ping = evtimer_new(base_of(r), on_ping, r);
         event_base_gettimeofday_cached(base_of(r), &r->last_send);
@@ -303,14 +339,12 @@ static int on_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *arg)
         note_first_token(r, chunk);
     if (r->flags & SRV_RELAY_COUNT)
         r->content_bytes += zjuchat_chunk_text_length(chunk);
-    out_add(r, "data: ", 6);
-    out_add(r, data, len);
-    out_add(r, "\n\n", 2);
-    if (!r->flush) {
+    out_event(r, data, len);
+    if (!r->coalesce) {
         send_out(r);
     } else if (!r->paused && pending_out(r) + r->out_len > OUT_HIGH_WATER) {
         send_out(r); /* pauses the upstream */
-    } else if (!event_pending(r->flush, EV_TIMEOUT, NULL)) {
+    } else if (r->flush && !event_pending(r->flush, EV_TIMEOUT, NULL)) {
         event_active(r->flush, EV_TIMEOUT, 1);
     }
     return 0;
@@ -332,9 +366,7 @@ static void finish_stream(relay *r, const zjuchat_error *err, int saw_done)
         srv_failure f;
         ctx->dialect->upstream_failure(err, NULL, &f);
         static const char oom[] = "{\"error\": \"out of memory\"}";
-        out_add(r, "data: ", 6);
-        out_add(r, f.body ? f.body : oom, f.body ? f.len : sizeof oom - 1);
-        out_add(r, "\n\n", 2);
+        out_event(r, f.body ? f.body : oom, f.body ? f.len : sizeof oom - 1);
         free(f.body);
     }
     if (r->out_len > 0) {

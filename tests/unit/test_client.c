@@ -20,6 +20,7 @@
 
 #include "mockproc.h"
 #include "rawupstream.h"
+#include "call.h" /* zjuchat__call_on_read_end */
 #include "zjuchat.h"
 
 #define KEY "sk-unit-SECRET-77aa"
@@ -644,6 +645,85 @@ static void evented_concurrent_streams(void **state)
         assert_int_equal(st.chunks[i], 12); /* role + 10 + finish */
     zjuchat_client_free(c);
     event_base_free(base);
+}
+
+/* zjuchat__call_on_read_end (call.h), what the server's relay coalesces a
+ * read's events by: on the HTTP/1.1 transport it runs after each read's
+ * events, before the next read's (a relay that waited for it and never got
+ * it would hold the events back); libcurl's transport says it cannot. */
+struct read_end_state {
+    int chunks, unsent, read_ends, held_back, done, hooked;
+    long last_chunk_ms;
+};
+
+static void read_end_seen(zjuchat_call *call, void *ud)
+{
+    struct read_end_state *st = ud;
+    st->read_ends++;
+    st->unsent = 0;
+}
+
+static int read_end_chunk(zjuchat_call *call, const zjuchat_chunk *chunk, void *ud)
+{
+    struct read_end_state *st = ud;
+    long now = now_ms();
+    /* Events 60 ms apart come in reads of their own: the read before this
+     * one must have ended with the hook. */
+    if (st->chunks > 0 && now - st->last_chunk_ms > 30 && st->unsent > 0)
+        st->held_back++;
+    st->chunks++;
+    st->unsent++;
+    st->last_chunk_ms = now;
+    return 0;
+}
+
+static void read_end_accepted(zjuchat_call *call, void *ud)
+{
+    struct read_end_state *st = ud;
+    st->hooked = zjuchat__call_on_read_end(call, read_end_seen) == 0;
+}
+
+static void read_end_done(zjuchat_call *call, const zjuchat_error *err,
+                          const zjuchat_response *resp, void *ud)
+{
+    struct read_end_state *st = ud;
+    st->done = err->code == ZJUCHAT_OK ? 1 : -1;
+}
+
+static void run_read_end(struct read_end_state *st)
+{
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+    zjuchat_client *c = zjuchat_client_new(KEY, mock.base, &err);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    zjuchat_request *req =
+        zjuchat_request_new_simple("deepseek-v3-671b#events=6,delay=60", "hi", NULL);
+    zjuchat_callbacks cb = {read_end_accepted, read_end_chunk, read_end_done};
+    assert_non_null(zjuchat_call_start(c, req, 1, &cb, st, &err));
+    zjuchat_request_free(req);
+    long t0 = now_ms();
+    while (!st->done && now_ms() - t0 < 10000)
+        event_base_loop(base, EVLOOP_ONCE);
+    assert_int_equal(st->done, 1);
+    assert_int_equal(st->chunks, 8); /* role + 6 + finish */
+    zjuchat_client_free(c);
+    event_base_free(base);
+}
+
+static void evented_read_end_follows_each_read(void **state)
+{
+    struct read_end_state st = {0};
+    run_read_end(&st);
+    assert_true(st.hooked);
+    assert_int_equal(st.held_back, 0);
+    assert_true(st.read_ends >= 6);
+
+    setenv("ZJU_UPSTREAM_ENGINE", "curl", 1);
+    struct read_end_state cst = {0};
+    run_read_end(&cst);
+    unsetenv("ZJU_UPSTREAM_ENGINE");
+    assert_false(cst.hooked);
+    assert_int_equal(cst.read_ends, 0);
 }
 
 /* An upstream that closes a kept-alive connection while it is idle, as
@@ -1315,6 +1395,7 @@ int main(void)
         cmocka_unit_test(cancel_by_flag_and_by_callback),
         cmocka_unit_test(list_models),
         cmocka_unit_test(evented_concurrent_streams),
+        cmocka_unit_test(evented_read_end_follows_each_read),
         cmocka_unit_test(many_streams_over_several_multi_handles),
         cmocka_unit_test(idle_connection_closed_by_upstream),
         cmocka_unit_test(stale_kept_alive_connection_is_replaced),

@@ -713,9 +713,14 @@ static void bad_arguments_are_refused(void **state)
     assert_int_equal(err.code, ZJUCHAT_ERR_INVALID);
     assert_int_equal(s.done, 0); /* no callback ran for a refused call */
 
-    /* Good paths: dots inside a name, a query, %-escapes. */
-    static const char *const good[] = {"v2.1/chat/completions?x=1&y=a.b", "a/...b/%41"};
-    for (size_t i = 0; i < 2; i++) {
+    /* Good paths: dots inside a name, a query, %-escapes, every other pchar,
+     * one longer than the stack room for the slashed path. */
+    static const char *const good[] = {
+        "v2.1/chat/completions?x=1&y=a.b", "a/...b/%41", "a-b_c~!$&'()*+,;=:@/Z9",
+        "chat/completions/"
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        "0123456789abcdef0123456789abcdef0123456789abcdef"};
+    for (size_t i = 0; i < 4; i++) {
         zjuchat_call *call =
             zjuchat_call_start_raw(e.client, good[i], "{}", 2, 0, &cb, &s, &err);
         assert_non_null(call);
@@ -723,7 +728,7 @@ static void bad_arguments_are_refused(void **state)
         assert_null(zjuchat_call_error_body(call, NULL));
         zjuchat_call_cancel(call);
     }
-    assert_int_equal(s.done, 2);
+    assert_int_equal(s.done, 4);
     assert_int_equal(zjuchat_chunk_is_done(NULL), 0);
     assert_null(zjuchat_call_error_body(NULL, NULL));
     env_free(&e);

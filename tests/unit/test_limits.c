@@ -347,6 +347,18 @@ static void test_ip_keys(void **state)
     assert_string_equal(k, "ip:::/64");
     assert_int_equal(srv_limits_ip_key("-", k, sizeof k), -1);
     assert_int_equal(srv_limits_ip_key("10.0.0.1:80", k, sizeof k), -1);
+    /* the last address's key is kept: the same answers again, cut as
+     * snprintf cuts */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(srv_limits_ip_key("192.0.2.7", k, sizeof k), 0);
+        assert_string_equal(k, "ip:192.0.2.7");
+    }
+    char small[8];
+    assert_int_equal(srv_limits_ip_key("192.0.2.7", small, sizeof small), 0);
+    assert_string_equal(small, "ip:192.");
+    assert_int_equal(srv_limits_ip_key("192.0.2.77", k, sizeof k), 0);
+    assert_string_equal(k, "ip:192.0.2.77");
+    assert_int_equal(srv_limits_ip_key("-", k, sizeof k), -1);
 }
 
 /* No limit set: nothing to lock at the end. */

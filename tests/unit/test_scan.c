@@ -541,6 +541,78 @@ static void raw_key_is_never_missed(void **state)
     assert_false(scan("{}", NULL).secret_raw);
 }
 
+static int same_scan(const zjuchat__scan *a, const zjuchat__scan *b)
+{
+    for (int w = 0; w < 2; w++)
+        for (int f = 0; f < 2; f++) {
+            const zjuchat__span *x = &a->text[w][f], *y = &b->text[w][f];
+            if (x->present != y->present || x->escaped != y->escaped ||
+                x->off != y->off || x->len != y->len || x->decoded != y->decoded)
+                return 0;
+        }
+    return a->valid == b->valid && a->is_object == b->is_object &&
+           a->finish == b->finish && a->has_usage == b->has_usage &&
+           a->secret_seen == b->secret_seen && a->secret_raw == b->secret_raw &&
+           a->prompt == b->prompt && a->completion == b->completion &&
+           a->total == b->total && a->text_len == b->text_len;
+}
+
+/* The memo: an event that starts with the bytes of the last one up to its
+ * delta's text is scanned from there, and finds what a whole scan finds,
+ * the key in those first bytes included; other bytes, or another key, and
+ * it is not used. */
+static void memo_resumes_only_on_the_same_bytes(void **state)
+{
+    const char *k = "sk-abc123456789";
+    static const char *const events[] = {
+        "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\u4f60\"},"
+        "\"finish_reason\":null}]}",
+        /* the same first bytes: resumed */
+        "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},"
+        "\"finish_reason\":\"stop\"}],\"usage\":{\"total_tokens\":7}}",
+        "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}",
+        "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":",
+        /* white space where the memo's bytes end (fuzz_scan found a scan
+         * that resumed there refuse this valid event) */
+        "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\": \"y\"}}]}",
+        "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\n\t\"z\"}}]}",
+        "{\"id\":\"c-1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":  ",
+        /* the key before the text */
+        "{\"id\":\"sk-abc123456789\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}",
+        "{\"id\":\"sk-abc123456789\",\"choices\":[{\"delta\":{\"content\":\"b\"}}]}",
+        "{\"id\":\"\\u0073k-abc123456789\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]"
+        "}",
+        "{\"id\":\"\\u0073k-abc123456789\",\"choices\":[{\"delta\":{\"content\":7}}]}",
+        /* a text in an array: the memo must not resume where the array's
+         * first value starts (fuzz_scan found one resumed at "]": the scan
+         * had decided there that the array is not empty) */
+        "{\"id\":\"c-3\",\"choices\":[{\"delta\":{\"content\":[\"x\"]}}]}",
+        "{\"id\":\"c-3\",\"choices\":[{\"delta\":{\"content\":[]}}]}",
+        /* the bytes part earlier */
+        "{\"id\":\"c-2\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}",
+        "{\"id\":\"c-2\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":"
+        "\"r\"}}]}",
+    };
+    for (int secret = 0; secret < 3; secret++) {
+        zjuchat__scan_memo *memo = calloc(1, sizeof *memo);
+        assert_non_null(memo);
+        for (size_t i = 0; i < sizeof events / sizeof *events; i++) {
+            /* the third round: the key changes from event to event */
+            const char *key = secret == 0 ? NULL : secret == 2 && i % 2 ? NULL : k;
+            const char *e = events[i];
+            zjuchat__scan with, without;
+            int rw = zjuchat__scan_json_memo(e, strlen(e), key, &with, memo);
+            int ro = zjuchat__scan_json(e, strlen(e), key, &without);
+            assert_int_equal(rw, ro);
+            assert_true(same_scan(&with, &without));
+        }
+        /* it was used: it holds the last event's bytes up to its text */
+        assert_int_equal(memo->len, strlen("{\"id\":\"c-2\",\"choices\":[{\"index\":0,"
+                                           "\"delta\":{\"reasoning_content\":"));
+        free(memo);
+    }
+}
+
 /* The accessors of a whole answer and of a chunk read choices[0]'s texts
  * from the scan's spans: the same bytes jansson's tree gives, NUL
  * included, NUL-terminated; NULL where the tree has no string. */
@@ -628,6 +700,7 @@ int main(void)
         cmocka_unit_test(escaped_key_before_a_fault_is_reported),
         cmocka_unit_test(lone_surrogate_message_is_invalid_not_oom),
         cmocka_unit_test(raw_key_is_never_missed),
+        cmocka_unit_test(memo_resumes_only_on_the_same_bytes),
         cmocka_unit_test(accessors_decode_the_spans_as_jansson_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -32,6 +32,7 @@ struct seen {
     size_t content_len;
     int content_null;
     int error_body_null;
+    char body[1024]; /* a whole answer's bytes */
 };
 
 static void add_text(struct seen *s, const char *tag, const char *t, size_t n)
@@ -79,6 +80,9 @@ static void on_done(zjuchat_call *call, const zjuchat_error *err,
             memcpy(s->content, c, n);
             s->content_len = n;
         }
+        const char *b = zjuchat_response_body(resp, &n);
+        if (b && n < sizeof s->body)
+            memcpy(s->body, b, n);
     }
     s->error_body_null = zjuchat_call_error_body(call, NULL) == NULL;
 }
@@ -188,12 +192,29 @@ static void answer_content_is_decoded_without_a_tree(void **state)
     assert_memory_equal(s.content, "\xe4\xbd\xa0\xe5\xa5\xbd\n\0!", 9);
 }
 
+/* A whole answer that echoes the key as is: masked in its bytes and in
+ * the text the accessor decodes (the body is searched only when the scan
+ * says its bytes may hold the key). */
+static void answer_echoing_the_key_is_masked(void **state)
+{
+    struct seen s = {0};
+    call_once(http_reply("200 OK", "application/json",
+                         "{\"choices\":[{\"message\":{\"role\":\"assistant\",\"content\":"
+                         "\"echo " KEY "\"}}],\"" KEY "\":1}"),
+              0, &s);
+    assert_int_equal(s.err.code, ZJUCHAT_OK);
+    assert_null(strstr(s.body, "SECRET"));
+    assert_non_null(strstr(s.body, "\"echo ***************************\""));
+    assert_string_equal(s.content, "echo ***************************");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(error_body_hiding_the_key_is_withheld),
         cmocka_unit_test(stream_events_are_checked_as_jansson_reads_them),
         cmocka_unit_test(answer_content_is_decoded_without_a_tree),
+        cmocka_unit_test(answer_echoing_the_key_is_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
