@@ -788,6 +788,12 @@ static SSL_CTX *tls_ctx(struct zjuchat__h1pool *pool)
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* Read what the socket holds, not one record's 5-byte header and then
+     * its body: a record costs one recv(2), not two, and the answer's last
+     * record, which usually came with the first, is decrypted in the same
+     * wake-up (h1_exchange.c drains SSL_has_pending) instead of after
+     * another round of the loop. The buffer is still released when empty. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
                                             SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);

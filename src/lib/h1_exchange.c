@@ -178,7 +178,10 @@ static const http_parser_settings settings = {
 static void exchange_done(struct zjuchat__h1conn *conn)
 {
     zjuchat_call *call = conn->call;
-    int reuse = conn->keep_alive && conn->rpos == conn->rlen && conn->state == H1_READING;
+    /* Bytes after the answer (in rbuf, or read ahead by TLS) are nobody's:
+     * such a connection is closed, not pooled. */
+    int reuse = conn->keep_alive && conn->rpos == conn->rlen &&
+                conn->state == H1_READING && !(conn->ssl && SSL_has_pending(conn->ssl));
     call->h1 = NULL;
     if (conn->out) {
         memset(conn->out, 0, conn->out_len);
@@ -301,7 +304,8 @@ void zjuchat__h1x_on_readable(struct zjuchat__h1conn *conn)
                 return;
             }
             /* Level-triggered: the loop comes back for the rest of the
-             * socket; only TLS may hold decrypted bytes the loop cannot see. */
+             * socket; only TLS may hold bytes the loop cannot see (decrypted,
+             * or records read ahead). */
             if (!conn->ssl || !SSL_has_pending(conn->ssl)) {
                 read_ended(call);
                 return;
