@@ -21,12 +21,20 @@ size_t zjuchat_redact(char *buf, size_t len, const char *secret)
 {
     if (!buf || !secret || !*secret)
         return 0;
+    /* memchr for the key's first byte and memcmp where it matches: the lines
+     * masked are short (an access line, an answer) and the key's first byte
+     * is rare in them, while glibc's memmem prepares a two-way search on
+     * every call (~330 instructions, twice per request: callgrind). */
     size_t slen = strlen(secret), count = 0;
     char *p = buf, *end = buf + len;
     while ((size_t)(end - p) >= slen) {
-        char *hit = memmem(p, (size_t)(end - p), secret, slen);
+        char *hit = memchr(p, secret[0], (size_t)(end - p) - slen + 1);
         if (!hit)
             break;
+        if (memcmp(hit + 1, secret + 1, slen - 1) != 0) {
+            p = hit + 1;
+            continue;
+        }
         memset(hit, '*', slen);
         p = hit + slen;
         count++;

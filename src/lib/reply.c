@@ -22,7 +22,10 @@ static int append(zjuchat_call *call, const char *p, size_t len, size_t cap)
     if (call->buf_len + len > cap)
         return -1;
     if (call->buf_len + len + 1 > call->buf_cap) {
-        size_t want = call->buf_cap ? call->buf_cap * 2 : 4096;
+        /* First 1 KB: most non-stream answers fit, and glibc keeps blocks
+         * that small in its per-thread cache; a 4 KB first block took the
+         * slow path of malloc and free on every request (callgrind). */
+        size_t want = call->buf_cap ? call->buf_cap * 2 : 1024;
         while (want < call->buf_len + len + 1)
             want *= 2;
         if (want > cap + 1)
