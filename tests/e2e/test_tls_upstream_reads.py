@@ -45,8 +45,9 @@ class TlsUpstreamReads(unittest.TestCase):
                   b"Content-Length: %d\r\n\r\n" % len(body)) + body
         junk = b"HTTP/1.1 500 Junk\r\nContent-Length: 4\r\n\r\njunk"
         conns = []
+        served = []  # requests read, per connection (in accept order)
 
-        def serve_one(sock, first):
+        def serve_one(sock, first, k):
             # TLS over memory BIOs, so that two records leave in one write.
             inc, outg = ssl.MemoryBIO(), ssl.MemoryBIO()
             tls = ctx.wrap_bio(inc, outg, server_side=True)
@@ -86,6 +87,7 @@ class TlsUpstreamReads(unittest.TestCase):
                         pump()
                 while True:
                     read_request()
+                    served[k] += 1
                     tls.write(answer)
                     if first:  # a second record, sent with the answer
                         tls.write(junk)
@@ -103,7 +105,9 @@ class TlsUpstreamReads(unittest.TestCase):
                 except OSError:
                     return
                 conns.append(s)
-                threading.Thread(target=serve_one, args=(s, len(conns) == 1), daemon=True).start()
+                served.append(0)
+                threading.Thread(target=serve_one, args=(s, len(conns) == 1, len(conns) - 1),
+                                 daemon=True).start()
 
         threading.Thread(target=accept_loop, daemon=True).start()
         try:
@@ -114,6 +118,10 @@ class TlsUpstreamReads(unittest.TestCase):
                     self.assertEqual(r.status, 200, f"call {i}: {r.body[:300]!r}")
         finally:
             lsock.close()
+        # Reused, the first connection would carry the second request (its
+        # junk read as the answer, then recovered by the stale-connection
+        # retry, so the statuses alone cannot tell).
+        self.assertEqual(served[0], 1, "the connection with bytes after the answer was reused")
         self.assertEqual(len(conns), 2, "the connection with bytes after the answer was reused")
 
 
