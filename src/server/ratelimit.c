@@ -502,14 +502,15 @@ int srv_limits_ip_key(const char *addr, char *out, size_t cap)
     /* The last address's key is kept: consecutive requests mostly come
      * from one address, and parsing it was most of the rules' cost. */
     static char last_addr[INET6_ADDRSTRLEN], last_key[SRV_LIMIT_KEY_MAX];
-    if (last_addr[0] && strcmp(addr, last_addr) == 0) {
-        srv_limits_key(out, cap, last_key, "", "");
-        return 0;
+    if (!last_addr[0] || strcmp(addr, last_addr) != 0) {
+        size_t len = strlen(addr);
+        last_addr[0] = '\0';
+        if (len >= sizeof last_addr) /* no address: not parsed, not kept */
+            return -1;
+        if (ip_key(addr, last_key, sizeof last_key) < 0)
+            return -1;
+        memcpy(last_addr, addr, len + 1);
     }
-    int rc = ip_key(addr, out, cap);
-    last_addr[0] = '\0';
-    if (rc == 0 && strlen(addr) < sizeof last_addr &&
-        ip_key(addr, last_key, sizeof last_key) == 0)
-        memcpy(last_addr, addr, strlen(addr) + 1);
-    return rc;
+    srv_limits_key(out, cap, last_key, "", "");
+    return 0;
 }
