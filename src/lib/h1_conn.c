@@ -852,7 +852,7 @@ static void tls_step(struct zjuchat__h1conn *conn)
         if (pool->session)
             SSL_set_session(conn->ssl, pool->session);
     }
-    ERR_clear_error();
+    zjuchat__tls_clear_errors();
     int r = SSL_connect(conn->ssl);
     if (r == 1) {
         if (conn->wev)
@@ -895,7 +895,7 @@ ssize_t zjuchat__h1conn_recv(struct zjuchat__h1conn *conn, char *buf, size_t cap
 {
     if (!conn->ssl)
         return recv(conn->fd, buf, cap, 0);
-    ERR_clear_error();
+    zjuchat__tls_clear_errors();
     conn->tls_want_write = 0;
     int n = SSL_read(conn->ssl, buf, (int)(cap > 1 << 30 ? 1 << 30 : cap));
     if (n > 0)

@@ -339,7 +339,7 @@ void zjuchat__h1x_send(struct zjuchat__h1conn *conn)
     size_t body_len = conn->ssl ? 0 : call->body_len; /* over TLS: in out */
     ssize_t n;
     if (conn->ssl) {
-        ERR_clear_error();
+        zjuchat__tls_clear_errors();
         int w = SSL_write(conn->ssl, conn->out + conn->out_sent,
                           (int)(conn->out_len - conn->out_sent));
         if (w > 0) {
