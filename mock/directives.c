@@ -90,6 +90,7 @@ int mock_directives_set(struct mock_directives *d, const char *key, const char *
         {"reasoning", offsetof(struct mock_directives, reasoning), 10000000},
         {"delay", offsetof(struct mock_directives, delay_ms), 3600000},
         {"think", offsetof(struct mock_directives, think_ms), 3600000},
+        {"first", offsetof(struct mock_directives, first_ms), 3600000},
         {"status", offsetof(struct mock_directives, status), 599},
         {"retry_after", offsetof(struct mock_directives, retry_after), 86400},
         {"echo_key", offsetof(struct mock_directives, echo_key), 1},
@@ -191,6 +192,7 @@ json_t *mock_directives_to_json(const struct mock_directives *d)
     PUT_INT("reasoning", reasoning);
     PUT_INT("delay", delay_ms);
     PUT_INT("think", think_ms);
+    PUT_INT("first", first_ms);
     PUT_INT("status", status);
     PUT_INT("retry_after", retry_after);
     PUT_INT("echo_key", echo_key);

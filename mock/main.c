@@ -61,7 +61,7 @@ static void usage(FILE *f)
            "      1024 deterministic floats each; encoding_format float or base64\n"
            "  GET  .../models, .../models/{id}  the upstream's models (404 unknown)\n"
            "Per request (chat, embeddings): \"model\": \"NAME#key=v,...\" or the header\n"
-           "X-Mock: key=v,...  keys: events reasoning delay think status body\n"
+           "X-Mock: key=v,...  keys: events reasoning delay think first status body\n"
            "  retry_after echo_key after split fault=hang_headers+hang_mid+drop_mid+\n"
            "  rst_mid+garbage+no_done+truncate+not_sse+endless_line+big_error+crlf\n"
            "  text=mock|hostile|think|markdown (the answer: default, script-laden\n"
@@ -310,6 +310,7 @@ int main(int argc, char **argv)
     mock.cli.reasoning = 4;
     mock.cli.delay_ms = 0;
     mock.cli.think_ms = 0;
+    mock.cli.first_ms = 0;
     mock.cli.status = 0;
     mock.cli.body = MOCK_BODY_JSON;
     mock.cli.echo_key = 0;

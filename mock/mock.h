@@ -55,6 +55,7 @@ struct mock_directives {
     int reasoning;   /* reasoning deltas (reasoning models only) */
     int delay_ms;    /* between events */
     int think_ms;    /* before the status line */
+    int first_ms;    /* between a stream's head and its first event */
     int status;      /* answer this error status instead */
     int body;        /* MOCK_BODY_* of an error answer */
     int retry_after; /* seconds, Retry-After header of an error answer */
@@ -151,7 +152,7 @@ enum {
     MOCK_KIND_ENDLESS,
     MOCK_KIND_HANG
 };
-enum { MOCK_T_THINK, MOCK_T_DELAY, MOCK_T_SPLIT, MOCK_T_CLOSE };
+enum { MOCK_T_THINK, MOCK_T_DELAY, MOCK_T_SPLIT, MOCK_T_CLOSE, MOCK_T_FIRST };
 enum { MOCK_CLOSE_FIN = 1, MOCK_CLOSE_RST = 2 };
 
 /* How GET .../models answers (POST /_mock/config {"models": ...}). */

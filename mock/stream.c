@@ -217,6 +217,13 @@ static void pump(struct mock_req *m)
                 strike(m);
                 return;
             }
+            /* first: the head has gone (evhttp sends it when the loop
+             * runs), the first event waits, as a model's first token does */
+            if (m->d.first_ms > 0 && m->events_sent == 0 && m->kind == MOCK_KIND_STREAM &&
+                m->timer_why != MOCK_T_FIRST) {
+                mock_req_arm(m, MOCK_T_FIRST, m->d.first_ms);
+                return;
+            }
             if (m->d.delay_ms > 0 && m->events_sent > 0 && m->timer_why != MOCK_T_DELAY) {
                 mock_req_arm(m, MOCK_T_DELAY, m->d.delay_ms);
                 return;

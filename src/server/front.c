@@ -1089,8 +1089,17 @@ void srv_req_start(srv_request *r, int status)
         setsockopt(r->conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         r->conn->nodelay = 1;
     }
-    send_iov(r->conn, iov, n);
+    /* Held for the first piece (srv_req_write) or srv_req_flush: a head and
+     * the events of the same upstream read leave in one writev, as nginx
+     * sends them, and the client wakes once for both. */
+    hold_iov(r->conn, iov, n);
     r->state = R_STREAMING;
+}
+
+void srv_req_flush(srv_request *r)
+{
+    if (r->state == R_STREAMING)
+        flush_pending(r->conn);
 }
 
 static void check_high_water(srv_request *r)
@@ -1127,9 +1136,15 @@ void srv_req_write(srv_request *r, const char *data, size_t len)
      * socket when nothing is queued (send_iov): building an evbuffer per
      * piece cost more than the piece's own check (callgrind). */
     char head[24];
-    struct iovec iov[3];
+    struct iovec iov[4];
     int n = 0;
     size_t total = len;
+    srv_conn *c = r->conn;
+    if (c->pend_len > 0) { /* the reply's head (srv_req_start) */
+        iov[n++] = (struct iovec){c->pend, c->pend_len};
+        total += c->pend_len;
+        c->pend_len = 0; /* send_iov_total copies what the socket leaves */
+    }
     if (r->chunked) {
         size_t hl = chunk_head(head, len);
         iov[n++] = (struct iovec){head, hl};

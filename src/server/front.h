@@ -92,8 +92,13 @@ void srv_req_add_header(srv_request *r, const char *name, const char *value);
 /* The whole reply with a Content-Length. Ends the request for the handler. */
 void srv_req_reply(srv_request *r, int status, const char *body, size_t len);
 /* A streamed reply: chunked to HTTP/1.1 clients, close-delimited to HTTP/1.0
- * ones. Then srv_req_write and srv_req_end. */
+ * ones. Then srv_req_write and srv_req_end. The head is held until the first
+ * piece, srv_req_flush or srv_req_end, so that it leaves with the first
+ * piece when one follows at once: a caller that has none now calls
+ * srv_req_flush before it returns to the loop. */
 void srv_req_start(srv_request *r, int status);
+/* Send what srv_req_start holds (nothing else is held while streaming). */
+void srv_req_flush(srv_request *r);
 /* One piece of a streamed reply (copied where the socket does not take it
  * at once; an empty piece is ignored). */
 void srv_req_write(srv_request *r, const char *data, size_t len);

@@ -234,8 +234,12 @@ static void on_ping(evutil_socket_t fd, short what, void *arg)
 static void on_read_end(zjuchat_call *call, void *arg)
 {
     relay *r = arg;
-    if (r->ctx->req && r->out_len > 0)
-        send_out(r);
+    if (!r->ctx->req)
+        return;
+    if (r->out_len > 0)
+        send_out(r); /* with the head, if this read brought it */
+    else
+        srv_req_flush(r->ctx->req); /* the head alone: no event came with it */
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -271,6 +275,11 @@ static void on_accepted(zjuchat_call *call, void *arg)
     if (!told)
         r->flush = event_new(base_of(r), -1, 0, on_flush, r);
     r->coalesce = told || r->flush; /* else (OOM) each event goes at once */
+    /* The head is held for the events of this read (srv_req_start). */
+    if (!r->coalesce)
+        srv_req_flush(ctx->req);
+    else if (r->flush)
+        event_active(r->flush, EV_TIMEOUT, 1);
     if (ctx->w->cfg->heartbeat_ms > 0) {
         r->ping = evtimer_new(base_of(r), on_ping, r);
         event_base_gettimeofday_cached(base_of(r), &r->last_send);

@@ -50,6 +50,38 @@ class StreamLatency(MockCase):
         median = statistics.median(times[2:])  # past TCP's quick-ACK start
         self.assertLess(median, 0.025, [round(t * 1000, 1) for t in times])
 
+    def test_head_leaves_before_a_late_first_event(self):
+        # The server holds a stream's head for the events of the same
+        # upstream read (one writev, one wake-up of the client), and sends
+        # it alone when none came: a model that thinks before its first
+        # token must not keep the client from seeing the 200 meanwhile.
+        # The mock sends its head at once and the first event 1.5 s later;
+        # both upstream transports (libcurl's: the flush event).
+        body = json.dumps({"user_content": "hi", "stream": True,
+                           "model": model(events=2, first=1500)}).encode()
+        req = (f"POST /api/chat HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        for engine in ("h1", "curl"):
+            with self.subTest(engine=engine), \
+                    Server(self.mock.base_url, workers=1,
+                           env={"ZJU_UPSTREAM_ENGINE": engine}) as srv, \
+                    socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+                t0 = time.monotonic()
+                s.sendall(req)
+                buf, head_at, first_at = b"", None, None
+                while not buf.endswith(b"0\r\n\r\n"):
+                    chunk = s.recv(65536)
+                    self.assertTrue(chunk, buf[-300:])
+                    buf += chunk
+                    if head_at is None and b"\r\n\r\n" in buf:
+                        head_at = time.monotonic() - t0
+                    if first_at is None and b"data: {" in buf:
+                        first_at = time.monotonic() - t0
+                record(f"{engine}: head at {head_at:.3f} s, first event at {first_at:.3f} s".encode())
+                self.assertTrue(buf.startswith(b"HTTP/1.1 200"), buf[:200])
+                self.assertLess(head_at, 0.5, "the head waited for the first event")
+                self.assertGreaterEqual(first_at, 1.4, "the mock's first=1500 did not hold")
+
 
 if __name__ == "__main__":
     unittest.main()
