@@ -56,11 +56,11 @@ FULL = {
     "s3_sizes": [1000, 4000], "s3_events": 50, "s3_delay": 100,
     "s4_streams": 10000, "s4_events": 30, "s4_delay": 1000, "s4_rate": 2000,
     "s5_clients": 100, "s5_hold": 10, "s5_events": 1000000,
-    "s6_n": 20,
+    "s6_n": 50, "s6_blocks": 10,
     "rounds": 3,
 }
 QUICK = dict(FULL, s1_dur=3, s2_dur=3, s3_sizes=[200, 500], s3_events=10,
-             s4_streams=1000, s4_events=4, s5_hold=3, s6_n=10, rounds=1)
+             s4_streams=1000, s4_events=4, s5_hold=3, s6_n=10, s6_blocks=2, rounds=1)
 
 COMMANDS = []  # every command run, for the report
 MOCK_WORKERS = [1]  # set from the sizes table; used by the saturation flags
@@ -263,7 +263,7 @@ http {{
     scgi_temp_path {tmp}/ngx-scgi;
     keepalive_requests 1000000;
     upstream mock {{ server 127.0.0.1:{mport}; keepalive 1024; keepalive_requests 1000000; }}
-    log_format conn '$connection $connection_requests $ssl_session_reused';
+    log_format conn '$connection $connection_requests $ssl_session_reused $server_port';
     server {{
         listen 127.0.0.1:{port} backlog=8192 reuseport;
         location = /api/chat {{
@@ -283,6 +283,7 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{tport} ssl;
+        listen 127.0.0.1:{tport_relay} ssl; # S6's nginx relay: its connections apart
         ssl_certificate {tmp}/cert.pem;
         ssl_certificate_key {tmp}/key.pem;
         access_log {tmp}/tls-access.log conn;
@@ -307,18 +308,19 @@ def make_cert(tmp):
 
 
 def start_nginx(tmp, mport, workers=2):
-    port, tport = free_port(), free_port()
+    port, tport, tport_relay = free_port(), free_port(), free_port()
     for d in ("ngx-body", "ngx-proxy", "ngx-fcgi", "ngx-uwsgi", "ngx-scgi"):
         os.makedirs(os.path.join(tmp, d), exist_ok=True)
         os.chmod(os.path.join(tmp, d), 0o1777)  # workers may run as nobody
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(workers=workers, tmp=tmp, mport=mport, port=port,
-                                  tport=tport, key=KEY))
+                                  tport=tport, tport_relay=tport_relay, key=KEY))
     n = Proc("nginx", ["nginx", "-e", os.path.join(tmp, "nginx-error.log"), "-p", tmp,
                        "-c", conf], os.path.join(tmp, "nginx.log"))
     if not wait_port(port, n.p):
         raise SystemExit("bench: nginx did not start; see " + tmp + "/nginx-error.log")
+    n.tport_relay = tport_relay
     return n, port, tport
 
 
@@ -529,34 +531,137 @@ def run_contender(name, target, roots, mock_roots, mock_port, cfg, scen, results
 
 
 
-def run_s6(tmp, cfg, mock, nginx_plain, tls_port, results):
-    """Sequential streams through the server with a TLS upstream (nginx with a
+NGINX_RELAY_CONF = """
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmp}/relay.pid;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {tmp}/relay-access.log combined;
+    client_body_temp_path {tmp}/ngx-body;
+    proxy_temp_path {tmp}/ngx-proxy;
+    fastcgi_temp_path {tmp}/ngx-fcgi;
+    uwsgi_temp_path {tmp}/ngx-uwsgi;
+    scgi_temp_path {tmp}/ngx-scgi;
+    upstream plain {{ server 127.0.0.1:{plain}; keepalive 16; }}
+    upstream tls {{ server 127.0.0.1:{tls}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{port_plain};
+        location = /api/chat {{
+            proxy_pass http://plain/v1/chat/completions;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer {key}";
+            proxy_buffering off;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{port_tls};
+        location = /api/chat {{
+            proxy_pass https://tls/v1/chat/completions;
+            proxy_http_version 1.1;
+            proxy_ssl_session_reuse on;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer {key}";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx_relay(tmp, plain_port, tls_port):
+    """nginx as the relay (the reference of issue 13) in front of the same
+    plaintext and TLS upstreams as the server in S6, one worker like
+    server-w1, keep-alive to both."""
+    port_plain, port_tls = free_port(), free_port()
+    conf = os.path.join(tmp, "nginx-relay.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_RELAY_CONF.format(tmp=tmp, plain=plain_port, tls=tls_port,
+                                        port_plain=port_plain, port_tls=port_tls, key=KEY))
+    n = Proc("nginx-relay", ["nginx", "-e", os.path.join(tmp, "nginx-relay-error.log"),
+                             "-p", tmp, "-c", conf], os.path.join(tmp, "nginx-relay.log"))
+    if not wait_port(port_tls, n.p):
+        raise SystemExit("bench: the nginx relay did not start; see " + tmp +
+                         "/nginx-relay-error.log")
+    return n, port_plain, port_tls
+
+
+def tls_connections(tmp, port):
+    """TLS connections the upstream nginx accepted on one of its ports, and the
+    requests each carried."""
+    conns = {}
+    try:
+        with open(os.path.join(tmp, "tls-access.log")) as f:
+            for ln in f:
+                w = ln.split()
+                if len(w) >= 4 and w[3] == str(port):
+                    conns[w[0]] = conns.get(w[0], 0) + 1
+    except OSError:
+        return None
+    return conns
+
+
+def run_s6(tmp, cfg, mock, nginx_plain, tls_port, tls_port_relay, results):
+    """Sequential streams through a relay with a TLS upstream (nginx with a
     self-signed certificate in front of the mock) versus the same path in
     plaintext: with the upstream connection reused, requests 2..N cost no
-    handshake."""
+    handshake. The plaintext and TLS servers run side by side and take
+    turns in blocks of s6_n requests (s6_blocks each), so that the machine's
+    drift hits both alike: one run of each after the other gave ratios of
+    0.87x-2.29x for the same build (bench/README.md). nginx relaying the
+    same two upstreams, measured in the same turns, is the reference."""
     cert = os.path.join(tmp, "cert.pem")
     ca_env = {"ZJU_CA_FILE": cert, "ZJU_CA_BUNDLE": cert, "CURL_CA_BUNDLE": cert,
               "SSL_CERT_FILE": cert}
-    n = cfg["s6_n"]
-    out = {}
-    for tag, url in (("plain", f"http://127.0.0.1:{nginx_plain}/v1"),
-                     ("tls", f"https://127.0.0.1:{tls_port}/v1")):
-        s, port = start_server(tmp, url, 1, f"server-s6-{tag}", ca_env)
-        target = {"port": port, "path": "/api/chat", "lgflags": []}
-        a = ["--model", model_with(5, 0), "-c", "1", "-n", str(n), "--warmup", "1"]
-        res = loadgen(target, f"S6-{tag}", a, 60)
-        s.stop()
-        out[tag] = res
-    conns = None
+    n, blocks = cfg["s6_n"], cfg["s6_blocks"]
+    model = model_with(5, 0)
+    procs, targets = [], {}
     try:
-        with open(os.path.join(tmp, "tls-access.log")) as f:
-            conns = len({ln.split()[0] for ln in f if ln.strip()})
-    except OSError:
-        pass
-    res = {"contender": "server-w1", "scenario": "S6", "plain": out["plain"],
-           "tls": out["tls"], "tls_connections": conns, "requests": n, "flags": []}
-    results.append(res)
-    log(f"  S6   server-w1  {json.dumps(res)}")
+        for tag, url in (("plain", f"http://127.0.0.1:{nginx_plain}/v1"),
+                         ("tls", f"https://127.0.0.1:{tls_port}/v1")):
+            s, port = start_server(tmp, url, 1, f"server-s6-{tag}", ca_env)
+            procs.append(s)
+            targets[("server", tag)] = {"port": port, "path": "/api/chat", "lgflags": []}
+        relay, rp, rt = start_nginx_relay(tmp, nginx_plain, tls_port_relay)
+        procs.append(relay)
+        for tag, port in (("plain", rp), ("tls", rt)):
+            targets[("nginx", tag)] = {"port": port, "path": "/api/chat",
+                                       "lgflags": ["--openai-body", "--allow-done"]}
+        runs = {k: [] for k in targets}
+        for b in range(blocks):
+            order = ("plain", "tls") if b % 2 == 0 else ("tls", "plain")
+            for who in ("server", "nginx"):
+                for tag in order:
+                    a = ["--model", model, "-c", "1", "-n", str(n), "--warmup", "1"]
+                    runs[(who, tag)].append(loadgen(targets[(who, tag)],
+                                                    f"S6-{who}-{tag}-{b}", a, 60))
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    for who in ("server", "nginx"):
+        out = {"contender": "server-w1" if who == "server" else "nginx-w1",
+               "scenario": "S6", "requests": n, "blocks": blocks, "flags": []}
+        for tag in ("plain", "tls"):
+            rs = runs[(who, tag)]
+            out[tag] = {
+                "completed": sum(r.get("completed", 0) for r in rs),
+                "failed": sum(r.get("failed", 0) for r in rs) + sum(1 for r in rs if "error" in r),
+                "ttfe_p50_ms": [r.get("ttfe_p50_ms") for r in rs],
+                "first_ttfe_ms": rs[0].get("first_ttfe_ms") if rs else None,
+                "fail_reasons": [r.get("fail_reasons") or r.get("error") for r in rs
+                                 if r.get("failed") or "error" in r][:3],
+            }
+        ratios = [t / p for t, p in zip(out["tls"]["ttfe_p50_ms"], out["plain"]["ttfe_p50_ms"])
+                  if t and p]
+        out["ratios"] = ratios
+        out["ratio"] = median(ratios) if ratios else None
+        conns = tls_connections(tmp, tls_port if who == "server" else tls_port_relay)
+        out["tls_connections"] = len(conns) if conns is not None else None
+        out["tls_requests"] = sum(conns.values()) if conns else 0
+        results.append(out)
+        log(f"  S6   {out['contender']}  {json.dumps(out)}")
 
 
 # ---- report ---------------------------------------------------------------
@@ -780,18 +885,38 @@ def verdicts(results, cfg):
         if parts:
             out.append(f"- {who} against server (tokens, limits, metrics on; target: within"
                        f" 10%): {'; '.join(parts)}: {v(ok)}")
-    s6 = get(results, "S6", "server-w1")
-    if s6 and s6["tls"].get("completed") and s6["plain"].get("completed"):
-        t, p = s6["tls"], s6["plain"]
-        ratio = t["ttfe_p50_ms"] / max(p["ttfe_p50_ms"], 1e-9)
-        ok = (t.get("failed", 1) == 0 and ratio <= 1.10 and s6["tls_connections"] == 1)
-        out.append(f"- server-w1 S6: TLS upstream, requests 2..{s6['requests']} TTFE p50 "
-                   f"{t['ttfe_p50_ms']:.3f} ms vs plaintext {p['ttfe_p50_ms']:.3f} ms "
-                   f"({ratio:.2f}x, target <= 1.10); first (cold) {t['first_ttfe_ms']:.2f} ms; "
-                   f"{s6['tls_connections']} TLS connection(s) for {s6['requests']} requests: "
-                   f"{v(ok)}")
+    s6, ref = get(results, "S6", "server-w1"), get(results, "S6", "nginx-w1")
+
+    def s6_text(r):
+        t, p = r["tls"], r["plain"]
+        tm, pm = median([x for x in t["ttfe_p50_ms"] if x]), median(
+            [x for x in p["ttfe_p50_ms"] if x])
+        return (f"TTFE p50 {tm:.3f} ms vs plaintext {pm:.3f} ms, TLS/plaintext "
+                f"{r['ratio']:.2f}x (median of the {len(r['ratios'])} blocks' ratios, "
+                f"{min(r['ratios']):.2f}-{max(r['ratios']):.2f}); first (cold) "
+                f"{t['first_ttfe_ms'] or 0:.2f} ms; {r['tls_connections']} TLS connection(s) "
+                f"for {r['tls_requests']} requests; failed {t['failed']}+{p['failed']}")
+    if s6 and s6["tls"]["completed"] and s6["plain"]["completed"] and s6["ratios"]:
+        ok = (s6["tls"]["failed"] == 0 and s6["plain"]["failed"] == 0 and
+              s6["ratio"] <= 1.10 and s6["tls_connections"] == 1)
+        out.append(f"- server-w1 S6: TLS upstream, {s6['blocks']} blocks of {s6['requests']} "
+                   f"sequential streams, taking turns with the plaintext path: {s6_text(s6)} "
+                   f"(target <= 1.10x, one TLS connection): {v(ok)}")
+        if ref and ref["ratios"]:
+            out.append(f"  - reference, nginx relaying the same two upstreams in the same "
+                       f"turns (one worker, keep-alive, proxy_ssl_session_reuse): "
+                       f"{s6_text(ref)}")
+            # The ratio as written measures OpenSSL's record work on both ends
+            # against a ~0.3 ms loopback round trip, which nginx's relay does
+            # not meet either (bench/README.md): issue 13's reference instead.
+            rel = s6["ratio"] / ref["ratio"]
+            ok = (s6["tls"]["failed"] == 0 and s6["plain"]["failed"] == 0 and
+                  rel <= 1.10 and s6["tls_connections"] == 1)
+            out.append(f"- server-w1 S6 against nginx relaying the same upstreams: TLS/plaintext "
+                       f"{s6['ratio']:.2f}x vs nginx's {ref['ratio']:.2f}x ({rel:.2f}x; target: "
+                       f"within 10%, one TLS connection): {v(ok)}")
     elif s6:
-        why = s6["tls"].get("fail_reasons") or s6["tls"].get("error")
+        why = s6["tls"].get("fail_reasons")
         out.append(f"- server-w1 S6: FAIL, no stream through the TLS upstream completed "
                    f"({json.dumps(why)}); see the server-s6-tls log")
     return out
@@ -950,7 +1075,7 @@ def main_bench():
             log("bench: S6 (TLS upstream)")
             ng, nport, tport = start_nginx(tmp, mport, workers=1)
             try:
-                run_s6(tmp, cfg, mock, nport, tport, results)
+                run_s6(tmp, cfg, mock, nport, tport, ng.tport_relay, results)
             finally:
                 ng.stop()
     finally:

@@ -163,21 +163,32 @@ class Contender:
     """One process under test: started plain or under callgrind; mark() ends
     an interval (callgrind) and returns its dump."""
 
-    def __init__(self, tmp, name, mport, callgrind, extra_env=None, bearer=None):
+    def __init__(self, tmp, name, mport, callgrind, extra_env=None, bearer=None,
+                 base_url=None, nginx_text=None):
         self.tmp, self.name, self.callgrind, self.bearer = tmp, name, callgrind, bearer
+        self.is_nginx = name == "nginx" or nginx_text is not None
         self.cgdir = os.path.join(tmp, f"cg-{name}")
         os.makedirs(self.cgdir, exist_ok=True)
         vg = ["valgrind", "--tool=callgrind", "--dump-instr=no",
               f"--callgrind-out-file={self.cgdir}/cg.%p"]
         self.port = B.free_port()
-        if name == "nginx":
+        if nginx_text is not None:  # a whole configuration, ports filled in
+            conf = os.path.join(tmp, f"{name}.conf")
+            self.port, self.port_tls = B.free_port(), B.free_port()
+            text = nginx_text(self.port, self.port_tls)
+            with open(conf, "w") as f:
+                f.write(text.replace("master_process on;", "master_process off;"))
+            cmd = ["nginx", "-e", os.path.join(tmp, f"{name}-error.log"), "-p", tmp, "-c", conf]
+            env = {}
+        elif name == "nginx":
             conf = os.path.join(tmp, "nginx-cost.conf")
             if not os.path.exists(os.path.join(tmp, "cert.pem")):
                 B.make_cert(tmp)  # the config's TLS server, unused here
             for d in ("ngx-body", "ngx-proxy", "ngx-fcgi", "ngx-uwsgi", "ngx-scgi"):
                 os.makedirs(os.path.join(tmp, d), exist_ok=True)
             text = B.NGINX_CONF.format(workers=1, tmp=tmp, mport=mport, port=self.port,
-                                       tport=B.free_port(), key=B.KEY)
+                                       tport=B.free_port(), tport_relay=B.free_port(),
+                                       key=B.KEY)
             # one process does the work (and is the one valgrind started)
             text = text.replace("master_process on;", "master_process off;")
             with open(conf, "w") as f:
@@ -186,7 +197,8 @@ class Contender:
             env = {}
         else:
             cmd = [B.SERVER, "-b", f"127.0.0.1:{self.port}", "-w", "1"]
-            env = {"ZJU_API_KEY": B.KEY, "ZJU_BASE_URL": f"http://127.0.0.1:{mport}/v1"}
+            env = {"ZJU_API_KEY": B.KEY,
+                   "ZJU_BASE_URL": base_url or f"http://127.0.0.1:{mport}/v1"}
             env.update(extra_env or {})
             vg += ["--vgdb=no", f"--dump-before={MARK_FN}"]
         if callgrind:
@@ -195,7 +207,7 @@ class Contender:
         self.proc = B.Proc(tag, cmd, os.path.join(tmp, tag + ".log"), env)
         if not B.wait_port(self.port, self.proc.p, 90):
             raise SystemExit(f"cost: {tag} did not start; see {self.proc.logpath}")
-        self.pid = self.proc.pid if name == "nginx" else self.health()
+        self.pid = self.proc.pid if self.is_nginx else self.health()
         self.seen = 0
 
     def health(self):
@@ -210,7 +222,7 @@ class Contender:
         """Ends the current callgrind interval: the dump of what ran since the
         last mark."""
         n = len(self.dumps())
-        if self.name == "nginx":
+        if self.is_nginx:
             subprocess.run(["callgrind_control", "--dump", str(self.pid)], capture_output=True,
                            timeout=60, check=True)
         else:
@@ -382,6 +394,106 @@ def measure_strace(tmp, name, mport, routes, expect, extra_env=None, bearer=None
     return out
 
 
+# ---- a TLS upstream (bench S6) ----------------------------------------------
+
+TLS_STREAMS = int(os.environ.get("COST_TLS_STREAMS", "400"))
+
+
+def tls_load(c, port, openai):
+    """Streams of 5 events written at once (S6's), CONC at a time."""
+    cmd = [B.LOADGEN, "--port", str(port), "--path", "/api/chat", "-c", str(CONC),
+           "-n", str(TLS_STREAMS), "--model", model(5, 0)]
+    if openai:
+        cmd += ["--openai-body", "--allow-done"]
+    B.COMMANDS.append(shlex.join(cmd))
+    t0 = time.time()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    wall = time.time() - t0
+    res = next((json.loads(ln) for ln in out.stdout.splitlines() if ln.startswith("{")), None)
+    if out.returncode != 0 or not res or res.get("failed"):
+        raise SystemExit(f"cost: {c.name}: TLS-upstream load failed: {out.stdout[-400:]}"
+                         f" {out.stderr[-400:]}")
+    return res, wall
+
+
+def measure_tls(tmp, nport, tport, tport_relay):
+    """Instructions and system calls per stream request through a plaintext
+    and through a TLS upstream (bench.py's nginx: plaintext on nport, TLS on
+    tport), for the server and for nginx as the relay of the same two
+    upstreams (bench.py's S6 reference). TLS minus plaintext is what the
+    relay's own TLS costs: the noise-free part of S6."""
+    cert = os.path.join(tmp, "cert.pem")
+    ca_env = {"ZJU_CA_FILE": cert}
+    out = {}
+    legs = [("server", "plain", dict(base_url=f"http://127.0.0.1:{nport}/v1")),
+            ("server", "tls", dict(base_url=f"https://127.0.0.1:{tport}/v1", extra_env=ca_env))]
+    relay = dict(nginx_text=lambda pp, pt: B.NGINX_RELAY_CONF.format(
+        tmp=tmp, plain=nport, tls=tport_relay, port_plain=pp, port_tls=pt, key=B.KEY))
+    for name, legs_of in (("server", legs), ("nginx-relay", None)):
+        for cg in (True, False):
+            if name == "server":
+                runs = [(tag, Contender(tmp, f"server-{tag}", 0, cg, **kw), None)
+                        for _, tag, kw in legs_of]
+            else:
+                c = Contender(tmp, "nginx-relay", 0, cg, **relay)
+                runs = [("plain", c, c.port), ("tls", c, c.port_tls)]
+            try:
+                for tag, c, port in runs:
+                    port = port or c.port
+                    tls_load(c, port, name != "server")  # warm: connections, caches
+                    if cg:
+                        c.mark()
+                        res, wall = tls_load(c, port, name != "server")
+                        g = c.mark()[1]
+                        out.setdefault(name, {})["ir_" + tag] = with_total(
+                            scale(g, 1.0 / res["completed"]))
+                    else:
+                        res, calls, wall = traced(c, tmp, lambda: tls_load(
+                            c, port, name != "server"))
+                        out.setdefault(name, {})["sc_" + tag] = with_total(
+                            scale(calls, 1.0 / res["completed"]))
+            finally:
+                for c in {id(c): c for _, c, _ in runs}.values():
+                    c.stop()
+    return out
+
+
+def tls_report(t):
+    """The TLS section of the report."""
+    if not t:
+        return []
+    rows = [("instructions per stream request, plaintext upstream", "ir_plain", k),
+            ("instructions per stream request, TLS upstream", "ir_tls", k),
+            ("system calls per stream request, plaintext upstream", "sc_plain",
+             lambda x: f"{x:.2f}"),
+            ("system calls per stream request, TLS upstream", "sc_tls", lambda x: f"{x:.2f}")]
+    lines = ["", f"A TLS upstream (bench S6: the bench's nginx with a self-signed certificate "
+             f"before the mock): {TLS_STREAMS} streams of 5 events written at once, {CONC} at a "
+             f"time, through the relay with a plaintext and with a TLS upstream (connections "
+             f"kept alive; idle not subtracted, both legs alike). nginx relays the same two "
+             f"upstreams (one process, keep-alive, `proxy_ssl_session_reuse`).", "",
+             "| per ... | nginx relay | server | x nginx |", "|---|---|---|---|"]
+    for what, key, fmt in rows:
+        a, b = t["nginx-relay"][key]["total"], t["server"][key]["total"]
+        lines.append(f"| {what} | {fmt(a)} | {fmt(b)} | {b / a:.2f}x |")
+    for what, key, fmt in (("instructions TLS adds", "ir", k),
+                           ("system calls TLS adds", "sc", lambda x: f"{x:.2f}")):
+        a = t["nginx-relay"][key + "_tls"]["total"] - t["nginx-relay"][key + "_plain"]["total"]
+        b = t["server"][key + "_tls"]["total"] - t["server"][key + "_plain"]["total"]
+        lines.append(f"| **{what}** | {fmt(a)} | {fmt(b)} | "
+                     f"{(b / a if a else 0):.2f}x |")
+    def changes(who):
+        d = sub(t[who]["sc_tls"], t[who]["sc_plain"])
+        items = sorted(((v, n) for n, v in d.items() if n != "total" and abs(v) >= 0.05),
+                       reverse=True)
+        return ", ".join(f"{n} {v:+.2f}" for v, n in items) or "none"
+    lines += ["", f"OpenSSL's own code (libssl, libcrypto) per TLS request: server "
+              f"{k(t['server']['ir_tls'].get('openssl', 0))}, nginx "
+              f"{k(t['nginx-relay']['ir_tls'].get('openssl', 0))}. System calls that TLS "
+              f"changes, server: {changes('server')}; nginx: {changes('nginx-relay')}."]
+    return lines
+
+
 # ---- report -----------------------------------------------------------------
 
 def k(x):
@@ -393,7 +505,7 @@ def top_calls(m, limit=8):
     return ", ".join(f"{n} {v:.2f}" for v, n in items[:limit]) or "-"
 
 
-def report(res, cols, started, wall):
+def report(res, cols, started, wall, tls=None):
     mach = B.machine()
     ng = res["nginx"]
     lines = [f"# Cost per request and per event: zju-chat-server vs nginx "
@@ -449,6 +561,7 @@ def report(res, cols, started, wall):
             for _, cid in cols + [("", "nginx")]:
                 row += f" {k(res[cid][key].get(n, 0))} |"
             lines.append(row)
+    lines += tls_report(tls)
     # each load's command once (ports and temporary paths vary run to run)
     cmds = []
     for c in B.COMMANDS:
@@ -491,11 +604,20 @@ def main():
             for r in routes:
                 cid = "nginx" if name == "nginx" else label + r
                 res[cid] = dict(cg[r], **st[r])
+        tls = None
+        if os.environ.get("COST_TLS", "1") != "0":
+            log("cost: TLS upstream (S6): server and nginx relay, callgrind and strace")
+            B.make_cert(tmp)
+            ng, nport, tport = B.start_nginx(tmp, mport, workers=1)
+            try:
+                tls = measure_tls(tmp, nport, tport, ng.tport_relay)
+            finally:
+                ng.stop()
     finally:
         mock.stop()
     cols = [(f"server {r}", r) for r in ("/api/chat", "/v1/chat/completions")] + [
         (f"server {r}, tokens+limits", "limits " + r) for r in ("/api/chat", "/v1/chat/completions")]
-    text = report(res, cols, started, time.time() - t0)
+    text = report(res, cols, started, time.time() - t0, tls)
     print(text)
     tag = os.environ.get("COST_TAG")
     name = (f"{datetime.date.today().isoformat()}-{socket.gethostname()}-cost"
