@@ -244,6 +244,11 @@ def start_mock(tmp, cfg):
     return m, port
 
 
+# Where nginx may spill bodies (both configurations; never used at these sizes).
+NGINX_TEMP_PATHS = "".join(f"    {k}_temp_path {{tmp}}/ngx-{d};\n" for k, d in (
+    ("client_body", "body"), ("proxy", "proxy"), ("fastcgi", "fcgi"), ("uwsgi", "uwsgi"),
+    ("scgi", "scgi")))
+
 NGINX_CONF = """
 daemon off;
 master_process on;
@@ -256,12 +261,7 @@ http {{
     # nginx's default: one line per request, written at once, as the
     # server writes its own access log (it has no "off"); see bench/README.md.
     access_log {tmp}/nginx-access.log combined;
-    client_body_temp_path {tmp}/ngx-body;
-    proxy_temp_path {tmp}/ngx-proxy;
-    fastcgi_temp_path {tmp}/ngx-fcgi;
-    uwsgi_temp_path {tmp}/ngx-uwsgi;
-    scgi_temp_path {tmp}/ngx-scgi;
-    keepalive_requests 1000000;
+{temp_paths}    keepalive_requests 1000000;
     upstream mock {{ server 127.0.0.1:{mport}; keepalive 1024; keepalive_requests 1000000; }}
     log_format conn '$connection $connection_requests $ssl_session_reused $server_port';
     server {{
@@ -539,12 +539,7 @@ pid {tmp}/relay.pid;
 events {{ worker_connections 1024; }}
 http {{
     access_log {tmp}/relay-access.log combined;
-    client_body_temp_path {tmp}/ngx-body;
-    proxy_temp_path {tmp}/ngx-proxy;
-    fastcgi_temp_path {tmp}/ngx-fcgi;
-    uwsgi_temp_path {tmp}/ngx-uwsgi;
-    scgi_temp_path {tmp}/ngx-scgi;
-    upstream plain {{ server 127.0.0.1:{plain}; keepalive 16; }}
+{temp_paths}    upstream plain {{ server 127.0.0.1:{plain}; keepalive 16; }}
     upstream tls {{ server 127.0.0.1:{tls}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{port_plain};
@@ -569,6 +564,9 @@ http {{
     }}
 }}
 """
+
+NGINX_CONF, NGINX_RELAY_CONF = (c.replace("{temp_paths}", NGINX_TEMP_PATHS)
+                                  for c in (NGINX_CONF, NGINX_RELAY_CONF))
 
 
 def start_nginx_relay(tmp, plain_port, tls_port):

@@ -252,13 +252,18 @@ def load(c, route, args, expect=None):
         cmd += ["-H", f"Authorization: Bearer {c.bearer}"]
     if expect is not None:
         cmd += ["--expect-events", str(expect)]
+    return run_loadgen(cmd, f"{c.name} {route}")
+
+
+def run_loadgen(cmd, what):
+    """One checked load: its report and wall time; any failed stream ends the run."""
     B.COMMANDS.append(shlex.join(cmd))
     t0 = time.time()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     wall = time.time() - t0
     res = next((json.loads(ln) for ln in out.stdout.splitlines() if ln.startswith("{")), None)
     if out.returncode != 0 or not res or res.get("failed"):
-        raise SystemExit(f"cost: {c.name} {route}: load failed: {out.stdout[-400:]}"
+        raise SystemExit(f"cost: {what}: load failed: {out.stdout[-400:]}"
                          f" {out.stderr[-400:]}")
     return res, wall
 
@@ -405,15 +410,7 @@ def tls_load(c, port, openai):
            "-n", str(TLS_STREAMS), "--model", model(5, 0)]
     if openai:
         cmd += ["--openai-body", "--allow-done"]
-    B.COMMANDS.append(shlex.join(cmd))
-    t0 = time.time()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    wall = time.time() - t0
-    res = next((json.loads(ln) for ln in out.stdout.splitlines() if ln.startswith("{")), None)
-    if out.returncode != 0 or not res or res.get("failed"):
-        raise SystemExit(f"cost: {c.name}: TLS-upstream load failed: {out.stdout[-400:]}"
-                         f" {out.stderr[-400:]}")
-    return res, wall
+    return run_loadgen(cmd, f"{c.name} (TLS-upstream section)")
 
 
 def measure_tls(tmp, nport, tport, tport_relay):
