@@ -186,7 +186,8 @@ class Contender:
                 B.make_cert(tmp)  # the config's TLS server, unused here
             for d in ("ngx-body", "ngx-proxy", "ngx-fcgi", "ngx-uwsgi", "ngx-scgi"):
                 os.makedirs(os.path.join(tmp, d), exist_ok=True)
-            text = B.NGINX_CONF.format(workers=1, tmp=tmp, mport=mport, port=self.port,
+            text = B.NGINX_CONF.format(workers=1, tmp=tmp, mhost="127.0.0.1", mport=mport,
+                                       port=self.port,
                                        tport=B.free_port(), tport_relay=B.free_port(),
                                        key=B.KEY)
             # one process does the work (and is the one valgrind started)

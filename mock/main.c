@@ -32,6 +32,7 @@
 
 #define BACKLOG 8192
 #define MAX_WORKERS 64
+#define MAX_ALSO 16
 
 struct mock_server mock;
 
@@ -40,6 +41,8 @@ struct options {
     int port;
     const char *cert, *keyfile;
     int workers;
+    const char *also[MAX_ALSO]; /* --also-host: more addresses, the same port */
+    int nalso;
 };
 
 static void usage(FILE *f)
@@ -48,6 +51,7 @@ static void usage(FILE *f)
         f, "usage: zju-mock-upstream [--host 127.0.0.1] [--port 0] [--key KEY]\n"
            "         [--events N] [--reasoning N] [--delay-ms D]\n"
            "         [--tls-cert FILE --tls-key FILE] [--workers N] [--quiet]\n"
+           "         [--also-host ADDR]...  (the same port on more IPv4 addresses)\n"
            "\n"
            "A fake ZJU Chat API (OpenAI-compatible) for tests. Any path prefix works\n"
            "(/v1/..., /api/ai/v1/...); the API routes want 'Authorization: Bearer KEY'\n"
@@ -95,6 +99,7 @@ static int parse_args(int argc, char **argv, struct options *o)
                                              {"tls-key", required_argument, NULL, 'K'},
                                              {"workers", required_argument, NULL, 'w'},
                                              {"quiet", no_argument, NULL, 'q'},
+                                             {"also-host", required_argument, NULL, 'A'},
                                              {"help", no_argument, NULL, 'H'},
                                              {NULL, 0, NULL, 0}};
     int c, bad = 0;
@@ -129,6 +134,12 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case 'q':
             mock.quiet = 1;
+            break;
+        case 'A':
+            if (o->nalso == MAX_ALSO)
+                bad = -1;
+            else
+                o->also[o->nalso++] = optarg;
             break;
         case 'H':
             return 1;
@@ -198,19 +209,49 @@ static struct event *accept_retry;
 static int ready_fd = -1; /* a worker child writes one byte here once listening */
 static sigset_t stop_signals;
 
-/* Out of descriptors the listener would spin on accept(): pause it 100 ms. */
+static struct evconnlistener *listeners[1 + MAX_ALSO];
+static int nlisteners;
+
+/* Out of descriptors the listeners would spin on accept(): pause them 100 ms. */
 static void accept_error(struct evconnlistener *l, void *arg)
 {
     struct timeval tv = {0, 100000};
     if (!mock.quiet)
         fprintf(stderr, "zju-mock-upstream: accept: %s\n", strerror(errno));
-    evconnlistener_disable(l);
+    for (int i = 0; i < nlisteners; i++)
+        evconnlistener_disable(listeners[i]);
     evtimer_add(accept_retry, &tv);
 }
 
 static void accept_resume(evutil_socket_t fd, short what, void *arg)
 {
-    evconnlistener_enable(arg);
+    for (int i = 0; i < nlisteners; i++)
+        evconnlistener_enable(listeners[i]);
+}
+
+/* A listener on addr:port bound to evhttp (which frees it), or NULL. */
+static struct evconnlistener *bind_listener(const char *addr, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1) {
+        fprintf(stderr, "zju-mock-upstream: bad IPv4 host '%s'\n", addr);
+        return NULL;
+    }
+    struct evconnlistener *l = evconnlistener_new_bind(
+        mock.base, NULL, NULL,
+        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
+            LEV_OPT_REUSEABLE_PORT,
+        BACKLOG, (struct sockaddr *)&sa, sizeof(sa));
+    if (!l) {
+        fprintf(stderr, "zju-mock-upstream: cannot listen on %s:%d: %s\n", addr, port,
+                strerror(errno));
+        return NULL;
+    }
+    if (!evhttp_bind_listener(mock.http, l)) {
+        evconnlistener_free(l);
+        return NULL;
+    }
+    return l;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -245,26 +286,32 @@ static int run_worker(int fd, const struct options *o)
         l = evconnlistener_new(mock.base, NULL, NULL,
                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, BACKLOG,
                                fd);
-    } else {
-        struct sockaddr_in sa = {.sin_family = AF_INET,
-                                 .sin_port = htons((uint16_t)o->port)};
-        inet_pton(AF_INET, o->host, &sa.sin_addr);
-        l = evconnlistener_new_bind(mock.base, NULL, NULL,
-                                    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-                                        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT,
-                                    BACKLOG, (struct sockaddr *)&sa, sizeof(sa));
-    }
-    if (!l || !evhttp_bind_listener(mock.http, l)) {
-        if (l)
+        if (l && !evhttp_bind_listener(mock.http, l)) {
             evconnlistener_free(l);
+            l = NULL;
+        }
+    } else {
+        l = bind_listener(o->host, o->port);
+    }
+    if (!l)
         goto out;
+    listeners[nlisteners++] = l;
+    /* More addresses on the same port: connections to each are their own
+     * 4-tuples, so a client that reaches the mock at one address does not
+     * meet another's TIME_WAIT sockets when it picks a local port. */
+    for (int i = 0; i < o->nalso; i++) {
+        struct evconnlistener *a = bind_listener(o->also[i], o->port);
+        if (!a)
+            goto out;
+        listeners[nlisteners++] = a;
+        evconnlistener_set_error_cb(a, accept_error);
     }
     if (ready_fd >= 0) {
         (void)!write(ready_fd, "r", 1);
         close(ready_fd);
         ready_fd = -1;
     }
-    accept_retry = evtimer_new(mock.base, accept_resume, l);
+    accept_retry = evtimer_new(mock.base, accept_resume, NULL);
     evconnlistener_set_error_cb(l, accept_error);
     sigterm = evsignal_new(mock.base, SIGTERM, on_signal, NULL);
     sigint = evsignal_new(mock.base, SIGINT, on_signal, NULL);

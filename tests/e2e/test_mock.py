@@ -565,6 +565,33 @@ class TestScale(unittest.TestCase):
             for _ in range(10):
                 self.assertEqual(post(m.port, chat_body())[0], 200)
 
+    def test_also_host_serves_the_same_port_on_more_addresses(self):
+        # bench.py gives every contender an address of its own (--also-host),
+        # so that one contender's TIME_WAIT sockets do not slow the next one's
+        # connect(); each worker listens on each address, no other address.
+        with Mock("--workers", "2", "--also-host", "127.0.0.11",
+                  "--also-host", "127.0.0.12") as m:
+            for host in ("127.0.0.1", "127.0.0.11", "127.0.0.12") * 3:
+                conn = http.client.HTTPConnection(host, m.port, timeout=5)
+                try:
+                    conn.request("POST", "/v1/chat/completions",
+                                 body=json.dumps(chat_body()),
+                                 headers={"Authorization": "Bearer " + KEY,
+                                          "Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    self.assertEqual((host, r.status), (host, 200))
+                    self.assertIn(b"chat.completion", r.read())
+                finally:
+                    conn.close()
+            with self.assertRaises(OSError):
+                socket.create_connection(("127.0.0.13", m.port), timeout=2).close()
+
+    def test_also_host_refuses_a_bad_address(self):
+        p = subprocess.run([MOCK_BIN, "--port", "0", "--also-host", "not-an-address"],
+                           capture_output=True, text=True, timeout=10)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("bad IPv4 host 'not-an-address'", p.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()
