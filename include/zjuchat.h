@@ -202,8 +202,11 @@ void zjuchat_client_set_cancel_flag(zjuchat_client *client, volatile sig_atomic_
  * called before the first call; afterwards the blocking functions return
  * ZJUCHAT_ERR_INVALID. `base` is borrowed and must outlive the client.
  * The evented calls take the library's own HTTP/1.1 transport (keep-alive
- * pool, TLS with OpenSSL); the CA file and the insecure setting are read at
- * its first TLS connection. ZJU_UPSTREAM_ENGINE=curl in the environment
+ * pool, TLS with OpenSSL). For an https base URL the TLS context and its CA
+ * store are loaded here (tens of milliseconds for the system's store), not
+ * at the first call; the CA file and the insecure setting may still change
+ * afterwards, and then take effect at the next new connection (a failure to
+ * load them is reported by the call that needed them). ZJU_UPSTREAM_ENGINE=curl in the environment
  * when this is called, or a proxy in http_proxy/https_proxy/all_proxy,
  * keeps them on libcurl.
  */

@@ -3,6 +3,7 @@
  * front door. Blocking calls run the same evented transport on a private
  * event_base until the call's on_done fires.
  */
+#include "h1.h"
 #include "internal.h"
 
 #include <event2/event.h>
@@ -190,6 +191,7 @@ zjuchat_code zjuchat_client_set_ca_file(zjuchat_client *c, const char *path)
         return ZJUCHAT_ERR_NOMEM;
     free(c->ca_file);
     c->ca_file = copy;
+    zjuchat__h1_tls_settings_changed(c);
     return ZJUCHAT_OK;
 }
 
@@ -198,6 +200,7 @@ zjuchat_code zjuchat_client_set_insecure(zjuchat_client *c, int insecure)
     if (!c)
         return ZJUCHAT_ERR_INVALID;
     c->insecure = insecure != 0;
+    zjuchat__h1_tls_settings_changed(c);
     return ZJUCHAT_OK;
 }
 
@@ -232,6 +235,7 @@ zjuchat_code zjuchat_client_use_event_base(zjuchat_client *c, struct event_base 
         c->evented = 0;
         return ZJUCHAT_ERR_NOMEM;
     }
+    zjuchat__h1_prepare_tls(c);
     return ZJUCHAT_OK;
 }
 

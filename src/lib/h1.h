@@ -104,6 +104,14 @@ struct zjuchat__h1pool {
  * 0, or -1 on OOM. */
 int zjuchat__h1_init(zjuchat_client *client);
 void zjuchat__h1_free(zjuchat_client *client);
+/* For an https origin, build the TLS context (and load its CA store) now,
+ * so that the first call does not wait for it; a failure is left to the
+ * first connection, which reports it. */
+void zjuchat__h1_prepare_tls(zjuchat_client *client);
+/* The CA file or the insecure setting changed: the context built from the
+ * old ones, and the session it resumed, are dropped (built again at the next
+ * connection; a session made without verification is never resumed with it). */
+void zjuchat__h1_tls_settings_changed(zjuchat_client *client);
 /* Start the call's attempt: a pooled connection, else a new one. Failures
  * reach the call from the loop, never from in here; -1 only on OOM. */
 int zjuchat__h1_start(zjuchat_call *call, zjuchat_error *err);

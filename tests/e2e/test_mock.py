@@ -519,6 +519,33 @@ class TestTLS(unittest.TestCase):
                 self.assertEqual(conn.getresponse().status, 200)
                 conn.close()
 
+    def test_https_answers_on_a_kept_alive_connection_without_nagle_stalls(self):
+        # Over TLS a reply's head and body leave as two records in two
+        # writes; without TCP_NODELAY the second waited for the client's
+        # delayed ACK: 40-47 ms for every non-stream answer (curl saw 45 ms),
+        # which any latency measured through a TLS mock then carried.
+        with tempfile.TemporaryDirectory() as d:
+            cert, key = make_self_signed_cert(d)
+            with Mock("--tls-cert", cert, "--tls-key", key) as m:
+                ctx = ssl.create_default_context(cafile=cert)
+                conn = http.client.HTTPSConnection("127.0.0.1", m.port, context=ctx, timeout=5)
+                took = []
+                try:
+                    for _ in range(7):
+                        t = time.monotonic()
+                        conn.request("POST", "/v1/chat/completions",
+                                     body=json.dumps(chat_body("deepseek-v3-671b#events=3")),
+                                     headers={"Authorization": "Bearer x",
+                                              "Content-Type": "application/json"})
+                        r = conn.getresponse()
+                        self.assertEqual(r.status, 200)
+                        self.assertIn(b"chat.completion", r.read())
+                        took.append(time.monotonic() - t)
+                finally:
+                    conn.close()
+                took.sort()
+                self.assertLess(took[3], 0.020, f"answers took {took} s")
+
 
 class TestScale(unittest.TestCase):
     def test_500_concurrent_streams(self):

@@ -1373,6 +1373,68 @@ static void evented_tls(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* The TLS context is built when the client is bound to the loop, so its CA
+ * file is read then, not at the first call (Debian's store took ~30 ms of
+ * each worker's first call); a CA file set afterwards still counts, from the
+ * next new connection. */
+static void evented_tls_store_loaded_at_bind(void **state)
+{
+    char dir[] = "/tmp/zjutlsXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[2048], cert[300], key[300], copy[300];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(copy, sizeof copy, "%s/ca-copy.pem", dir);
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+             "-days 2 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 "
+             "-keyout %s -out %s 2>/dev/null && cp %s %s",
+             key, cert, cert, copy);
+    assert_int_equal(system(cmd), 0);
+    struct mockproc tls;
+    const char *args[] = {"--key", KEY, "--tls-cert", cert, "--tls-key", key, NULL};
+    assert_int_equal(mock_start(&tls, args), 0);
+    struct event_base *base = event_base_new();
+    zjuchat_error err;
+
+    /* the CA file is gone before the first call: it was loaded at the bind */
+    zjuchat_client *c = zjuchat_client_new(KEY, tls.base, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_set_ca_file(c, copy), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(unlink(copy), 0);
+    for (int i = 0; i < 2; i++)
+        if (ev_status(c, base, &err) != ZJUCHAT_OK)
+            fail_msg("call %d after the CA file went: %s", i, err.message);
+    zjuchat_client_free(c);
+
+    /* bound with the system store (which does not trust the mock), then
+     * given the CA file: the context is built again, the call verifies */
+    c = zjuchat_client_new(KEY, tls.base, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_client_set_ca_file(c, cert), ZJUCHAT_OK);
+    if (ev_status(c, base, &err) != ZJUCHAT_OK)
+        fail_msg("CA file set after the bind: %s", err.message);
+    zjuchat_client_free(c);
+
+    /* a CA file that cannot be read, set after the bind: the call fails as
+     * a TLS error, never goes out unverified on the store built before */
+    c = zjuchat_client_new(KEY, tls.base, &err);
+    zjuchat_client_set_retries(c, 0, 0);
+    assert_int_equal(zjuchat_client_use_event_base(c, base), ZJUCHAT_OK);
+    assert_int_equal(zjuchat_client_set_ca_file(c, copy), ZJUCHAT_OK);
+    int rc = ev_status(c, base, &err);
+    if (rc != ZJUCHAT_ERR_NETWORK || err.detail != ZJUCHAT_NET_TLS)
+        fail_msg("unreadable CA file: %d %s", rc, err.message);
+    zjuchat_client_free(c);
+
+    event_base_free(base);
+    assert_int_equal(mock_stop(&tls), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1407,6 +1469,7 @@ int main(void)
         cmocka_unit_test(idle_multi_handles_are_freed_after_a_burst),
         cmocka_unit_test(tls_verification_and_reuse),
         cmocka_unit_test(evented_tls),
+        cmocka_unit_test(evented_tls_store_loaded_at_bind),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = cmocka_run_group_tests(tests, setup, teardown);
