@@ -206,9 +206,9 @@ void zjuchat_client_set_cancel_flag(zjuchat_client *client, volatile sig_atomic_
  * store are loaded here (tens of milliseconds for the system's store), not
  * at the first call; the CA file and the insecure setting may still change
  * afterwards, and then take effect at the next new connection (a failure to
- * load them is reported by the call that needed them). ZJU_UPSTREAM_ENGINE=curl in the environment
- * when this is called, or a proxy in http_proxy/https_proxy/all_proxy,
- * keeps them on libcurl.
+ * load them is reported by the call that needed them). ZJU_UPSTREAM_ENGINE=curl in the
+ * environment when this is called, or a proxy in http_proxy/https_proxy/all_proxy, keeps
+ * them on libcurl.
  */
 zjuchat_code zjuchat_client_use_event_base(zjuchat_client *client,
                                            struct event_base *base);

@@ -237,11 +237,11 @@ static struct evconnlistener *bind_listener(const char *addr, int port)
         fprintf(stderr, "zju-mock-upstream: bad IPv4 host '%s'\n", addr);
         return NULL;
     }
-    struct evconnlistener *l = evconnlistener_new_bind(
-        mock.base, NULL, NULL,
-        LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_REUSEABLE |
-            LEV_OPT_REUSEABLE_PORT,
-        BACKLOG, (struct sockaddr *)&sa, sizeof(sa));
+    struct evconnlistener *l =
+        evconnlistener_new_bind(mock.base, NULL, NULL,
+                                LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                    LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT,
+                                BACKLOG, (struct sockaddr *)&sa, sizeof(sa));
     if (!l) {
         fprintf(stderr, "zju-mock-upstream: cannot listen on %s:%d: %s\n", addr, port,
                 strerror(errno));
