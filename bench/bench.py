@@ -330,8 +330,7 @@ def start_nginx(tmp, mport, workers=2, mhost="127.0.0.1"):
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(workers=workers, tmp=tmp, mhost=mhost, mport=mport,
-                                  port=port,
-                                  tport=tport, tport_relay=tport_relay, key=KEY))
+                                  port=port, tport=tport, tport_relay=tport_relay, key=KEY))
     n = Proc("nginx", ["nginx", "-e", os.path.join(tmp, "nginx-error.log"), "-p", tmp,
                        "-c", conf], os.path.join(tmp, "nginx.log"))
     if not wait_port(port, n.p):

@@ -304,7 +304,6 @@ static int run_worker(int fd, const struct options *o)
         if (!a)
             goto out;
         listeners[nlisteners++] = a;
-        evconnlistener_set_error_cb(a, accept_error);
     }
     if (ready_fd >= 0) {
         (void)!write(ready_fd, "r", 1);
@@ -312,7 +311,8 @@ static int run_worker(int fd, const struct options *o)
         ready_fd = -1;
     }
     accept_retry = evtimer_new(mock.base, accept_resume, NULL);
-    evconnlistener_set_error_cb(l, accept_error);
+    for (int i = 0; i < nlisteners; i++)
+        evconnlistener_set_error_cb(listeners[i], accept_error);
     sigterm = evsignal_new(mock.base, SIGTERM, on_signal, NULL);
     sigint = evsignal_new(mock.base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
