@@ -185,6 +185,18 @@ zjuchat_code zjuchat_client_set_retry_budget(zjuchat_client *client, long ms);
 /* CA bundle file for TLS verification (borrowed, copied); NULL: system. */
 zjuchat_code zjuchat_client_set_ca_file(zjuchat_client *client, const char *path);
 
+/*
+ * Whether the CA bundle at `path` can verify a server: it is read as TLS
+ * connections read it (PEM, OpenSSL's loader) and must hold at least one
+ * certificate. ZJUCHAT_OK; ZJUCHAT_ERR_CONFIG with err->message saying why
+ * ("cannot be read: Permission denied", "holds no certificate OpenSSL can
+ * use (no certificate or crl found)"), the path not included;
+ * ZJUCHAT_ERR_INVALID for a NULL or empty path. Touches no client: a
+ * program calls it when it starts, so that a bad file is said once there
+ * and not by every call over TLS (zju-chat-server does, for ZJU_CA_FILE).
+ */
+zjuchat_code zjuchat_ca_file_check(const char *path, zjuchat_error *err);
+
 /* Turn TLS peer verification off (tests only). On by default. */
 zjuchat_code zjuchat_client_set_insecure(zjuchat_client *client, int insecure);
 

@@ -523,13 +523,16 @@ static int from_env(srv_config *cfg, char *errbuf, size_t errlen)
     }
     cfg->base_url = env_dup("ZJU_BASE_URL");
     cfg->ca_file = env_dup("ZJU_CA_FILE");
-    if (cfg->ca_file && access(cfg->ca_file, R_OK) != 0) {
+    if (cfg->ca_file) {
         /* Each worker loads it at start (the TLS context is built before
          * the first call), as nginx reads proxy_ssl_trusted_certificate:
-         * a path that cannot be read is said now, not by every call. */
-        snprintf(errbuf, errlen, "ZJU_CA_FILE %s cannot be read: %s", cfg->ca_file,
-                 strerror(errno));
-        return -1;
+         * a file that cannot be read, or holds no certificate, is said
+         * now, not by every call. */
+        zjuchat_error e;
+        if (zjuchat_ca_file_check(cfg->ca_file, &e) != ZJUCHAT_OK) {
+            snprintf(errbuf, errlen, "ZJU_CA_FILE %s %s", cfg->ca_file, e.message);
+            return -1;
+        }
     }
     cfg->default_model = env_dup("DEFAULT_MODEL");
     cfg->default_embedding_model = env_dup("DEFAULT_EMBEDDING_MODEL");

@@ -3,7 +3,8 @@ its first call: loading Debian's CA store (144 certificates) takes tens of
 milliseconds, and every worker's first call paid it. Seen from outside: once
 the server answers, its CA file is no longer read, so a file that goes away
 (replaced at a certificate rotation, say) does not break the calls that
-follow; and a ZJU_CA_FILE that cannot be read stops the start with a clear
+follow; and a ZJU_CA_FILE that cannot be read, or holds no certificate (a
+key named by mistake, a truncated download), stops the start with a clear
 message instead of failing every call later."""
 import os
 import shutil
@@ -53,6 +54,22 @@ class TlsContextAtStart(unittest.TestCase):
             self.fail(f"server started with an unreadable CA file: {srv.log()[-2000:]}")
         self.assertEqual(rc, 2, srv.log())
         self.assertIn(f"ZJU_CA_FILE {missing} cannot be read", srv.log())
+
+    def test_a_ca_file_without_a_certificate_stops_the_start(self):
+        # the key instead of the certificate, and a download cut short
+        cut = os.path.join(self.dir, "cut.pem")
+        with open(self.cert) as f, open(cut, "w") as out:
+            out.write(f.read()[:200])
+        for path in (self.key, cut):
+            srv = Server("https://127.0.0.1:9/v1", env={"ZJU_CA_FILE": path})
+            srv.start(wait=False)
+            rc = srv.wait_exit(10)
+            srv.stopped = True
+            if rc is None:
+                srv.kill()
+                self.fail(f"server started with {path} as its CA file: {srv.log()[-2000:]}")
+            self.assertEqual(rc, 2, srv.log())
+            self.assertIn(f"ZJU_CA_FILE {path} holds no certificate", srv.log())
 
 
 if __name__ == "__main__":

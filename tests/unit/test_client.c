@@ -1437,6 +1437,53 @@ static void evented_tls_store_loaded_at_bind(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* What zjuchat_ca_file_check says of each kind of CA file a deployment
+ * could name: the mock's certificate, a file that is not PEM, a PEM file
+ * with a key and no certificate, an empty file, one nobody may read, a
+ * directory, and a path that is not there. The message never repeats the path. */
+static void ca_file_check_says_why(void **state)
+{
+    char dir[] = "/tmp/zjucacheckXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[4096], cert[64], key[64], junk[64], empty[64], locked[64], gone[64];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    snprintf(junk, sizeof junk, "%s/junk.pem", dir);
+    snprintf(empty, sizeof empty, "%s/empty.pem", dir);
+    snprintf(locked, sizeof locked, "%s/locked.pem", dir);
+    snprintf(gone, sizeof gone, "%s/gone.pem", dir);
+    snprintf(
+        cmd, sizeof cmd,
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        "-days 2 -subj /CN=127.0.0.1 -keyout %s -out %s 2>/dev/null && "
+        "echo 'this is not a certificate' > %s && : > %s && cp %s %s && chmod 000 %s",
+        key, cert, junk, empty, cert, locked, locked);
+    assert_int_equal(system(cmd), 0);
+    zjuchat_error err;
+
+    assert_int_equal(zjuchat_ca_file_check(cert, &err), ZJUCHAT_OK);
+    const char *bad[] = {junk, key, empty};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        memset(&err, 0, sizeof err);
+        assert_int_equal(zjuchat_ca_file_check(bad[i], &err), ZJUCHAT_ERR_CONFIG);
+        assert_non_null(strstr(err.message, "holds no certificate"));
+        assert_null(strstr(err.message, dir));
+    }
+    assert_int_equal(zjuchat_ca_file_check(gone, &err), ZJUCHAT_ERR_CONFIG);
+    assert_string_equal(err.message, "cannot be read: No such file or directory");
+    assert_int_equal(zjuchat_ca_file_check(dir, &err), ZJUCHAT_ERR_CONFIG);
+    assert_string_equal(err.message, "is a directory, not a file");
+    if (geteuid() != 0) { /* root reads a mode-000 file */
+        assert_int_equal(zjuchat_ca_file_check(locked, &err), ZJUCHAT_ERR_CONFIG);
+        assert_string_equal(err.message, "cannot be read: Permission denied");
+    }
+    assert_int_equal(zjuchat_ca_file_check("", &err), ZJUCHAT_ERR_INVALID);
+    assert_int_equal(zjuchat_ca_file_check(NULL, NULL), ZJUCHAT_ERR_INVALID);
+
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1472,6 +1519,7 @@ int main(void)
         cmocka_unit_test(tls_verification_and_reuse),
         cmocka_unit_test(evented_tls),
         cmocka_unit_test(evented_tls_store_loaded_at_bind),
+        cmocka_unit_test(ca_file_check_says_why),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc = cmocka_run_group_tests(tests, setup, teardown);
