@@ -972,7 +972,9 @@ def report(results, cfg, m, started, quick):
         lines += [f"## {title}", ""] + table(results, sc) + [""]
     lines += ["## Targets of issue 13", "",
               f"S1, S2 and S3 ran in {cfg['rounds']} round(s), every contender once per round in a "
-              "rotating order (all started beforehand); a ratio is the median of the "
+              "rotating order (all started beforehand), scenario by scenario (since "
+              "2026-12-01, session 10: a round ran S1, S2 and S3 on one contender before "
+              "the next); a ratio is the median of the "
               "per-round ratios, and the tables give every round.", ""]
     lines += verdicts(results, cfg) or ["- (no server run)"]
     lines += ["", "## Commands", "", "```"] + COMMANDS + ["```", ""]
@@ -1026,6 +1028,9 @@ def start_contender(name, tmp, mock, mport, procs):
 # shares: run in rounds, every contender once per round in a rotating order,
 # all of them started beforehand, so that a noisy minute hits every contender
 # alike; the report gives every round and the median of the per-round ratios.
+# A round runs one scenario on every contender before the next scenario, so
+# the two runs of a ratio are at most one scenario's turn apart (S1: about a
+# minute), not a whole round's S1+S2+S3 (about five).
 PAIRED = ("S1", "S2", "S3")
 
 
@@ -1078,11 +1083,12 @@ def main_bench():
                 names = list(live)
                 for rnd in range(cfg["rounds"]):
                     k = rnd % max(1, len(names))
-                    for name in names[k:] + names[:k]:
-                        log(f"bench: round {rnd + 1}/{cfg['rounds']}: {name}")
-                        target, roots, _ = live[name]
-                        run_contender(name, target, roots, [mock.pid], mport, cfg, paired,
-                                      results, ncpu, rnd)
+                    for sc in paired:
+                        for name in names[k:] + names[:k]:
+                            log(f"bench: round {rnd + 1}/{cfg['rounds']}: {sc} {name}")
+                            target, roots, _ = live[name]
+                            run_contender(name, target, roots, [mock.pid], mport, cfg, [sc],
+                                          results, ncpu, rnd)
             finally:
                 for _, _, stop in live.values():
                     stop()
