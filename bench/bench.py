@@ -972,9 +972,9 @@ def report(results, cfg, m, started, quick):
         lines += [f"## {title}", ""] + table(results, sc) + [""]
     lines += ["## Targets of issue 13", "",
               f"S1, S2 and S3 ran in {cfg['rounds']} round(s), every contender once per round in a "
-              "rotating order (all started beforehand), scenario by scenario (since "
-              "2026-12-01, session 10: a round ran S1, S2 and S3 on one contender before "
-              "the next); a ratio is the median of the "
+              "rotating order (all started beforehand), scenario by scenario: every "
+              "round of S1, then of S2, then of S3 (since 2026-12-01, session 10: a round "
+              "ran S1, S2 and S3 on one contender before the next); a ratio is the median of the "
               "per-round ratios, and the tables give every round.", ""]
     lines += verdicts(results, cfg) or ["- (no server run)"]
     lines += ["", "## Commands", "", "```"] + COMMANDS + ["```", ""]
@@ -1028,9 +1028,14 @@ def start_contender(name, tmp, mock, mport, procs):
 # shares: run in rounds, every contender once per round in a rotating order,
 # all of them started beforehand, so that a noisy minute hits every contender
 # alike; the report gives every round and the median of the per-round ratios.
-# A round runs one scenario on every contender before the next scenario, so
-# the two runs of a ratio are at most one scenario's turn apart (S1: about a
-# minute), not a whole round's S1+S2+S3 (about five).
+# Every round of S1 runs before the first of S2, and S2's before S3's: the
+# two runs of a ratio are at most one scenario's turn apart (S1: about a
+# minute), not a whole round's S1+S2+S3 (about five), and no S1 or S2 runs
+# after an S3. An S3-4000 leaves thousands of closed and idle connections on
+# the machine for a minute or more, and the S1 right after it ran 20% slower,
+# nginx's as the server's (2026-12-01, session 10: nginx alone 22.6k req/s
+# before an S3-4000 and 17.9k after; the server 21.3k and 17.1k), so
+# whichever contender came first after an S3 lost a round.
 PAIRED = ("S1", "S2", "S3")
 
 
@@ -1081,9 +1086,9 @@ def main_bench():
                     if c:
                         live[name] = c
                 names = list(live)
-                for rnd in range(cfg["rounds"]):
-                    k = rnd % max(1, len(names))
-                    for sc in paired:
+                for sc in paired:
+                    for rnd in range(cfg["rounds"]):
+                        k = rnd % max(1, len(names))
                         for name in names[k:] + names[:k]:
                             log(f"bench: round {rnd + 1}/{cfg['rounds']}: {sc} {name}")
                             target, roots, _ = live[name]
