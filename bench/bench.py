@@ -1039,6 +1039,19 @@ def start_contender(name, tmp, mock, mport, procs):
 PAIRED = ("S1", "S2", "S3")
 
 
+def schedule(names, scenarios, rounds):
+    """The paired runs in order, as (scenario, round, contender): scenario by
+    scenario in PAIRED's order, each in `rounds` rounds of every contender,
+    the order rotating by one from round to round."""
+    order = [sc for sc in PAIRED if sc in scenarios]
+    runs = []
+    for sc in order:
+        for rnd in range(rounds):
+            k = rnd % max(1, len(names))
+            runs += [(sc, rnd, name) for name in names[k:] + names[:k]]
+    return runs
+
+
 def raise_fd_limit():
     """S4 holds 10,000 streams: one process (server-w1) needs a descriptor
     for each client and each upstream connection, more than a hard limit of
@@ -1085,15 +1098,11 @@ def main_bench():
                     c = start_contender(name, tmp, mock, mport, procs)
                     if c:
                         live[name] = c
-                names = list(live)
-                for sc in paired:
-                    for rnd in range(cfg["rounds"]):
-                        k = rnd % max(1, len(names))
-                        for name in names[k:] + names[:k]:
-                            log(f"bench: round {rnd + 1}/{cfg['rounds']}: {sc} {name}")
-                            target, roots, _ = live[name]
-                            run_contender(name, target, roots, [mock.pid], mport, cfg, [sc],
-                                          results, ncpu, rnd)
+                for sc, rnd, name in schedule(list(live), paired, cfg["rounds"]):
+                    log(f"bench: round {rnd + 1}/{cfg['rounds']}: {sc} {name}")
+                    target, roots, _ = live[name]
+                    run_contender(name, target, roots, [mock.pid], mport, cfg, [sc], results,
+                                  ncpu, rnd)
             finally:
                 for _, _, stop in live.values():
                     stop()
