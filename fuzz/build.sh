@@ -50,7 +50,7 @@ sources_of() {
     fuzz_upstream) echo "$LIB" ;;
     fuzz_chat_body) echo "$LIB" "$(server_but)" ;; # chat_body.c, http_util.c and theirs
     fuzz_openai_body) echo "$LIB" "$(server_but)" ;;
-    fuzz_env) echo src/lib/dotenv.c src/server/config.c src/lib/redact.c src/lib/error.c ;;
+    fuzz_env) echo src/lib/dotenv.c src/server/config.c src/lib/redact.c src/lib/error.c src/lib/ca_check.c ;;
     fuzz_http) echo "$LIB" "$(server_but)" ;;
     *)
         echo "fuzz/build.sh: no source list for $1" >&2
