@@ -60,7 +60,7 @@ FULL = {
     "s4_streams": 10000, "s4_events": 30, "s4_delay": 1000, "s4_rate": 2000,
     "s5_clients": 100, "s5_hold": 10, "s5_events": 1000000,
     "s6_n": 50, "s6_blocks": 10,
-    "rounds": 3,
+    "rounds": 5,
 }
 QUICK = dict(FULL, s1_dur=3, s2_dur=3, s3_sizes=[200, 500], s3_events=10,
              s4_streams=1000, s4_events=4, s5_hold=3, s6_n=10, s6_blocks=2, rounds=1)
