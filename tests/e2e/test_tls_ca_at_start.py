@@ -43,17 +43,19 @@ class TlsContextAtStart(unittest.TestCase):
                     for line in srv.log().splitlines() if " access " in line}
             self.assertEqual(len(pids), 2, f"calls served by {pids}")
 
-    def test_an_unreadable_ca_file_stops_the_start(self):
-        missing = os.path.join(self.dir, "no-such-ca.pem")
-        srv = Server("https://127.0.0.1:9/v1", env={"ZJU_CA_FILE": missing})
+    def assert_start_refused(self, ca_file, says):
+        srv = Server("https://127.0.0.1:9/v1", env={"ZJU_CA_FILE": ca_file})
         srv.start(wait=False)
         rc = srv.wait_exit(10)
         srv.stopped = True
         if rc is None:
             srv.kill()
-            self.fail(f"server started with an unreadable CA file: {srv.log()[-2000:]}")
+            self.fail(f"server started with {ca_file} as its CA file: {srv.log()[-2000:]}")
         self.assertEqual(rc, 2, srv.log())
-        self.assertIn(f"ZJU_CA_FILE {missing} cannot be read", srv.log())
+        self.assertIn(f"ZJU_CA_FILE {ca_file} {says}", srv.log())
+
+    def test_an_unreadable_ca_file_stops_the_start(self):
+        self.assert_start_refused(os.path.join(self.dir, "no-such-ca.pem"), "cannot be read")
 
     def test_a_ca_file_without_a_certificate_stops_the_start(self):
         # the key instead of the certificate, and a download cut short
@@ -61,15 +63,7 @@ class TlsContextAtStart(unittest.TestCase):
         with open(self.cert) as f, open(cut, "w") as out:
             out.write(f.read()[:200])
         for path in (self.key, cut):
-            srv = Server("https://127.0.0.1:9/v1", env={"ZJU_CA_FILE": path})
-            srv.start(wait=False)
-            rc = srv.wait_exit(10)
-            srv.stopped = True
-            if rc is None:
-                srv.kill()
-                self.fail(f"server started with {path} as its CA file: {srv.log()[-2000:]}")
-            self.assertEqual(rc, 2, srv.log())
-            self.assertIn(f"ZJU_CA_FILE {path} holds no certificate", srv.log())
+            self.assert_start_refused(path, "holds no certificate")
 
 
 if __name__ == "__main__":
