@@ -3,6 +3,8 @@
  * millions of events). */
 #include "loadgen.h"
 
+#include <stdio.h>
+
 static unsigned ilog2(uint64_t v)
 {
     return 63u - (unsigned)__builtin_clzll(v);
@@ -53,4 +55,22 @@ uint64_t lg_hist_pct(const struct lg_hist *h, double p)
         }
     }
     return h->max;
+}
+
+/* The non-empty buckets as a JSON array of [upper bound in us, count]: what
+ * bench.py needs to pool the runs of several rounds into one percentile (the
+ * p99 of all their samples, not a median of each run's own p99). */
+void lg_hist_print_json(const struct lg_hist *h, FILE *f)
+{
+    const char *sep = "";
+    fputc('[', f);
+    for (size_t i = 0; i < LG_HIST_BUCKETS; i++) {
+        if (!h->b[i])
+            continue;
+        uint64_t top = bucket_top(i);
+        fprintf(f, "%s[%llu,%lu]", sep, (unsigned long long)(top < h->max ? top : h->max),
+                (unsigned long)h->b[i]);
+        sep = ",";
+    }
+    fputc(']', f);
 }

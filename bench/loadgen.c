@@ -239,7 +239,7 @@ static void report(const struct lg_opts *o, const struct lg_stats *st, double el
            "\"ttfe_p99_ms\":%.3f,\"ttfe_max_ms\":%.3f,\"first_ttfe_ms\":%.3f,"
            "\"ttfe_warm_p50_ms\":%.3f,\"ttfe_warm_p99_ms\":%.3f,"
            "\"dur_p50_ms\":%.3f,\"dur_p99_ms\":%.3f,\"peak_active\":%llu,"
-           "\"reached_first\":%llu,\"cpu_s\":%.3f,\"cpu_pct\":%.1f}\n",
+           "\"reached_first\":%llu,\"cpu_s\":%.3f,\"cpu_pct\":%.1f,\"ttfe_hist\":",
            (unsigned long long)st->connections, elapsed,
            elapsed > 0 ? (double)st->completed / elapsed : 0.0,
            (unsigned long long)st->events,
@@ -250,6 +250,8 @@ static void report(const struct lg_opts *o, const struct lg_stats *st, double el
            ms(lg_hist_pct(&st->dur, 99)), (unsigned long long)st->peak_active,
            (unsigned long long)st->reached_first, cpu,
            elapsed > 0 ? 100.0 * cpu / elapsed : 0.0);
+    lg_hist_print_json(&st->ttfe, stdout);
+    fputs("}\n", stdout);
     if (o->slow_readers)
         printf("# %s: %llu of %d slow readers reached their first event and were held "
                "%.1f s; loadgen cpu %.2f s\n",

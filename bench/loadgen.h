@@ -5,6 +5,7 @@
 #define ZJU_LOADGEN_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* Log-linear histogram of microsecond values: 32 sub-buckets per power of two,
@@ -22,6 +23,8 @@ struct lg_hist {
 void lg_hist_add(struct lg_hist *h, uint64_t us);
 /* Value at percentile p (0..100), in microseconds; 0 when empty. */
 uint64_t lg_hist_pct(const struct lg_hist *h, double p);
+/* Writes the non-empty buckets as [[upper bound us, count], ...] to f. */
+void lg_hist_print_json(const struct lg_hist *h, FILE *f);
 
 /* Parser states, in the order a response goes through them. */
 enum lg_rstate {

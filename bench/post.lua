@@ -19,4 +19,17 @@ function done(summary, latency, requests)
       summary.requests, summary.requests / secs,
       latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000,
       e.status, e.connect, e.read, e.write, e.timeout))
+   -- The latency at a grid of percentiles, the tail finely: bench.py pools
+   -- the rounds' grids into one p99 of all their requests (wrk's histogram
+   -- itself is not reachable from a script).
+   local grid, sep = {50, 60, 70, 80, 85, 90}, ""
+   for i = 1, 99 do grid[#grid + 1] = 90 + i / 10 end
+   grid[#grid + 1] = 99.95
+   grid[#grid + 1] = 99.99
+   io.write('{"p_grid":[')
+   for _, p in ipairs(grid) do
+      io.write(string.format('%s[%g,%.3f]', sep, p, latency:percentile(p) / 1000))
+      sep = ","
+   end
+   io.write(string.format('%s[100,%.3f]]}\n', sep, latency.max / 1000))
 end
