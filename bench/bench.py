@@ -159,6 +159,14 @@ def machine_busy_s():
     return (sum(v[:8]) - v[3] - v[4]) / TICK
 
 
+def machine_steal_s():
+    """CPU seconds the hypervisor took from this machine's cores since boot
+    (/proc/stat's steal): in a VM, time every process here lost at once."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return v[7] / TICK if len(v) > 7 else 0.0
+
+
 class Sampler(threading.Thread):
     """Peak summed RSS of a process tree, sampled every 0.1 s (the tree is
     rescanned every second so that new workers are seen)."""
@@ -455,10 +463,11 @@ def measured(contender_roots, mock_roots, fn):
     if ms:
         ms.start()
     t0 = time.time()
-    busy0 = machine_busy_s()
+    busy0, steal0 = machine_busy_s(), machine_steal_s()
     res = fn()
     res["wall_s"] = time.time() - t0
     busy = machine_busy_s() - busy0
+    res["steal_s"] = round(machine_steal_s() - steal0, 2)
     cs.finish()
     res["rss_base_kb"] = cs.base_kb
     res["rss_peak_kb"] = cs.peak_kb
@@ -466,7 +475,7 @@ def measured(contender_roots, mock_roots, fn):
     res["cpu_contender_s"] = cs.cpu
     res["cpu_mock_s"] = ms.finish().cpu if ms else cs.cpu
     ours = res["cpu_mock_s"] + res.get("cpu_s", 0) + (cs.cpu if ms else 0)
-    res["cpu_other_s"] = max(0.0, busy - ours)
+    res["cpu_other_s"] = max(0.0, busy - ours - res["steal_s"])
     return res
 
 
@@ -483,6 +492,10 @@ def flags(res, ncpu):
         f.append("machine-saturated")
     if res.get("cpu_other_s", 0) / wall >= 0.2:
         f.append(f"noisy: other processes used {res['cpu_other_s']:.1f} CPU s")
+    # Steal comes in spells of 10-40 ms on this VM's host; a run with 0.2 s of
+    # it had several, and one stall of 10-20 ms makes a p99 (bench/README.md).
+    if res.get("steal_s", 0) >= 0.2:
+        f.append(f"host steal {res['steal_s']:.2f} s")
     if res.get("error"):
         f.append(res["error"])
     return f
