@@ -492,8 +492,9 @@ def flags(res, ncpu):
         f.append("machine-saturated")
     if res.get("cpu_other_s", 0) / wall >= 0.2:
         f.append(f"noisy: other processes used {res['cpu_other_s']:.1f} CPU s")
-    # Steal comes in spells of 10-40 ms on this VM's host; a run with 0.2 s of
-    # it had several, and one stall of 10-20 ms makes a p99 (bench/README.md).
+    # Steal came in spells of 10-40 ms on this VM's host, and one stall of
+    # 10-20 ms makes a p99 (bench/README.md); most stalls came with no steal
+    # counted, so no flag does not mean a quiet host.
     if res.get("steal_s", 0) >= 0.2:
         f.append(f"host steal {res['steal_s']:.2f} s")
     if res.get("error"):

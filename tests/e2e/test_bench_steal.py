@@ -2,7 +2,8 @@
 `machine_steal_s`, the `host steal` flag). On the 2-core VM of session 11 the
 steal counter rose in spells of 10-40 ms, and one stall of 10-20 ms is enough
 to make a run's p99 (bench/README.md): a report should show which runs had
-them, apart from what other processes here used."""
+them, apart from what other processes here used. (Most stalls came with no
+steal counted: the flag tells of some, not all.)"""
 import os
 import sys
 import unittest
