@@ -151,20 +151,15 @@ def tree_rss_kb(pids):
     return kb
 
 
-def machine_busy_s():
-    """CPU seconds all cores spent busy since boot (everything but idle and
-    iowait), to tell how much of a run's CPU went to other processes."""
+def machine_cpu_s():
+    """CPU seconds since boot from /proc/stat's first line: (busy, steal).
+    busy is everything but idle and iowait, steal included: what the cores
+    were not free for. steal is what the hypervisor took from them: in a VM,
+    time every process here lost at once. One read for both."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / TICK
-
-
-def machine_steal_s():
-    """CPU seconds the hypervisor took from this machine's cores since boot
-    (/proc/stat's steal): in a VM, time every process here lost at once."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return v[7] / TICK if len(v) > 7 else 0.0
+    steal = v[7] if len(v) > 7 else 0
+    return (sum(v[:8]) - v[3] - v[4]) / TICK, steal / TICK
 
 
 class Sampler(threading.Thread):
@@ -463,11 +458,12 @@ def measured(contender_roots, mock_roots, fn):
     if ms:
         ms.start()
     t0 = time.time()
-    busy0, steal0 = machine_busy_s(), machine_steal_s()
+    busy0, steal0 = machine_cpu_s()
     res = fn()
     res["wall_s"] = time.time() - t0
-    busy = machine_busy_s() - busy0
-    res["steal_s"] = round(machine_steal_s() - steal0, 2)
+    busy1, steal1 = machine_cpu_s()
+    busy = busy1 - busy0
+    res["steal_s"] = round(steal1 - steal0, 2)
     cs.finish()
     res["rss_base_kb"] = cs.base_kb
     res["rss_peak_kb"] = cs.peak_kb
@@ -894,10 +890,10 @@ def paired(results, scen, who, base, value):
 def tail_ratio(results, scen, who, base, field):
     """A p99 against base's: the p99 of all rounds' samples together, who's
     over base's (the verdict), and its text with the median of the per-round
-    ratios beside it. One run's p99 is made by its one to three worst stalls
-    of the machine, each delaying twenty to thirty requests at once, for every
+    ratios beside it. One run's p99 is made mostly by its one to three worst
+    stalls of the machine, each delaying 20-36 requests at once, for every
     contender and for the mock alone (bench/README.md, 2026-12-01, session
-    11): the rounds' ratios spread from 0.4x to 3x, and their median holds five
+    11): the rounds' ratios spread from 0.2x to 3.5x, and their median holds five
     of those lotteries where the pooled p99 holds all of them. Reports without
     the pooled data (before then) fall back to the median of the ratios."""
     m, rs = paired(results, scen, who, base, lambda x: x.get(field))

@@ -3,8 +3,6 @@
  * millions of events). */
 #include "loadgen.h"
 
-#include <stdio.h>
-
 static unsigned ilog2(uint64_t v)
 {
     return 63u - (unsigned)__builtin_clzll(v);
@@ -30,6 +28,14 @@ static uint64_t bucket_top(size_t idx)
     return ((LG_HIST_SUB + m + 1) << (e - 5)) - 1;
 }
 
+/* What bucket idx reports: its upper bound, but never above the largest value
+ * recorded, so a percentile is never over-reported either. */
+static uint64_t bucket_value(const struct lg_hist *h, size_t idx)
+{
+    uint64_t top = bucket_top(idx);
+    return top < h->max ? top : h->max;
+}
+
 void lg_hist_add(struct lg_hist *h, uint64_t us)
 {
     h->b[bucket_of(us)]++;
@@ -49,10 +55,8 @@ uint64_t lg_hist_pct(const struct lg_hist *h, double p)
     uint64_t seen = 0;
     for (size_t i = 0; i < LG_HIST_BUCKETS; i++) {
         seen += h->b[i];
-        if (seen >= want) {
-            uint64_t top = bucket_top(i);
-            return top < h->max ? top : h->max;
-        }
+        if (seen >= want)
+            return bucket_value(h, i);
     }
     return h->max;
 }
@@ -67,8 +71,7 @@ void lg_hist_print_json(const struct lg_hist *h, FILE *f)
     for (size_t i = 0; i < LG_HIST_BUCKETS; i++) {
         if (!h->b[i])
             continue;
-        uint64_t top = bucket_top(i);
-        fprintf(f, "%s[%llu,%lu]", sep, (unsigned long long)(top < h->max ? top : h->max),
+        fprintf(f, "%s[%llu,%lu]", sep, (unsigned long long)bucket_value(h, i),
                 (unsigned long)h->b[i]);
         sep = ",";
     }
